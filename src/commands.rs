@@ -1,0 +1,159 @@
+//! The subcommands of the `execguard` binary. `main.rs` parses arguments and calls these.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::{Config, Mode};
+use crate::event::EventSink;
+use crate::inspect::loader_args::LoaderEnv;
+use crate::inspect::resolve::FsView;
+use crate::inspect::{self, Abi, Argv, ExecRequest, ExecSyscall, GivenArgs, SystemLoaders};
+use crate::policy::{self, Action, Settings};
+use crate::spec::{self, Outcome};
+
+/// Larger specs are refused: a spec is tens of KiB.
+const MAX_SPEC_BYTES: u64 = 16 << 20;
+
+/// `execguard supervise`.
+pub fn supervise(config: Option<&Path>, events: Option<&Path>) -> Result<()> {
+    let config = Config::load_or_default(config)?;
+    let sink = match events {
+        Some(p) => {
+            EventSink::file(p).with_context(|| format!("opening events file {}", p.display()))?
+        }
+        None => EventSink::stdout(),
+    };
+    crate::supervisor::run(config, sink)?;
+    Ok(())
+}
+
+/// `execguard inject --bundle DIR`: patches DIR/config.json in place, atomically.
+pub fn inject(bundle: &Path, config: Option<&Path>) -> Result<()> {
+    let config = Config::load_or_default(config)?;
+    let path = bundle.join("config.json");
+    let meta = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.len() > MAX_SPEC_BYTES {
+        bail!("{} is larger than {MAX_SPEC_BYTES} bytes", path.display());
+    }
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut value: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let outcome = spec::patch(&mut value, &config.socket)
+        .with_context(|| format!("patching {}", path.display()))?;
+    if outcome != Outcome::Off {
+        write_atomically(&path, &value, meta.permissions().mode())?;
+    }
+    println!("{}", describe(&outcome, &config.socket));
+    Ok(())
+}
+
+fn describe(outcome: &Outcome, socket: &Path) -> String {
+    match outcome {
+        Outcome::Guarded { trapped } => format!(
+            "guarded: {} handed to the supervisor at {}",
+            trapped.join(", "),
+            socket.display()
+        ),
+        Outcome::Off => format!("left alone: annotation {} is off", spec::MODE_ANNOTATION),
+        Outcome::AlreadyBlocked => {
+            "left alone: the seccomp profile already blocks execve and execveat".to_owned()
+        }
+    }
+}
+
+fn write_atomically(path: &Path, value: &serde_json::Value, mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp: PathBuf = dir.join(format!(".config.json.execguard-{}", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        serde_json::to_writer_pretty(&mut f, value)?;
+        f.write_all(b"\n")?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `execguard explain -- PATH [ARG...]`: what the supervisor would decide, on this host.
+pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Result<()> {
+    let config = Config::load_or_default(config)?;
+    let Some(path) = argv.first() else {
+        bail!("explain needs a PATH to inspect");
+    };
+    let settings = Settings {
+        mode: mode.unwrap_or(config.mode),
+        enforce: config.enforce.clone(),
+        rules: config.rules.clone(),
+    };
+    let view = FsView::of_self().context("opening this process's root and cwd")?;
+    let loaders = SystemLoaders::discover(&view, &config.detect.extra_system_loaders);
+    let req = ExecRequest {
+        syscall: ExecSyscall::Execve,
+        abi: Abi::X86_64,
+        path: path.as_bytes().to_vec(),
+        dirfd: None,
+        flags: 0,
+    };
+    let mut args = GivenArgs {
+        argv: Argv {
+            items: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            truncated: false,
+        },
+        env: LoaderEnv {
+            trace: std::env::var_os("LD_TRACE_LOADED_OBJECTS").is_some(),
+            audit: std::env::var_os("LD_AUDIT").is_some_and(|v| !v.is_empty()),
+        },
+    };
+    let mut out = String::new();
+    out.push_str(&format!("exec:       {}\n", argv.join(" ")));
+    let verdict = match inspect::inspect(&req, &view, &mut args, &loaders) {
+        Ok(i) => {
+            if let Some(r) = &i.resolved {
+                out.push_str(&format!("resolved:   {}\n", String::from_utf8_lossy(r)));
+            }
+            match &i.finding {
+                None => out.push_str("finding:    none (an ordinary exec, no event)\n"),
+                Some(f) => {
+                    out.push_str(&format!("rule:       {}\n", f.rule.name()));
+                    out.push_str(&format!("reason:     {}\n", f.reason));
+                    if let Some(l) = &f.loader {
+                        out.push_str(&format!(
+                            "loader:     {} ({}, {} mode, via {})\n",
+                            String::from_utf8_lossy(&l.path),
+                            l.kind.as_str(),
+                            l.invocation.mode.as_str(),
+                            l.via.as_str()
+                        ));
+                        if let Some(p) = &l.invocation.program {
+                            out.push_str(&format!("program:    {}\n", String::from_utf8_lossy(p)));
+                        }
+                    }
+                }
+            }
+            policy::decide(i.finding.as_ref().map(|f| f.rule), &settings)
+        }
+        Err(e) => {
+            out.push_str(&format!("error:      {e}\n"));
+            policy::on_error(&e, &settings)
+        }
+    };
+    if let Some((_, importance)) = verdict.event {
+        out.push_str(&format!("importance: {}\n", importance.as_str()));
+    }
+    let action = match verdict.action {
+        Action::Continue => "allow".to_owned(),
+        Action::Deny(e) => format!("deny ({})", crate::config::Errno(e).name()),
+    };
+    out.push_str(&format!("verdict:    {action} in {} mode\n", settings.mode));
+    print!("{out}");
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The TOML configuration. Every key is documented, with its default, in `config/execguard.toml`.
+//! Unknown keys and bad values are errors that name the file, the key and the line.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+use crate::event::{Importance, Rule};
+
+/// Where `execguard` looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/execguard/config.toml";
+/// The supervisor's listener socket when the config does not name one.
+pub const DEFAULT_SOCKET: &str = "/run/execguard/execguard.sock";
+/// Configs larger than this are refused: a config is a few hundred bytes.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} is larger than {MAX_CONFIG_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// How a container is guarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Not guarded at all: the spec is left untouched and nothing is inspected.
+    Off,
+    /// Everything runs; detections are logged.
+    #[default]
+    Audit,
+    /// Detections at or above `[enforce] min_importance` are denied.
+    Enforce,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Audit => "audit",
+            Mode::Enforce => "enforce",
+        }
+    }
+
+    /// Parses the value of the `execguard.io/mode` annotation.
+    pub fn from_annotation(value: &str) -> Option<Mode> {
+        match value.trim() {
+            "off" => Some(Mode::Off),
+            "audit" => Some(Mode::Audit),
+            "enforce" => Some(Mode::Enforce),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An errno by name, as the config and the event write it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+/// The errnos a denial may answer with: the ones an exec can plausibly fail with.
+const ERRNO_NAMES: &[(&str, i32)] = &[
+    ("EACCES", libc::EACCES),
+    ("EPERM", libc::EPERM),
+    ("ENOENT", libc::ENOENT),
+    ("ENOEXEC", libc::ENOEXEC),
+    ("EINVAL", libc::EINVAL),
+    ("ETXTBSY", libc::ETXTBSY),
+    ("ELIBBAD", libc::ELIBBAD),
+];
+
+impl Errno {
+    pub fn name(self) -> String {
+        ERRNO_NAMES
+            .iter()
+            .find(|(_, n)| *n == self.0)
+            .map(|(name, _)| (*name).to_owned())
+            .unwrap_or_else(|| format!("errno {}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Errno {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        ERRNO_NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| Errno(*v))
+            .ok_or_else(|| {
+                let names: Vec<&str> = ERRNO_NAMES.iter().map(|(n, _)| *n).collect();
+                serde::de::Error::custom(format!(
+                    "unknown errno `{name}`, expected one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforceConfig {
+    /// Events at or above this importance are denied in enforce mode.
+    pub min_importance: Importance,
+    /// The errno a denied exec fails with.
+    pub errno: Errno,
+}
+
+impl Default for EnforceConfig {
+    fn default() -> Self {
+        Self {
+            min_importance: Importance::Critical,
+            errno: Errno(libc::EACCES),
+        }
+    }
+}
+
+/// Per-rule importance overrides: `[rules] custom_interpreter = "high"`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleOverrides {
+    pub binary_executed_by_loader: Option<Importance>,
+    pub fileless_loader_execution: Option<Importance>,
+    pub custom_interpreter: Option<Importance>,
+    pub loader_query: Option<Importance>,
+    pub inspection_failed: Option<Importance>,
+}
+
+impl RuleOverrides {
+    pub fn importance(&self, rule: Rule) -> Importance {
+        let over = match rule {
+            Rule::BinaryExecutedByLoader => self.binary_executed_by_loader,
+            Rule::FilelessLoaderExecution => self.fileless_loader_execution,
+            Rule::CustomInterpreter => self.custom_interpreter,
+            Rule::LoaderQuery => self.loader_query,
+            Rule::InspectionFailed => self.inspection_failed,
+        };
+        over.unwrap_or_else(|| rule.default_importance())
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// Loader paths (inside the container) that count as the system's own, besides the
+    /// built-in list: a binary whose `PT_INTERP` resolves to one of them is ordinary.
+    pub extra_system_loaders: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The supervisor's Unix socket; runc connects to it (`linux.seccomp.listenerPath`).
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// The mode of containers that carry no `execguard.io/mode` annotation.
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub enforce: EnforceConfig,
+    #[serde(default)]
+    pub rules: RuleOverrides,
+    #[serde(default)]
+    pub detect: DetectConfig,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            socket: default_socket(),
+            mode: Mode::default(),
+            enforce: EnforceConfig::default(),
+            rules: RuleOverrides::default(),
+            detect: DetectConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_owned(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: describe_toml_error(text, &e),
+        })?;
+        if config.mode == Mode::Off {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: "key `mode`: \"off\" is only for the execguard.io/mode annotation; \
+                          the default mode is \"audit\" or \"enforce\""
+                    .to_owned(),
+            });
+        }
+        if !config.socket.is_absolute() {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "key `socket`: {} is not an absolute path",
+                    config.socket.display()
+                ),
+            });
+        }
+        Ok(config)
+    }
+
+    /// `--config FILE` when given; else the default path when it exists; else the defaults.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            Some(p) => Self::load(p),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                Self::load(Path::new(DEFAULT_CONFIG_PATH))
+            }
+            None => Ok(Self::default()),
+        }
+    }
+}
+
+/// "line L, column C: message", from toml's span.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().to_owned();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            let key = text[span.clone()].trim();
+            format!("line {line}, column {column} (at `{key}`): {message}")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/x.toml"))
+    }
+
+    #[test]
+    fn empty_config_gives_documented_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.mode, Mode::Audit);
+        assert_eq!(c.enforce.min_importance, Importance::Critical);
+        assert_eq!(c.enforce.errno, Errno(libc::EACCES));
+    }
+
+    #[test]
+    fn shipped_config_parses_to_the_defaults() {
+        let text = include_str!("../config/execguard.toml");
+        assert_eq!(parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            "socket = \"/run/x.sock\"\nmode = \"enforce\"\n[enforce]\nmin_importance = \"high\"\nerrno = \"EPERM\"\n[rules]\ncustom_interpreter = \"medium\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.enforce.min_importance, Importance::High);
+        assert_eq!(c.enforce.errno, Errno(libc::EPERM));
+        assert_eq!(
+            c.rules.importance(Rule::CustomInterpreter),
+            Importance::Medium
+        );
+        assert_eq!(
+            c.rules.importance(Rule::BinaryExecutedByLoader),
+            Importance::Critical
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_key_and_line() {
+        let err = parse("mode = \"audit\"\n[enforce]\nmin_importanse = \"high\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/x.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("min_importanse"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_errors_with_line() {
+        let err = parse("\nmode = \"enforcing\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("enforcing"), "{err}");
+        let err = parse("[enforce]\nerrno = \"EWHAT\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("EWHAT"), "{err}");
+        let err = parse("[enforce]\nmin_importance = \"severe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("severe"), "{err}");
+        assert!(parse("mode = \"off\"\n").is_err());
+        assert!(parse("socket = \"relative.sock\"\n").is_err());
+    }
+}

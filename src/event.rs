@@ -1,0 +1,267 @@
+//! Detection events: one JSON object per line. Events are data, written here, never log lines.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// How much a detection matters. Ordered: `info < low < medium < high < critical`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Importance {
+    Info,
+    Low,
+    Medium,
+    High,
+    #[default]
+    Critical,
+}
+
+impl Importance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Importance::Info => "info",
+            Importance::Low => "low",
+            Importance::Medium => "medium",
+            Importance::High => "high",
+            Importance::Critical => "critical",
+        }
+    }
+}
+
+/// Every detection execguard makes. The README's event reference lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// A dynamic loader was asked to run a program (any path, copy, fd, shebang or ABI).
+    BinaryExecutedByLoader,
+    /// A loader with no file behind it (a memfd or an unlinked file) was asked to run a program.
+    FilelessLoaderExecution,
+    /// A binary's `PT_INTERP` names something other than the container's own loaders.
+    CustomInterpreter,
+    /// A loader ran only to answer a question (`ldd`, `--list`, `--verify`, `--help`, ...).
+    LoaderQuery,
+    /// The supervisor could not inspect an exec (the answer follows the mode's fail-safe rule).
+    InspectionFailed,
+}
+
+impl Rule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::BinaryExecutedByLoader => "binary_executed_by_loader",
+            Rule::FilelessLoaderExecution => "fileless_loader_execution",
+            Rule::CustomInterpreter => "custom_interpreter",
+            Rule::LoaderQuery => "loader_query",
+            Rule::InspectionFailed => "inspection_failed",
+        }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            Rule::BinaryExecutedByLoader => "Binary executed through loader",
+            Rule::FilelessLoaderExecution => "Binary executed through a fileless loader",
+            Rule::CustomInterpreter => "Binary started with a non-system program interpreter",
+            Rule::LoaderQuery => "Dynamic loader queried without running a program",
+            Rule::InspectionFailed => "Exec could not be inspected",
+        }
+    }
+
+    pub fn category(self) -> &'static str {
+        match self {
+            Rule::InspectionFailed => "integrity",
+            _ => "execution",
+        }
+    }
+
+    pub fn method(self) -> &'static str {
+        "system_services"
+    }
+
+    pub fn default_importance(self) -> Importance {
+        match self {
+            Rule::BinaryExecutedByLoader => Importance::Critical,
+            Rule::FilelessLoaderExecution => Importance::Critical,
+            Rule::CustomInterpreter => Importance::Critical,
+            Rule::LoaderQuery => Importance::Low,
+            Rule::InspectionFailed => Importance::Medium,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessInfo {
+    /// The notifying task, as the host sees it.
+    pub pid: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExecInfo {
+    /// `execve` or `execveat`.
+    pub syscall: &'static str,
+    /// `x86_64`, `i386` or `x32`: the system call ABI the exec came through.
+    pub abi: &'static str,
+    /// The path as the process passed it (empty for `execveat(fd, "", AT_EMPTY_PATH)`).
+    pub path: String,
+    /// What the path resolved to inside the container's root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
+    pub argv: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub argv_truncated: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoaderInfo {
+    /// The loader that runs (for a shebang, the script's interpreter).
+    pub path: String,
+    /// `glibc` or `musl`.
+    pub kind: &'static str,
+    /// The program the loader is asked to load, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// `run`, `list`, `verify`, `help`, `version`, `list-tunables`, `list-diagnostics`.
+    pub mode: &'static str,
+    /// Loader options given before the program.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// How the loader came to run: `direct`, `shebang` or `pt_interp`.
+    pub via: &'static str,
+}
+
+/// One detection, as written to the event log.
+#[derive(Debug, Serialize)]
+pub struct Event {
+    pub time: String,
+    pub event: &'static str,
+    pub description: &'static str,
+    pub category: &'static str,
+    pub method: &'static str,
+    pub importance: Importance,
+    pub mode: crate::config::Mode,
+    /// `allowed` or `denied`.
+    pub action: &'static str,
+    /// For a denial, the errno the exec failed with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    pub reason: String,
+    pub container: ContainerInfo,
+    pub process: ProcessInfo,
+    pub exec: ExecInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loader: Option<LoaderInfo>,
+}
+
+/// RFC 3339 UTC time with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Bytes from a container, as text for the log: valid UTF-8 stays as it is, invalid bytes become
+/// U+FFFD. JSON escaping of quotes and control characters is serde_json's.
+pub fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Where events go: stdout or an append-only file. Each event is one `write` of one line,
+/// flushed at once, so nothing is lost when the supervisor is killed after answering.
+pub struct EventSink {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl EventSink {
+    pub fn stdout() -> Self {
+        Self {
+            out: Mutex::new(Box::new(io::stdout())),
+        }
+    }
+
+    pub fn file(path: &Path) -> io::Result<Self> {
+        let f = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self {
+            out: Mutex::new(Box::new(f)),
+        })
+    }
+
+    pub fn from_writer(w: Box<dyn Write + Send>) -> Self {
+        Self { out: Mutex::new(w) }
+    }
+
+    pub fn emit(&self, event: &Event) -> io::Result<()> {
+        let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        out.write_all(&line)?;
+        out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn importance_is_ordered() {
+        assert!(Importance::Info < Importance::Low);
+        assert!(Importance::Low < Importance::Medium);
+        assert!(Importance::Medium < Importance::High);
+        assert!(Importance::High < Importance::Critical);
+    }
+
+    #[test]
+    fn hostile_bytes_stay_one_escaped_line() {
+        let argv = lossy(b"a\n{\"event\":\"fake\"}\x1b[31m\xff\"");
+        let ev = Event {
+            time: now_rfc3339(),
+            event: Rule::BinaryExecutedByLoader.name(),
+            description: Rule::BinaryExecutedByLoader.description(),
+            category: "execution",
+            method: "system_services",
+            importance: Importance::Critical,
+            mode: crate::config::Mode::Audit,
+            action: "allowed",
+            errno: None,
+            reason: String::new(),
+            container: ContainerInfo { id: "c".into() },
+            process: ProcessInfo { pid: 1 },
+            exec: ExecInfo {
+                syscall: "execve",
+                abi: "x86_64",
+                path: argv.clone(),
+                resolved: None,
+                argv: vec![argv],
+                argv_truncated: false,
+            },
+            loader: None,
+        };
+        let buf = std::sync::Arc::new(Mutex::new(Vec::new()));
+        struct W(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl Write for W {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = EventSink::from_writer(Box::new(W(buf.clone())));
+        sink.emit(&ev).unwrap();
+        let out = buf.lock().unwrap().clone();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches('\n').count(), 1);
+        assert!(text.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(v["event"], "binary_executed_by_loader");
+        assert_eq!(v["container"]["id"], "c");
+        assert!(!text.contains('\x1b'));
+    }
+}

@@ -1,0 +1,437 @@
+//! What an exec'd file is, decided by its content, never its name: an ELF with or without a
+//! program interpreter, a dynamic loader (glibc or musl, any name, any copy), a `#!` script, or
+//! something else. Every read is bounded; hostile headers give errors, not panics.
+
+use std::os::unix::fs::FileExt;
+
+use goblin::elf::header::{ELFMAG, ET_DYN, SELFMAG};
+use goblin::elf::program_header::{PT_DYNAMIC, PT_INTERP};
+
+/// Bytes read from the start of every exec'd file: the ELF header and, nearly always, the
+/// program headers, or a `#!` line (the kernel reads 256 bytes for it).
+const HEAD_BYTES: usize = 4096;
+/// The kernel refuses program-header tables larger than this (`ELF_MIN_ALIGN`).
+const MAX_PHDR_BYTES: usize = 4096;
+/// The kernel's cap on a shebang line (`BINPRM_BUF_SIZE`).
+const SHEBANG_BYTES: usize = 256;
+/// A loader candidate is read whole to look at its dynamic symbols; loaders are ~200 KiB to
+/// ~1 MiB, so a larger candidate is judged by its structure alone.
+const MAX_LOADER_BYTES: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("reading {what}: {source}")]
+    Read {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// Which loader implementation a file is; decides how its arguments are parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LoaderKind {
+    Glibc,
+    Musl,
+}
+
+impl LoaderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoaderKind::Glibc => "glibc",
+            LoaderKind::Musl => "musl",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// An ELF that names a program interpreter (an ordinary dynamic executable).
+    Dynamic { interp: Vec<u8> },
+    /// An ELF dynamic loader.
+    Loader(LoaderKind),
+    /// Any other ELF (static, static-pie, a shared library).
+    OtherElf,
+    /// A `#!` script.
+    Script(Shebang),
+    /// Anything else (the kernel decides whether it runs at all).
+    Other,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shebang {
+    pub interpreter: Vec<u8>,
+    /// Linux passes everything after the interpreter as one argument.
+    pub arg: Option<Vec<u8>>,
+}
+
+/// Classifies the file open as `file`.
+pub fn classify(file: &std::fs::File) -> Result<FileKind, FileError> {
+    let mut head = vec![0u8; HEAD_BYTES];
+    let n = read_at(file, &mut head, 0, "file header")?;
+    head.truncate(n);
+    if head.starts_with(b"#!") {
+        return Ok(parse_shebang(&head[..n.min(SHEBANG_BYTES)])
+            .map(FileKind::Script)
+            .unwrap_or(FileKind::Other));
+    }
+    if head.len() < SELFMAG || &head[..SELFMAG] != ELFMAG {
+        return Ok(FileKind::Other);
+    }
+    classify_elf(file, &head)
+}
+
+fn classify_elf(file: &std::fs::File, head: &[u8]) -> Result<FileKind, FileError> {
+    let Some(layout) = ElfLayout::parse(head) else {
+        return Ok(FileKind::Other);
+    };
+    let phdr_bytes = layout.phentsize.saturating_mul(layout.phnum);
+    if phdr_bytes == 0 || phdr_bytes > MAX_PHDR_BYTES || layout.phentsize < layout.min_phentsize() {
+        return Ok(FileKind::Other);
+    }
+    let mut phdrs = vec![0u8; phdr_bytes];
+    let n = read_at(file, &mut phdrs, layout.phoff, "program headers")?;
+    if n < phdr_bytes {
+        return Ok(FileKind::Other);
+    }
+    let mut interp = None;
+    let mut dynamic = false;
+    for i in 0..layout.phnum {
+        let ph = &phdrs[i * layout.phentsize..(i + 1) * layout.phentsize];
+        let (p_type, p_offset, p_filesz) = layout.phdr(ph);
+        if p_type == PT_INTERP && interp.is_none() {
+            // The kernel refuses interpreters longer than PATH_MAX or shorter than 2 bytes.
+            if !(2..=4096).contains(&p_filesz) {
+                return Ok(FileKind::Other);
+            }
+            let mut name = vec![0u8; p_filesz as usize];
+            let n = read_at(file, &mut name, p_offset, "PT_INTERP")?;
+            name.truncate(n);
+            if let Some(nul) = name.iter().position(|b| *b == 0) {
+                name.truncate(nul);
+            }
+            interp = Some(name);
+        } else if p_type == PT_DYNAMIC {
+            dynamic = true;
+        }
+    }
+    if let Some(interp) = interp {
+        return Ok(FileKind::Dynamic { interp });
+    }
+    if layout.e_type != ET_DYN || !dynamic {
+        return Ok(FileKind::OtherElf);
+    }
+    Ok(match loader_kind(file)? {
+        Some(kind) => FileKind::Loader(kind),
+        None => FileKind::OtherElf,
+    })
+}
+
+/// An `ET_DYN` with a dynamic section and no interpreter is a loader, a static-pie program or
+/// a shared library. A loader is the one that *defines* `__tls_get_addr` (glibc's ld.so and
+/// musl's libc.so both do; glibc's libc.so.6 and static-pie programs do not), or carries a
+/// loader's soname. Renaming, copying or stripping the file leaves both in place, and a loader
+/// without the symbol could not serve the programs it loads.
+fn loader_kind(file: &std::fs::File) -> Result<Option<LoaderKind>, FileError> {
+    let len = file
+        .metadata()
+        .map_err(|source| FileError::Read {
+            what: "file size",
+            source,
+        })?
+        .len();
+    let cap = len.min(MAX_LOADER_BYTES) as usize;
+    let mut bytes = vec![0u8; cap];
+    let n = read_at(file, &mut bytes, 0, "loader candidate")?;
+    bytes.truncate(n);
+    Ok(loader_kind_of_bytes(&bytes))
+}
+
+/// The content test of [`loader_kind`], on bytes in memory (also the fuzz entry point).
+pub fn loader_kind_of_bytes(bytes: &[u8]) -> Option<LoaderKind> {
+    // goblin is robust on hostile input, but a parser bug must never take the supervisor down.
+    let parsed = std::panic::catch_unwind(|| {
+        let elf = goblin::elf::Elf::parse(bytes).ok()?;
+        if elf.interpreter.is_some() || elf.header.e_type != ET_DYN {
+            return None;
+        }
+        let soname = elf.soname.unwrap_or("");
+        let glibc = soname.starts_with("ld-linux")
+            || elf
+                .verdef
+                .as_ref()
+                .map(|vd| {
+                    vd.iter().any(|d| {
+                        d.iter().any(|aux| {
+                            elf.dynstrtab
+                                .get_at(aux.vda_name)
+                                .unwrap_or("")
+                                .starts_with("GLIBC_")
+                        })
+                    })
+                })
+                .unwrap_or(false);
+        let defines_tls_get_addr = elf.dynsyms.iter().any(|s| {
+            s.st_shndx != 0
+                && matches!(
+                    elf.dynstrtab.get_at(s.st_name),
+                    Some("__tls_get_addr") | Some("___tls_get_addr")
+                )
+        });
+        let musl_soname = soname.starts_with("ld-musl") || soname == "libc.so";
+        if defines_tls_get_addr || soname.starts_with("ld-linux") || musl_soname {
+            Some(if glibc {
+                LoaderKind::Glibc
+            } else {
+                LoaderKind::Musl
+            })
+        } else {
+            None
+        }
+    });
+    parsed.unwrap_or(None)
+}
+
+/// The parts of the ELF header this module needs, for both classes and both byte orders.
+struct ElfLayout {
+    is64: bool,
+    little: bool,
+    e_type: u16,
+    phoff: u64,
+    phentsize: usize,
+    phnum: usize,
+}
+
+impl ElfLayout {
+    fn parse(h: &[u8]) -> Option<Self> {
+        let is64 = match h.get(4)? {
+            1 => false,
+            2 => true,
+            _ => return None,
+        };
+        let little = match h.get(5)? {
+            1 => true,
+            2 => false,
+            _ => return None,
+        };
+        let r = Reader { little };
+        let e_type = r.u16(h, 16)?;
+        let (phoff, phentsize, phnum) = if is64 {
+            (r.u64(h, 32)?, r.u16(h, 54)?, r.u16(h, 56)?)
+        } else {
+            (u64::from(r.u32(h, 28)?), r.u16(h, 42)?, r.u16(h, 44)?)
+        };
+        Some(Self {
+            is64,
+            little,
+            e_type,
+            phoff,
+            phentsize: usize::from(phentsize),
+            phnum: usize::from(phnum),
+        })
+    }
+
+    fn min_phentsize(&self) -> usize {
+        if self.is64 {
+            56
+        } else {
+            32
+        }
+    }
+
+    /// (p_type, p_offset, p_filesz) of one program header.
+    fn phdr(&self, ph: &[u8]) -> (u32, u64, u64) {
+        let r = Reader {
+            little: self.little,
+        };
+        if self.is64 {
+            (
+                r.u32(ph, 0).unwrap_or(0),
+                r.u64(ph, 8).unwrap_or(0),
+                r.u64(ph, 32).unwrap_or(0),
+            )
+        } else {
+            (
+                r.u32(ph, 0).unwrap_or(0),
+                u64::from(r.u32(ph, 4).unwrap_or(0)),
+                u64::from(r.u32(ph, 16).unwrap_or(0)),
+            )
+        }
+    }
+}
+
+struct Reader {
+    little: bool,
+}
+
+impl Reader {
+    fn bytes<const N: usize>(&self, b: &[u8], at: usize) -> Option<[u8; N]> {
+        b.get(at..at.checked_add(N)?)?.try_into().ok()
+    }
+    fn u16(&self, b: &[u8], at: usize) -> Option<u16> {
+        let a = self.bytes::<2>(b, at)?;
+        Some(if self.little {
+            u16::from_le_bytes(a)
+        } else {
+            u16::from_be_bytes(a)
+        })
+    }
+    fn u32(&self, b: &[u8], at: usize) -> Option<u32> {
+        let a = self.bytes::<4>(b, at)?;
+        Some(if self.little {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        })
+    }
+    fn u64(&self, b: &[u8], at: usize) -> Option<u64> {
+        let a = self.bytes::<8>(b, at)?;
+        Some(if self.little {
+            u64::from_le_bytes(a)
+        } else {
+            u64::from_be_bytes(a)
+        })
+    }
+}
+
+/// Parses a `#!` line the way Linux's binfmt_script does: leading blanks skipped, the
+/// interpreter up to the next blank, the rest (trimmed) as one optional argument.
+pub fn parse_shebang(buf: &[u8]) -> Option<Shebang> {
+    let rest = buf.strip_prefix(b"#!")?;
+    let line_end = rest.iter().position(|b| *b == b'\n');
+    // Without a newline in the buffer, the kernel still accepts the line if the interpreter
+    // name ends inside it; a name that may run past the buffer is refused (ENOEXEC).
+    let line = &rest[..line_end.unwrap_or(rest.len())];
+    let line = trim_end(line);
+    let start = line.iter().position(|b| !is_blank(*b))?;
+    let line = &line[start..];
+    let name_end = line.iter().position(|b| is_blank(*b)).unwrap_or(line.len());
+    if line_end.is_none() && name_end == line.len() {
+        return None;
+    }
+    let interpreter = line[..name_end].to_vec();
+    let arg = line[name_end..]
+        .iter()
+        .position(|b| !is_blank(*b))
+        .map(|s| line[name_end + s..].to_vec());
+    Some(Shebang { interpreter, arg })
+}
+
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim_end(mut s: &[u8]) -> &[u8] {
+    while let Some((last, rest)) = s.split_last() {
+        if is_blank(*last) || *last == 0 || *last == b'\r' {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+fn read_at(
+    file: &std::fs::File,
+    buf: &mut [u8],
+    offset: u64,
+    what: &'static str,
+) -> Result<usize, FileError> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(FileError::Read { what, source }),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_of(path: &str) -> FileKind {
+        classify(&std::fs::File::open(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn system_loaders_are_loaders() {
+        assert_eq!(
+            kind_of("/lib64/ld-linux-x86-64.so.2"),
+            FileKind::Loader(LoaderKind::Glibc)
+        );
+    }
+
+    #[test]
+    fn optional_loaders_when_installed() {
+        // musl-tools and libc6-i386 are installed by .ci/run; on a bare machine skip quietly.
+        for (path, kind) in [
+            ("/lib/ld-musl-x86_64.so.1", LoaderKind::Musl),
+            ("/lib/ld-linux.so.2", LoaderKind::Glibc),
+        ] {
+            if std::path::Path::new(path).exists() {
+                assert_eq!(kind_of(path), FileKind::Loader(kind), "{path}");
+            }
+        }
+    }
+
+    #[test]
+    fn renamed_copy_is_still_a_loader() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("innocent.txt");
+        std::fs::copy("/lib64/ld-linux-x86-64.so.2", &copy).unwrap();
+        assert_eq!(
+            classify(&std::fs::File::open(&copy).unwrap()).unwrap(),
+            FileKind::Loader(LoaderKind::Glibc)
+        );
+    }
+
+    #[test]
+    fn libc_and_executables_are_not_loaders() {
+        // glibc's libc.so.6 is runnable (it has a PT_INTERP); libm is a plain library.
+        assert!(matches!(
+            kind_of("/lib/x86_64-linux-gnu/libc.so.6"),
+            FileKind::Dynamic { .. }
+        ));
+        assert_eq!(
+            kind_of("/lib/x86_64-linux-gnu/libm.so.6"),
+            FileKind::OtherElf
+        );
+        match kind_of("/bin/true") {
+            FileKind::Dynamic { interp } => assert_eq!(interp, b"/lib64/ld-linux-x86-64.so.2"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(kind_of("/etc/passwd"), FileKind::Other);
+    }
+
+    #[test]
+    fn shebang_lines_parse_like_the_kernel() {
+        let s = parse_shebang(b"#! /lib64/ld.so  /bin/touch  x \nrest").unwrap();
+        assert_eq!(s.interpreter, b"/lib64/ld.so");
+        assert_eq!(s.arg.as_deref(), Some(&b"/bin/touch  x"[..]));
+        let s = parse_shebang(b"#!/bin/sh\n").unwrap();
+        assert_eq!(s.arg, None);
+        assert_eq!(parse_shebang(b"#!\n"), None);
+        assert_eq!(parse_shebang(b"#!   \n"), None);
+        // No newline and the name may continue past the buffer: ENOEXEC.
+        assert_eq!(parse_shebang(b"#!/bin/sh"), None);
+        assert!(parse_shebang(b"#!/bin/sh -e").is_some());
+    }
+
+    #[test]
+    fn hostile_headers_do_not_panic() {
+        let mut elf = std::fs::read("/bin/true").unwrap();
+        elf.truncate(200);
+        for i in 0..elf.len() {
+            let mut m = elf.clone();
+            m[i] ^= 0xff;
+            let _ = loader_kind_of_bytes(&m);
+            let _ = ElfLayout::parse(&m);
+        }
+        assert_eq!(loader_kind_of_bytes(b"\x7fELF"), None);
+        assert_eq!(loader_kind_of_bytes(b""), None);
+    }
+}

@@ -1,0 +1,611 @@
+//! Inspection of one exec: resolve the target inside the process's root, classify the file by
+//! content, and work out which program a loader would run. Knows nothing of seccomp: the
+//! arguments come through [`ExecArgs`], read lazily, because an ordinary exec needs none.
+
+pub mod file;
+pub mod loader_args;
+pub mod resolve;
+
+use std::collections::HashMap;
+
+use nix::errno::Errno;
+
+use crate::event::Rule;
+use file::{FileError, FileKind, LoaderKind};
+use loader_args::{LoaderEnv, LoaderInvocation};
+use resolve::{FsView, Resolved};
+
+/// `AT_EMPTY_PATH` and `AT_SYMLINK_NOFOLLOW` as execveat takes them.
+pub const AT_EMPTY_PATH: i32 = libc::AT_EMPTY_PATH;
+pub const AT_SYMLINK_NOFOLLOW: i32 = libc::AT_SYMLINK_NOFOLLOW;
+/// Scripts whose interpreter is a script, and so on: the kernel stops after a few levels.
+const MAX_INTERPRETER_DEPTH: u32 = 4;
+
+/// Where glibc and musl put their loaders on the distributions CI images are built from.
+pub const SYSTEM_LOADER_PATHS: &[&str] = &[
+    "/lib64/ld-linux-x86-64.so.2",
+    "/lib/ld-linux-x86-64.so.2",
+    "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "/usr/lib64/ld-linux-x86-64.so.2",
+    "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+    "/lib/ld-linux.so.2",
+    "/lib32/ld-linux.so.2",
+    "/usr/lib32/ld-linux.so.2",
+    "/lib/i386-linux-gnu/ld-linux.so.2",
+    "/usr/lib/i386-linux-gnu/ld-linux.so.2",
+    "/libx32/ld-linux-x32.so.2",
+    "/usr/libx32/ld-linux-x32.so.2",
+    "/lib/ld-musl-x86_64.so.1",
+    "/usr/lib/ld-musl-x86_64.so.1",
+    "/lib/ld-musl-i386.so.1",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecSyscall {
+    Execve,
+    Execveat,
+}
+
+impl ExecSyscall {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecSyscall::Execve => "execve",
+            ExecSyscall::Execveat => "execveat",
+        }
+    }
+}
+
+/// The system call ABI an exec came through; it decides the size of the pointers in argv.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Abi {
+    X86_64,
+    I386,
+    X32,
+}
+
+impl Abi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Abi::X86_64 => "x86_64",
+            Abi::I386 => "i386",
+            Abi::X32 => "x32",
+        }
+    }
+
+    pub fn pointer_size(self) -> usize {
+        match self {
+            Abi::X86_64 => 8,
+            Abi::I386 | Abi::X32 => 4,
+        }
+    }
+}
+
+/// One exec as the kernel was asked for it.
+#[derive(Clone, Debug)]
+pub struct ExecRequest {
+    pub syscall: ExecSyscall,
+    pub abi: Abi,
+    pub path: Vec<u8>,
+    /// The execveat dirfd; `None` for execve and `AT_FDCWD`.
+    pub dirfd: Option<i32>,
+    pub flags: i32,
+}
+
+/// The exec's argument vector, as far as it was read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Argv {
+    pub items: Vec<Vec<u8>>,
+    /// More arguments, or longer ones, than the supervisor reads.
+    pub truncated: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The path does not resolve; the kernel's own lookup fails with the same errno.
+    #[error("resolving the exec path: {errno}")]
+    Resolve { errno: Errno },
+    #[error("reading the target's {what}: {errno}")]
+    ReadTarget { what: &'static str, errno: Errno },
+    /// The notification is no longer valid: the task died or was interrupted.
+    #[error("the exec is no longer pending")]
+    Gone,
+    #[error("classifying {path}: {source}")]
+    File { path: String, source: FileError },
+    #[error("opening {path}: {errno}")]
+    Open { path: String, errno: Errno },
+}
+
+/// Supplies argv and the loader-relevant environment, only when they are needed.
+pub trait ExecArgs {
+    fn argv(&mut self) -> Result<Argv, InspectError>;
+    fn loader_env(&mut self) -> Result<LoaderEnv, InspectError>;
+}
+
+/// Fixed arguments: what `explain` and the tests use.
+pub struct GivenArgs {
+    pub argv: Argv,
+    pub env: LoaderEnv,
+}
+
+impl ExecArgs for GivenArgs {
+    fn argv(&mut self) -> Result<Argv, InspectError> {
+        Ok(self.argv.clone())
+    }
+    fn loader_env(&mut self) -> Result<LoaderEnv, InspectError> {
+        Ok(self.env)
+    }
+}
+
+/// The loaders a container's root holds at the standard paths, by (device, inode).
+#[derive(Clone, Debug, Default)]
+pub struct SystemLoaders {
+    by_key: HashMap<(u64, u64), LoaderKind>,
+}
+
+impl SystemLoaders {
+    /// Finds the loaders of the root that `view` sees.
+    pub fn discover(view: &FsView, extra: &[String]) -> Self {
+        let mut by_key = HashMap::new();
+        let paths = SYSTEM_LOADER_PATHS
+            .iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str));
+        for path in paths {
+            let Ok(start) = view.start_dir(None) else {
+                continue;
+            };
+            let Ok(found) = resolve::resolve(view, start, b"/", path.as_bytes(), true) else {
+                continue;
+            };
+            if !found.is_regular() {
+                continue;
+            }
+            if let Ok(FileKind::Loader(kind)) = resolve::open_for_read(&found)
+                .map(|f| file::classify(&f))
+                .unwrap_or(Ok(FileKind::Other))
+            {
+                by_key.insert(found.key(), kind);
+            }
+        }
+        Self { by_key }
+    }
+
+    pub fn kind_of(&self, key: (u64, u64)) -> Option<LoaderKind> {
+        self.by_key.get(&key).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+/// How a loader came to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// The exec named the loader (by any path, copy, fd or memfd).
+    Direct,
+    /// A `#!` line named the loader.
+    Shebang,
+    /// A binary's `PT_INTERP` named a loader outside the system set.
+    PtInterp,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Direct => "direct",
+            Via::Shebang => "shebang",
+            Via::PtInterp => "pt_interp",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoaderFinding {
+    pub path: Vec<u8>,
+    pub kind: LoaderKind,
+    pub invocation: LoaderInvocation,
+    pub via: Via,
+}
+
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub rule: Rule,
+    pub reason: String,
+    pub loader: Option<LoaderFinding>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Inspection {
+    /// The target's path inside the root, as resolved.
+    pub resolved: Option<Vec<u8>>,
+    pub finding: Option<Finding>,
+}
+
+/// Inspects one exec.
+pub fn inspect(
+    req: &ExecRequest,
+    view: &FsView,
+    args: &mut dyn ExecArgs,
+    loaders: &SystemLoaders,
+) -> Result<Inspection, InspectError> {
+    let target = resolve_target(req, view)?;
+    let mut inspection = Inspection {
+        resolved: Some(target.display.clone()),
+        finding: None,
+    };
+    if !target.is_regular() {
+        // The kernel refuses to exec anything but a regular file (EACCES).
+        return Ok(inspection);
+    }
+    let ctx = Ctx { view, loaders };
+    let kind = ctx.kind_of(&target)?;
+    inspection.finding = match kind {
+        FileKind::Loader(kind) => {
+            let argv = args.argv()?;
+            let env = args.loader_env()?;
+            let invocation = parse_loader_args(kind, &argv, env);
+            Some(loader_finding(&target, kind, invocation, Via::Direct))
+        }
+        FileKind::Script(sb) => {
+            let script = script_name(req);
+            ctx.script_finding(&sb, script, args, 1)?
+        }
+        FileKind::Dynamic { interp } => ctx.interp_finding(&interp, &req.path)?,
+        FileKind::OtherElf | FileKind::Other => None,
+    };
+    Ok(inspection)
+}
+
+/// Resolves the exec target the way the kernel will for this syscall and these flags.
+fn resolve_target(req: &ExecRequest, view: &FsView) -> Result<Resolved, InspectError> {
+    let err = |errno| InspectError::Resolve { errno };
+    if req.path.is_empty() {
+        if req.flags & AT_EMPTY_PATH == 0 {
+            return Err(err(Errno::ENOENT));
+        }
+        // execveat(fd, "", AT_EMPTY_PATH): fexecve, the file behind the fd.
+        let fd = match req.dirfd {
+            Some(fd) => view.target_fd(fd).map_err(err)?,
+            None => view.start_dir(None).map_err(err)?,
+        };
+        let display = fd_display(view, req.dirfd);
+        let stat = nix::sys::stat::fstat(&fd).map_err(err)?;
+        return Ok(Resolved { fd, stat, display });
+    }
+    let start = view.start_dir(req.dirfd).map_err(err)?;
+    let start_display = fd_display(view, req.dirfd);
+    resolve::resolve(
+        view,
+        start,
+        &start_display,
+        &req.path,
+        req.flags & AT_SYMLINK_NOFOLLOW == 0,
+    )
+    .map_err(err)
+}
+
+/// What `/proc/TID/fd/N` (or the cwd) says, for display only.
+fn fd_display(view: &FsView, fd: Option<i32>) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let link = match fd {
+        Some(fd) => format!("fd/{fd}"),
+        None => "cwd".to_owned(),
+    };
+    nix::fcntl::readlinkat(&view.proc_dir, link.as_str())
+        .map(|s| s.as_bytes().to_vec())
+        .unwrap_or_else(|_| b"/".to_vec())
+}
+
+/// The script's name as the kernel hands it to the interpreter.
+fn script_name(req: &ExecRequest) -> Vec<u8> {
+    match (req.dirfd, req.path.first()) {
+        (Some(fd), None) => format!("/dev/fd/{fd}").into_bytes(),
+        (Some(fd), Some(c)) if *c != b'/' => {
+            let mut p = format!("/dev/fd/{fd}/").into_bytes();
+            p.extend_from_slice(&req.path);
+            p
+        }
+        _ => req.path.clone(),
+    }
+}
+
+struct Ctx<'a> {
+    view: &'a FsView,
+    loaders: &'a SystemLoaders,
+}
+
+impl Ctx<'_> {
+    fn kind_of(&self, target: &Resolved) -> Result<FileKind, InspectError> {
+        if let Some(kind) = self.loaders.kind_of(target.key()) {
+            return Ok(FileKind::Loader(kind));
+        }
+        let path = || crate::event::lossy(&target.display);
+        let file = resolve::open_for_read(target).map_err(|errno| InspectError::Open {
+            path: path(),
+            errno,
+        })?;
+        file::classify(&file).map_err(|source| InspectError::File {
+            path: path(),
+            source,
+        })
+    }
+
+    /// Resolves an interpreter path (a `#!` name or a `PT_INTERP`) as the kernel does: from
+    /// the root when absolute, from the cwd otherwise. `None` when the kernel's exec would fail.
+    fn resolve_interpreter(&self, name: &[u8]) -> Option<Resolved> {
+        let start = self.view.start_dir(None).ok()?;
+        let found = resolve::resolve(self.view, start, b"", name, true).ok()?;
+        found.is_regular().then_some(found)
+    }
+
+    fn script_finding(
+        &self,
+        sb: &file::Shebang,
+        script: Vec<u8>,
+        args: &mut dyn ExecArgs,
+        depth: u32,
+    ) -> Result<Option<Finding>, InspectError> {
+        if depth > MAX_INTERPRETER_DEPTH {
+            return Ok(None);
+        }
+        let Some(interp) = self.resolve_interpreter(&sb.interpreter) else {
+            return Ok(None);
+        };
+        // The kernel runs: interpreter [arg] script argv[1..].
+        let build_argv = |args: &mut dyn ExecArgs| -> Result<Vec<Vec<u8>>, InspectError> {
+            let argv = args.argv()?;
+            let mut v = vec![sb.interpreter.clone()];
+            v.extend(sb.arg.clone());
+            v.push(script.clone());
+            v.extend(argv.items.into_iter().skip(1));
+            Ok(v)
+        };
+        match self.kind_of(&interp)? {
+            FileKind::Loader(kind) => {
+                let truncated = args.argv()?.truncated;
+                let argv = Argv {
+                    items: build_argv(args)?,
+                    truncated,
+                };
+                let env = args.loader_env()?;
+                let invocation = parse_loader_args(kind, &argv, env);
+                let mut finding = loader_finding(&interp, kind, invocation, Via::Shebang);
+                finding.reason = format!("{} (named by the script's #! line)", finding.reason);
+                Ok(Some(finding))
+            }
+            FileKind::Script(inner) => {
+                let truncated = args.argv()?.truncated;
+                let mut nested = GivenArgs {
+                    argv: Argv {
+                        items: build_argv(args)?,
+                        truncated,
+                    },
+                    env: args.loader_env()?,
+                };
+                self.script_finding(&inner, sb.interpreter.clone(), &mut nested, depth + 1)
+            }
+            FileKind::Dynamic { interp: pt_interp } => {
+                self.interp_finding(&pt_interp, &sb.interpreter)
+            }
+            FileKind::OtherElf | FileKind::Other => Ok(None),
+        }
+    }
+
+    /// A dynamic binary whose `PT_INTERP` is not one of the container's own loaders.
+    fn interp_finding(
+        &self,
+        interp: &[u8],
+        program: &[u8],
+    ) -> Result<Option<Finding>, InspectError> {
+        let Some(found) = self.resolve_interpreter(interp) else {
+            return Ok(None);
+        };
+        if self.loaders.kind_of(found.key()).is_some() {
+            return Ok(None);
+        }
+        let shown = crate::event::lossy(&found.display);
+        let loader = match self.kind_of(&found)? {
+            FileKind::Loader(kind) => Some(LoaderFinding {
+                path: interp.to_vec(),
+                kind,
+                invocation: LoaderInvocation {
+                    mode: loader_args::LoaderMode::Run,
+                    program: Some(program.to_vec()),
+                    options: Vec::new(),
+                    audit: false,
+                    unknown_option: false,
+                },
+                via: Via::PtInterp,
+            }),
+            _ => None,
+        };
+        let reason = match &loader {
+            Some(l) => format!(
+                "PT_INTERP names {} ({shown}), a {} loader that is not one of the container's own",
+                crate::event::lossy(interp),
+                l.kind.as_str()
+            ),
+            None => format!(
+                "PT_INTERP names {} ({shown}), which is not a loader",
+                crate::event::lossy(interp)
+            ),
+        };
+        Ok(Some(Finding {
+            rule: Rule::CustomInterpreter,
+            reason,
+            loader,
+        }))
+    }
+}
+
+/// Parses a loader's argv; when argv was cut short and no program was found in what was read,
+/// one may hide beyond it, so a program is assumed (the safe reading).
+fn parse_loader_args(kind: LoaderKind, argv: &Argv, env: LoaderEnv) -> LoaderInvocation {
+    let mut inv = loader_args::parse(kind, &argv.items, env);
+    if argv.truncated && inv.program.is_none() {
+        inv.mode = loader_args::LoaderMode::Run;
+        inv.unknown_option = true;
+        inv.program = Some(b"(beyond the arguments read)".to_vec());
+    }
+    inv
+}
+
+fn loader_finding(
+    loader: &Resolved,
+    kind: LoaderKind,
+    invocation: LoaderInvocation,
+    via: Via,
+) -> Finding {
+    let shown = crate::event::lossy(&loader.display);
+    let (rule, reason) = if invocation.runs_foreign_code() {
+        let program = crate::event::lossy(invocation.program.as_deref().unwrap_or_default());
+        if loader.is_fileless() {
+            (
+                Rule::FilelessLoaderExecution,
+                format!(
+                    "a {} loader with no file behind it ({shown}) runs {program}",
+                    kind.as_str()
+                ),
+            )
+        } else if invocation.mode == loader_args::LoaderMode::Run {
+            (
+                Rule::BinaryExecutedByLoader,
+                format!("the {} loader {shown} runs {program}", kind.as_str()),
+            )
+        } else {
+            (
+                Rule::BinaryExecutedByLoader,
+                format!(
+                    "the {} loader {shown} loads audit modules while it {}s {program}",
+                    kind.as_str(),
+                    invocation.mode.as_str()
+                ),
+            )
+        }
+    } else {
+        (
+            Rule::LoaderQuery,
+            format!(
+                "the {} loader {shown} runs in {} mode; no program runs",
+                kind.as_str(),
+                invocation.mode.as_str()
+            ),
+        )
+    };
+    Finding {
+        rule,
+        reason,
+        loader: Some(LoaderFinding {
+            path: loader.display.clone(),
+            kind,
+            invocation,
+            via,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn explain(argv: &[&str], env: LoaderEnv) -> Inspection {
+        let view = FsView::of_self().unwrap();
+        let loaders = SystemLoaders::discover(&view, &[]);
+        let req = ExecRequest {
+            syscall: ExecSyscall::Execve,
+            abi: Abi::X86_64,
+            path: argv[0].as_bytes().to_vec(),
+            dirfd: None,
+            flags: 0,
+        };
+        let mut args = GivenArgs {
+            argv: Argv {
+                items: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+                truncated: false,
+            },
+            env,
+        };
+        inspect(&req, &view, &mut args, &loaders).unwrap()
+    }
+
+    #[test]
+    fn the_host_has_its_loader() {
+        let view = FsView::of_self().unwrap();
+        assert!(!SystemLoaders::discover(&view, &[]).is_empty());
+    }
+
+    #[test]
+    fn ordinary_exec_has_no_finding() {
+        assert!(explain(&["/bin/true"], LoaderEnv::default())
+            .finding
+            .is_none());
+        assert!(explain(&["/bin/sh", "-c", "true"], LoaderEnv::default())
+            .finding
+            .is_none());
+    }
+
+    #[test]
+    fn loader_running_a_program_is_critical_rule() {
+        let i = explain(
+            &["/lib64/../lib64/./ld-linux-x86-64.so.2", "/bin/touch", "x"],
+            LoaderEnv::default(),
+        );
+        let f = i.finding.unwrap();
+        assert_eq!(f.rule, Rule::BinaryExecutedByLoader);
+        let l = f.loader.unwrap();
+        assert_eq!(l.invocation.program.as_deref(), Some(&b"/bin/touch"[..]));
+        assert_eq!(l.kind, LoaderKind::Glibc);
+    }
+
+    #[test]
+    fn ldd_is_a_query() {
+        let i = explain(
+            &["/lib64/ld-linux-x86-64.so.2", "/bin/true"],
+            LoaderEnv {
+                trace: true,
+                audit: false,
+            },
+        );
+        assert_eq!(i.finding.unwrap().rule, Rule::LoaderQuery);
+    }
+
+    #[test]
+    fn script_naming_the_loader() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("s");
+        std::fs::write(&script, "#!/lib64/ld-linux-x86-64.so.2 /bin/touch\n").unwrap();
+        let i = explain(&[script.to_str().unwrap(), "x"], LoaderEnv::default());
+        let f = i.finding.unwrap();
+        assert_eq!(f.rule, Rule::BinaryExecutedByLoader);
+        let l = f.loader.unwrap();
+        assert_eq!(l.via, Via::Shebang);
+        assert_eq!(l.invocation.program.as_deref(), Some(&b"/bin/touch"[..]));
+    }
+
+    #[test]
+    fn custom_interpreter_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let ld = dir.path().join("myld");
+        std::fs::copy("/lib64/ld-linux-x86-64.so.2", &ld).unwrap();
+        let bin = dir.path().join("prog");
+        let mut bytes = std::fs::read("/bin/true").unwrap();
+        // Point PT_INTERP at the copy by rewriting the interpreter string in place.
+        let old = b"/lib64/ld-linux-x86-64.so.2\0";
+        let pos = bytes.windows(old.len()).position(|w| w == old).unwrap();
+        let new = format!("{}", ld.display());
+        if new.len() < old.len() {
+            bytes[pos..pos + new.len()].copy_from_slice(new.as_bytes());
+            bytes[pos + new.len()] = 0;
+            std::fs::write(&bin, &bytes).unwrap();
+            let i = explain(&[bin.to_str().unwrap()], LoaderEnv::default());
+            let f = i.finding.unwrap();
+            assert_eq!(f.rule, Rule::CustomInterpreter);
+            assert_eq!(f.loader.unwrap().kind, LoaderKind::Glibc);
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! Path resolution inside a process's root, the way the kernel's `namei` does it, one component
+//! at a time: `.` and `..` (which never climbs above the root), symlinks (absolute ones restart
+//! at the process's root, never the host's), `/proc/self` and `/proc/thread-self` (which mean
+//! the target, not the supervisor), and procfs magic links such as `/proc/self/fd/N`.
+//!
+//! Hand-written rather than `openat2(RESOLVE_IN_ROOT)`: that call treats its dirfd as the root,
+//! so it cannot resolve a relative path from a cwd below the root, and it refuses magic links.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, readlinkat, OFlag};
+use nix::sys::stat::{fstat, FileStat, Mode as StatMode, SFlag};
+use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC};
+
+/// The kernel's limit on symlinks followed in one lookup.
+const MAX_SYMLINKS: u32 = 40;
+/// The kernel's limit on a path's length, NUL included.
+pub const PATH_MAX: usize = 4096;
+
+/// The filesystem as one process sees it.
+pub struct FsView {
+    /// The process's root (`/proc/PID/root`).
+    pub root: OwnedFd,
+    /// The process's working directory (`/proc/PID/cwd`).
+    pub cwd: OwnedFd,
+    /// The host's `/proc/TID` of the process, for its fds and for `/proc/self`.
+    pub proc_dir: OwnedFd,
+}
+
+impl FsView {
+    /// The view of task `tid` (a host pid or tid).
+    pub fn of_task(tid: u32) -> Result<Self, Errno> {
+        let proc_dir = open_path(&format!("/proc/{tid}"), OFlag::O_DIRECTORY)?;
+        Ok(Self {
+            root: openat(
+                &proc_dir,
+                "root",
+                o_path(OFlag::O_DIRECTORY),
+                StatMode::empty(),
+            )?,
+            cwd: openat(
+                &proc_dir,
+                "cwd",
+                o_path(OFlag::O_DIRECTORY),
+                StatMode::empty(),
+            )?,
+            proc_dir,
+        })
+    }
+
+    /// The view of this process: what `explain` uses.
+    pub fn of_self() -> Result<Self, Errno> {
+        Ok(Self {
+            root: open_path("/", OFlag::O_DIRECTORY)?,
+            cwd: open_path(".", OFlag::O_DIRECTORY)?,
+            proc_dir: open_path("/proc/self", OFlag::O_DIRECTORY)?,
+        })
+    }
+
+    /// The directory a relative path starts from: the cwd, or the target's fd `dirfd`.
+    pub fn start_dir(&self, dirfd: Option<i32>) -> Result<OwnedFd, Errno> {
+        match dirfd {
+            None => self.cwd.try_clone().map_err(io_errno),
+            Some(fd) => self.target_fd(fd),
+        }
+    }
+
+    /// The file behind the target's fd `fd` (`/proc/TID/fd/N`, followed like the kernel does).
+    pub fn target_fd(&self, fd: i32) -> Result<OwnedFd, Errno> {
+        if fd < 0 {
+            return Err(Errno::EBADF);
+        }
+        openat(
+            &self.proc_dir,
+            format!("fd/{fd}").as_str(),
+            o_path(OFlag::empty()),
+            StatMode::empty(),
+        )
+    }
+}
+
+/// A file found by [`resolve`].
+#[derive(Debug)]
+pub struct Resolved {
+    /// An `O_PATH` handle on the file itself.
+    pub fd: OwnedFd,
+    pub stat: FileStat,
+    /// The path inside the root (for a magic link, what the link says, e.g. `/memfd:x (deleted)`).
+    pub display: Vec<u8>,
+}
+
+impl Resolved {
+    /// The file has no name left: a memfd or an unlinked file.
+    pub fn is_fileless(&self) -> bool {
+        self.stat.st_nlink == 0 || self.display.starts_with(b"/memfd:")
+    }
+
+    pub fn is_regular(&self) -> bool {
+        SFlag::from_bits_truncate(self.stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
+    }
+
+    pub fn key(&self) -> (u64, u64) {
+        (self.stat.st_dev, self.stat.st_ino)
+    }
+}
+
+/// Resolves `path` for a process whose filesystem is `view`, starting relative paths at
+/// `start` (its cwd, or an `execveat` dirfd). `follow_last` is false for `AT_SYMLINK_NOFOLLOW`.
+/// Errors are the errno the kernel would give for the same lookup.
+pub fn resolve(
+    view: &FsView,
+    start: OwnedFd,
+    start_display: &[u8],
+    path: &[u8],
+    follow_last: bool,
+) -> Result<Resolved, Errno> {
+    if path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    if path.len() >= PATH_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    let absolute = path.first() == Some(&b'/');
+    let mut cur = if absolute {
+        view.root.try_clone().map_err(io_errno)?
+    } else {
+        start
+    };
+    let mut display: Vec<Vec<u8>> = if absolute {
+        Vec::new()
+    } else {
+        split(start_display).map(<[u8]>::to_vec).collect()
+    };
+    // Components still to walk, last first.
+    let mut todo: Vec<Vec<u8>> = split(path).rev().map(<[u8]>::to_vec).collect();
+    let trailing_slash = path.ends_with(b"/");
+    let root_key = key_of(&view.root)?;
+    let mut links = 0u32;
+    let mut current_stat = fstat(&cur)?;
+
+    while let Some(comp) = todo.pop() {
+        if comp == b"." {
+            continue;
+        }
+        if comp == b".." {
+            if (current_stat.st_dev, current_stat.st_ino) != root_key {
+                cur = openat(&cur, "..", o_path(OFlag::O_DIRECTORY), StatMode::empty())?;
+                current_stat = fstat(&cur)?;
+                display.pop();
+            }
+            continue;
+        }
+        if !is_dir(&current_stat) {
+            return Err(Errno::ENOTDIR);
+        }
+        let last = todo.is_empty();
+        let next = openat(
+            &cur,
+            comp.as_slice(),
+            o_path(OFlag::O_NOFOLLOW),
+            StatMode::empty(),
+        )?;
+        let st = fstat(&next)?;
+        if is_symlink(&st) {
+            if last && !follow_last && !trailing_slash {
+                return Err(Errno::ELOOP);
+            }
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(Errno::ELOOP);
+            }
+            if fstatfs(&cur)?.filesystem_type() == PROC_SUPER_MAGIC {
+                // procfs: `self` and `thread-self` name the reader, so they are mapped to the
+                // target; every other procfs link is a magic link that the kernel follows
+                // itself (fd/N, exe, cwd, root), which an open without O_NOFOLLOW does.
+                if comp == b"self" || comp == b"thread-self" {
+                    cur = view.proc_dir.try_clone().map_err(io_errno)?;
+                    display.push(comp);
+                } else {
+                    let shown = readlinkat(&next, "").unwrap_or_default();
+                    cur = openat(
+                        &cur,
+                        comp.as_slice(),
+                        o_path(OFlag::empty()),
+                        StatMode::empty(),
+                    )?;
+                    display = vec![shown.as_bytes().to_vec()];
+                }
+                current_stat = fstat(&cur)?;
+                if last {
+                    return Ok(Resolved {
+                        fd: cur,
+                        stat: current_stat,
+                        display: join(&display),
+                    });
+                }
+                continue;
+            }
+            let target = readlinkat(&next, "")?;
+            let target = target.as_bytes();
+            if target.is_empty() {
+                return Err(Errno::ENOENT);
+            }
+            if target.first() == Some(&b'/') {
+                cur = view.root.try_clone().map_err(io_errno)?;
+                current_stat = fstat(&cur)?;
+                display.clear();
+            }
+            todo.extend(split(target).rev().map(<[u8]>::to_vec));
+            continue;
+        }
+        if last {
+            if trailing_slash && !is_dir(&st) {
+                return Err(Errno::ENOTDIR);
+            }
+            display.push(comp);
+            return Ok(Resolved {
+                fd: next,
+                stat: st,
+                display: join(&display),
+            });
+        }
+        cur = next;
+        current_stat = st;
+        display.push(comp);
+    }
+    // The path named a directory (`/`, `.`, `..`): exec fails on it, but it resolves.
+    Ok(Resolved {
+        fd: cur,
+        stat: current_stat,
+        display: join(&display),
+    })
+}
+
+fn split(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    path.split(|b| *b == b'/').filter(|c| !c.is_empty())
+}
+
+fn join(components: &[Vec<u8>]) -> Vec<u8> {
+    if components.len() == 1 && components[0].first() == Some(&b'/') {
+        return components[0].clone();
+    }
+    let mut out = Vec::new();
+    for c in components {
+        out.push(b'/');
+        out.extend_from_slice(c);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+fn o_path(extra: OFlag) -> OFlag {
+    OFlag::O_PATH | OFlag::O_CLOEXEC | extra
+}
+
+fn open_path(path: &str, extra: OFlag) -> Result<OwnedFd, Errno> {
+    nix::fcntl::open(path, o_path(extra), StatMode::empty())
+}
+
+fn key_of(fd: impl AsFd) -> Result<(u64, u64), Errno> {
+    let st = fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+fn is_symlink(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Opens a resolved file for reading, without following anything again and without blocking.
+pub fn open_for_read(resolved: &Resolved) -> Result<std::fs::File, Errno> {
+    let path = format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&resolved.fd)
+    );
+    let fd = nix::fcntl::open(
+        OsStr::new(&path),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+        StatMode::empty(),
+    )?;
+    Ok(std::fs::File::from(fd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    struct Tree {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tree {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let r = dir.path();
+            std::fs::create_dir_all(r.join("lib/x86_64-linux-gnu")).unwrap();
+            std::fs::create_dir_all(r.join("lib64")).unwrap();
+            std::fs::create_dir_all(r.join("work/sub")).unwrap();
+            std::fs::write(r.join("lib/x86_64-linux-gnu/ld.so"), b"x").unwrap();
+            symlink(
+                "/lib/x86_64-linux-gnu/ld.so",
+                r.join("lib64/ld-linux-x86-64.so.2"),
+            )
+            .unwrap();
+            symlink("../lib64", r.join("work/rel")).unwrap();
+            symlink("/../../../../etc", r.join("work/escape")).unwrap();
+            symlink("loop2", r.join("work/loop1")).unwrap();
+            symlink("loop1", r.join("work/loop2")).unwrap();
+            Self { dir }
+        }
+
+        fn view(&self, cwd: &str) -> FsView {
+            let root = nix::fcntl::open(
+                self.dir.path(),
+                o_path(OFlag::O_DIRECTORY),
+                StatMode::empty(),
+            )
+            .unwrap();
+            let cwd = nix::fcntl::open(
+                &self.dir.path().join(cwd),
+                o_path(OFlag::O_DIRECTORY),
+                StatMode::empty(),
+            )
+            .unwrap();
+            FsView {
+                root,
+                cwd,
+                proc_dir: open_path("/proc/self", OFlag::O_DIRECTORY).unwrap(),
+            }
+        }
+
+        fn resolve(&self, cwd: &str, path: &str) -> Result<String, Errno> {
+            let v = self.view(cwd);
+            let start = v.start_dir(None).unwrap();
+            let disp = format!("/{cwd}");
+            resolve(&v, start, disp.as_bytes(), path.as_bytes(), true)
+                .map(|r| String::from_utf8(r.display).unwrap())
+        }
+    }
+
+    #[test]
+    fn absolute_symlinks_stay_in_the_root() {
+        let t = Tree::new();
+        assert_eq!(
+            t.resolve("work", "/lib64/ld-linux-x86-64.so.2").unwrap(),
+            "/lib/x86_64-linux-gnu/ld.so"
+        );
+        assert_eq!(
+            t.resolve("work", "//lib64/./../lib64//ld-linux-x86-64.so.2")
+                .unwrap(),
+            "/lib/x86_64-linux-gnu/ld.so"
+        );
+    }
+
+    #[test]
+    fn relative_paths_start_at_the_cwd() {
+        let t = Tree::new();
+        assert_eq!(
+            t.resolve("work", "rel/ld-linux-x86-64.so.2").unwrap(),
+            "/lib/x86_64-linux-gnu/ld.so"
+        );
+        assert_eq!(
+            t.resolve("work/sub", "../../lib64/ld-linux-x86-64.so.2")
+                .unwrap(),
+            "/lib/x86_64-linux-gnu/ld.so"
+        );
+    }
+
+    #[test]
+    fn dotdot_never_leaves_the_root() {
+        let t = Tree::new();
+        // The host's /etc has passwd; the tree's root has no etc at all.
+        assert_eq!(
+            t.resolve("work", "../../../../etc/passwd"),
+            Err(Errno::ENOENT)
+        );
+        assert_eq!(t.resolve("work", "escape/passwd"), Err(Errno::ENOENT));
+    }
+
+    #[test]
+    fn loops_and_missing_files_give_the_kernels_errno() {
+        let t = Tree::new();
+        assert_eq!(t.resolve("work", "loop1"), Err(Errno::ELOOP));
+        assert_eq!(t.resolve("work", "nope"), Err(Errno::ENOENT));
+        assert_eq!(
+            t.resolve("work", "/lib/x86_64-linux-gnu/ld.so/x"),
+            Err(Errno::ENOTDIR)
+        );
+        assert_eq!(t.resolve("work", ""), Err(Errno::ENOENT));
+        let long = "a/".repeat(3000);
+        assert_eq!(t.resolve("work", &long), Err(Errno::ENAMETOOLONG));
+    }
+
+    #[test]
+    fn proc_self_fd_means_the_target() {
+        // With this process as the target, /proc/self/fd/N is our own fd N.
+        let f = std::fs::File::open("/proc/self/exe").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let v = FsView::of_self().unwrap();
+        let start = v.start_dir(None).unwrap();
+        let r = resolve(
+            &v,
+            start,
+            b"/",
+            format!("/proc/self/fd/{fd}").as_bytes(),
+            true,
+        )
+        .unwrap();
+        let exe = std::fs::metadata("/proc/self/exe").unwrap();
+        assert_eq!(
+            r.key(),
+            (
+                std::os::unix::fs::MetadataExt::dev(&exe),
+                std::os::unix::fs::MetadataExt::ino(&exe)
+            )
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! execguard: stops programs from being run through the dynamic loader inside CI build
+//! containers, and logs every attempt.
+//!
+//! - [`spec`]: patches an OCI spec so that the runtime hands execs to the supervisor;
+//! - [`supervisor`]: receives the notify fds, answers every exec;
+//! - [`inspect`]: resolves and classifies an exec's target, parses loader arguments;
+//! - [`policy`]: from an inspection and a container's settings to a verdict (no I/O);
+//! - [`event`]: the JSON event lines; [`config`]: the TOML config;
+//! - [`commands`]: what the `execguard` binary's subcommands do;
+//! - [`sys`]: the only `unsafe` code, the seccomp notification ioctls.
+
+pub mod commands;
+pub mod config;
+pub mod event;
+pub mod inspect;
+pub mod policy;
+pub mod spec;
+pub mod supervisor;
+pub mod sys;

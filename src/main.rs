@@ -1,0 +1,85 @@
+//! The `execguard` binary: parses arguments and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use execguard::commands;
+use execguard::config::Mode;
+
+#[derive(Parser)]
+#[command(
+    name = "execguard",
+    version,
+    about = "Stops programs from being run through the dynamic loader inside CI build containers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExplainMode {
+    Audit,
+    Enforce,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the listener socket, answer every exec of guarded containers, write events.
+    Supervise {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Append events (one JSON object per line) to this file instead of stdout.
+        #[arg(long)]
+        events: Option<PathBuf>,
+    },
+    /// Patch BUNDLE/config.json so that runc hands the container to the supervisor.
+    Inject {
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Say, offline on this host, what the supervisor would decide for an exec, and why.
+    Explain {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        mode: Option<ExplainMode>,
+        /// PATH [ARG...]: the exec to explain (argv[0] is PATH).
+        #[arg(last = true, required = true)]
+        exec: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EXECGUARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Supervise { config, events } => {
+            commands::supervise(config.as_deref(), events.as_deref())
+        }
+        Command::Inject { bundle, config } => commands::inject(&bundle, config.as_deref()),
+        Command::Explain { config, mode, exec } => {
+            let mode = mode.map(|m| match m {
+                ExplainMode::Audit => Mode::Audit,
+                ExplainMode::Enforce => Mode::Enforce,
+            });
+            commands::explain(config.as_deref(), mode, &exec)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("execguard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The policy engine: from an inspected exec and a container's settings to a verdict. No I/O.
+//!
+//! Fail-safe rule, per mode, when an exec cannot be inspected:
+//! - the path does not resolve: the kernel's exec fails the same way, so enforce answers that
+//!   errno itself (closing the window in which the path could appear) and audit lets the kernel
+//!   answer; no event;
+//! - the target's memory cannot be read because a pointer is bad: the kernel would fail with
+//!   `EFAULT`; enforce answers `EFAULT`, audit lets the kernel answer; no event;
+//! - anything else (memory unreadable for another reason, the file unreadable): enforce denies
+//!   with the configured errno, audit lets the exec run; both log `inspection_failed`.
+
+use nix::errno::Errno;
+
+use crate::config::{EnforceConfig, Mode, RuleOverrides};
+use crate::event::{Importance, Rule};
+use crate::inspect::InspectError;
+
+/// The answer to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Let the exec proceed.
+    Continue,
+    /// Fail the exec with this errno.
+    Deny(i32),
+}
+
+/// A container's settings, as the policy sees them.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mode: Mode,
+    pub enforce: EnforceConfig,
+    pub rules: RuleOverrides,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub action: Action,
+    /// The event to write, with its importance, if any.
+    pub event: Option<(Rule, Importance)>,
+}
+
+impl Verdict {
+    const CONTINUE: Verdict = Verdict {
+        action: Action::Continue,
+        event: None,
+    };
+}
+
+/// The verdict for an exec that was inspected; `rule` is the detection, if any.
+pub fn decide(rule: Option<Rule>, s: &Settings) -> Verdict {
+    let Some(rule) = rule else {
+        return Verdict::CONTINUE;
+    };
+    if s.mode == Mode::Off {
+        return Verdict::CONTINUE;
+    }
+    let importance = s.rules.importance(rule);
+    let deny = s.mode == Mode::Enforce && importance >= s.enforce.min_importance;
+    Verdict {
+        action: if deny {
+            Action::Deny(s.enforce.errno.0)
+        } else {
+            Action::Continue
+        },
+        event: Some((rule, importance)),
+    }
+}
+
+/// The verdict for an exec that could not be inspected (see the module's fail-safe rule).
+pub fn on_error(err: &InspectError, s: &Settings) -> Verdict {
+    let enforce = s.mode == Mode::Enforce;
+    match err {
+        InspectError::Gone => Verdict::CONTINUE,
+        InspectError::Resolve { errno } => Verdict {
+            action: if enforce {
+                Action::Deny(*errno as i32)
+            } else {
+                Action::Continue
+            },
+            event: None,
+        },
+        InspectError::ReadTarget {
+            errno: Errno::EFAULT,
+            ..
+        } => Verdict {
+            action: if enforce {
+                Action::Deny(libc::EFAULT)
+            } else {
+                Action::Continue
+            },
+            event: None,
+        },
+        InspectError::ReadTarget { .. } | InspectError::File { .. } | InspectError::Open { .. } => {
+            if s.mode == Mode::Off {
+                return Verdict::CONTINUE;
+            }
+            let rule = Rule::InspectionFailed;
+            Verdict {
+                action: if enforce {
+                    Action::Deny(s.enforce.errno.0)
+                } else {
+                    Action::Continue
+                },
+                event: Some((rule, s.rules.importance(rule))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Errno as CfgErrno;
+
+    fn settings(mode: Mode, min: Importance) -> Settings {
+        Settings {
+            mode,
+            enforce: EnforceConfig {
+                min_importance: min,
+                errno: CfgErrno(libc::EACCES),
+            },
+            rules: RuleOverrides::default(),
+        }
+    }
+
+    const ALL_RULES: [Rule; 5] = [
+        Rule::BinaryExecutedByLoader,
+        Rule::FilelessLoaderExecution,
+        Rule::CustomInterpreter,
+        Rule::LoaderQuery,
+        Rule::InspectionFailed,
+    ];
+    const ALL_IMPORTANCE: [Importance; 5] = [
+        Importance::Info,
+        Importance::Low,
+        Importance::Medium,
+        Importance::High,
+        Importance::Critical,
+    ];
+
+    #[test]
+    fn audit_never_denies() {
+        for rule in ALL_RULES {
+            for min in ALL_IMPORTANCE {
+                let v = decide(Some(rule), &settings(Mode::Audit, min));
+                assert_eq!(v.action, Action::Continue);
+                assert_eq!(v.event.unwrap().0, rule);
+            }
+        }
+    }
+
+    #[test]
+    fn enforce_denies_exactly_at_or_above_the_threshold() {
+        for rule in ALL_RULES {
+            for min in ALL_IMPORTANCE {
+                let v = decide(Some(rule), &settings(Mode::Enforce, min));
+                let imp = rule.default_importance();
+                assert_eq!(
+                    v.action == Action::Deny(libc::EACCES),
+                    imp >= min,
+                    "{rule:?} {min:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn loader_queries_are_never_denied_by_default() {
+        let v = decide(
+            Some(Rule::LoaderQuery),
+            &settings(Mode::Enforce, Importance::Critical),
+        );
+        assert_eq!(v.action, Action::Continue);
+        assert!(v.event.unwrap().1 <= Importance::Low);
+    }
+
+    #[test]
+    fn no_finding_no_event() {
+        for mode in [Mode::Audit, Mode::Enforce, Mode::Off] {
+            assert_eq!(
+                decide(None, &settings(mode, Importance::Info)),
+                Verdict::CONTINUE
+            );
+        }
+    }
+
+    #[test]
+    fn errors_follow_the_fail_safe_rule() {
+        let audit = settings(Mode::Audit, Importance::Critical);
+        let enforce = settings(Mode::Enforce, Importance::Critical);
+        let missing = InspectError::Resolve {
+            errno: Errno::ENOENT,
+        };
+        assert_eq!(on_error(&missing, &audit), Verdict::CONTINUE);
+        assert_eq!(
+            on_error(&missing, &enforce).action,
+            Action::Deny(libc::ENOENT)
+        );
+        let unreadable = InspectError::ReadTarget {
+            what: "argv",
+            errno: Errno::EPERM,
+        };
+        let v = on_error(&unreadable, &audit);
+        assert_eq!(v.action, Action::Continue);
+        assert_eq!(v.event.unwrap().0, Rule::InspectionFailed);
+        assert_eq!(
+            on_error(&unreadable, &enforce).action,
+            Action::Deny(libc::EACCES)
+        );
+        assert_eq!(on_error(&InspectError::Gone, &enforce), Verdict::CONTINUE);
+    }
+}

@@ -1,0 +1,433 @@
+//! Patching an OCI runtime spec so that runc/crun hand the container to the supervisor: one
+//! chain of small, idempotent [`Step`]s on the spec, shared by `inject`, the hook and the runtime
+//! wrapper. The spec is handled as JSON, not as `oci-spec` types, because those drop fields they
+//! do not know and refuse enum values newer than themselves: a hook must give back everything
+//! it was given.
+
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use crate::config::Mode;
+
+/// The system calls execguard traps with `SCMP_ACT_NOTIFY`.
+pub const TRAPPED_SYSCALLS: &[&str] = &["execve", "execveat"];
+/// The annotation that sets a container's mode.
+pub const MODE_ANNOTATION: &str = "execguard.io/mode";
+/// `listenerMetadata` starts with this; the rest records what the injection changed.
+pub const METADATA_PREFIX: &str = "execguard/1";
+/// Architectures of a profile that execguard creates: 32-bit and x32 system calls are covered
+/// by the same rules, so an `int 0x80` execve cannot slip past.
+const CREATED_ARCHITECTURES: &[&str] = &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"];
+/// Actions under which a trapped syscall runs today; only those are handed to the supervisor.
+/// A syscall the profile already blocks stays blocked.
+const RUNNING_ACTIONS: &[&str] = &["SCMP_ACT_ALLOW", "SCMP_ACT_LOG"];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("spec field `{field}` is not a JSON {expected}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
+    #[error(
+        "spec already has a seccomp listener (`linux.seccomp.listenerPath` = {path:?}) that is not \
+         execguard's; a filter chain can have only one, so execguard cannot guard this container"
+    )]
+    ForeignListener { path: String },
+    #[error(
+        "`linux.seccomp.syscalls[{index}]` has argument conditions on `{syscall}`, which execguard \
+         traps; it cannot merge its rule with them"
+    )]
+    ConditionalRule { index: usize, syscall: String },
+    #[error("annotation `{MODE_ANNOTATION}` = {value:?} is not one of off, audit, enforce")]
+    BadAnnotation { value: String },
+}
+
+/// What `patch` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The spec now hands execs to the supervisor.
+    Guarded { trapped: Vec<String> },
+    /// The annotation says `off`: the spec is untouched.
+    Off,
+    /// The profile already blocks every trapped system call: nothing to guard.
+    AlreadyBlocked,
+}
+
+/// One idempotent change to a spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Undo an earlier injection, if the spec carries one.
+    RemoveInjected,
+    /// Add the NOTIFY rules and the listener.
+    Inject,
+}
+
+/// The mode the spec's annotation asks for, if it has one.
+pub fn annotated_mode(spec: &Value) -> Result<Option<Mode>, SpecError> {
+    match spec.pointer(&format!(
+        "/annotations/{}",
+        MODE_ANNOTATION.replace('/', "~1")
+    )) {
+        None => Ok(None),
+        Some(Value::String(s)) => Mode::from_annotation(s)
+            .map(Some)
+            .ok_or_else(|| SpecError::BadAnnotation { value: s.clone() }),
+        Some(other) => Err(SpecError::BadAnnotation {
+            value: other.to_string(),
+        }),
+    }
+}
+
+/// Patches `spec` for the supervisor listening on `socket`. On error the spec is unchanged.
+pub fn patch(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
+    if !spec.is_object() {
+        return Err(wrong_type("(root)", "object"));
+    }
+    if annotated_mode(spec)? == Some(Mode::Off) {
+        return Ok(Outcome::Off);
+    }
+    let mut work = spec.clone();
+    let mut outcome = Outcome::AlreadyBlocked;
+    for step in [Step::RemoveInjected, Step::Inject] {
+        if let Some(o) = step.apply(&mut work, socket)? {
+            outcome = o;
+        }
+    }
+    *spec = work;
+    Ok(outcome)
+}
+
+impl Step {
+    fn apply(self, spec: &mut Value, socket: &Path) -> Result<Option<Outcome>, SpecError> {
+        match self {
+            Step::RemoveInjected => remove_injected(spec).map(|()| None),
+            Step::Inject => inject(spec, socket).map(Some),
+        }
+    }
+}
+
+fn wrong_type(field: &str, expected: &'static str) -> SpecError {
+    SpecError::WrongType {
+        field: field.to_owned(),
+        expected,
+    }
+}
+
+fn seccomp_mut(spec: &mut Value) -> Result<Option<&mut Map<String, Value>>, SpecError> {
+    let Some(linux) = spec.get_mut("linux") else {
+        return Ok(None);
+    };
+    let linux = linux
+        .as_object_mut()
+        .ok_or_else(|| wrong_type("linux", "object"))?;
+    match linux.get_mut("seccomp") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(s)) => Ok(Some(s)),
+        Some(_) => Err(wrong_type("linux.seccomp", "object")),
+    }
+}
+
+/// What an earlier injection recorded in `listenerMetadata`.
+struct Injected {
+    created: bool,
+    trapped: Vec<String>,
+}
+
+fn parse_metadata(meta: &str) -> Option<Injected> {
+    let rest = meta.strip_prefix(METADATA_PREFIX)?;
+    let mut injected = Injected {
+        created: false,
+        trapped: Vec::new(),
+    };
+    for field in rest.split_whitespace() {
+        if let Some(v) = field.strip_prefix("created=") {
+            injected.created = v == "1";
+        } else if let Some(v) = field.strip_prefix("trapped=") {
+            injected.trapped = v
+                .split(',')
+                .filter(|s| TRAPPED_SYSCALLS.contains(s))
+                .map(str::to_owned)
+                .collect();
+        }
+    }
+    Some(injected)
+}
+
+fn remove_injected(spec: &mut Value) -> Result<(), SpecError> {
+    let Some(seccomp) = seccomp_mut(spec)? else {
+        return Ok(());
+    };
+    let Some(path) = seccomp.get("listenerPath") else {
+        return Ok(());
+    };
+    let path = path.as_str().unwrap_or_default().to_owned();
+    let meta = seccomp
+        .get("listenerMetadata")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let Some(injected) = parse_metadata(meta) else {
+        return Err(SpecError::ForeignListener { path });
+    };
+    if injected.created {
+        if let Some(linux) = spec.get_mut("linux").and_then(Value::as_object_mut) {
+            linux.remove("seccomp");
+        }
+        return Ok(());
+    }
+    seccomp.remove("listenerPath");
+    seccomp.remove("listenerMetadata");
+    if let Some(Value::Array(rules)) = seccomp.get_mut("syscalls") {
+        rules.retain(|r| r.get("action").and_then(Value::as_str) != Some("SCMP_ACT_NOTIFY"));
+        if !injected.trapped.is_empty() {
+            rules.push(json!({"names": injected.trapped, "action": "SCMP_ACT_ALLOW"}));
+        }
+    }
+    Ok(())
+}
+
+fn inject(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
+    let socket = socket.to_string_lossy().into_owned();
+    let all: Vec<String> = TRAPPED_SYSCALLS.iter().map(|s| (*s).to_owned()).collect();
+    let Some(seccomp) = seccomp_mut(spec)? else {
+        let obj = spec
+            .as_object_mut()
+            .ok_or_else(|| wrong_type("(root)", "object"))?;
+        let linux = obj.entry("linux").or_insert_with(|| json!({}));
+        let linux = linux
+            .as_object_mut()
+            .ok_or_else(|| wrong_type("linux", "object"))?;
+        linux.insert(
+            "seccomp".to_owned(),
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": CREATED_ARCHITECTURES,
+                "listenerPath": socket,
+                "listenerMetadata": metadata(true, &all),
+                "syscalls": [notify_rule(&all)],
+            }),
+        );
+        return Ok(Outcome::Guarded { trapped: all });
+    };
+
+    let default_action = seccomp
+        .get("defaultAction")
+        .and_then(Value::as_str)
+        .unwrap_or("SCMP_ACT_ALLOW")
+        .to_owned();
+    let rules = match seccomp.get_mut("syscalls") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(r)) => Some(r),
+        Some(_) => return Err(wrong_type("linux.seccomp.syscalls", "array")),
+    };
+    let mut empty = Vec::new();
+    let rules = rules.unwrap_or(&mut empty);
+
+    // Which trapped syscalls run under the profile today (only those are handed over).
+    let mut trapped = Vec::new();
+    for name in TRAPPED_SYSCALLS {
+        let mut action = default_action.clone();
+        for (index, rule) in rules.iter().enumerate() {
+            if !rule_names(rule).any(|n| n == *name) {
+                continue;
+            }
+            let conditional = rule
+                .get("args")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+            if conditional {
+                return Err(SpecError::ConditionalRule {
+                    index,
+                    syscall: (*name).to_owned(),
+                });
+            }
+            if let Some(a) = rule.get("action").and_then(Value::as_str) {
+                action = a.to_owned();
+            }
+        }
+        if RUNNING_ACTIONS.contains(&action.as_str()) {
+            trapped.push((*name).to_owned());
+        }
+    }
+    if trapped.is_empty() {
+        return Ok(Outcome::AlreadyBlocked);
+    }
+
+    // Take the trapped syscalls out of every rule, drop rules left with no name, add ours.
+    for rule in rules.iter_mut() {
+        if let Some(Value::Array(names)) = rule.get_mut("names") {
+            names.retain(|n| !n.as_str().is_some_and(|n| trapped.iter().any(|t| t == n)));
+        }
+    }
+    rules.retain(|r| {
+        r.get("names")
+            .and_then(Value::as_array)
+            .is_none_or(|n| !n.is_empty())
+    });
+    rules.push(notify_rule(&trapped));
+    let rules = std::mem::take(rules);
+    seccomp.insert("syscalls".to_owned(), Value::Array(rules));
+    seccomp.insert("listenerPath".to_owned(), Value::String(socket));
+    seccomp.insert(
+        "listenerMetadata".to_owned(),
+        Value::String(metadata(false, &trapped)),
+    );
+    Ok(Outcome::Guarded { trapped })
+}
+
+fn rule_names(rule: &Value) -> impl Iterator<Item = &str> {
+    rule.get("names")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
+fn notify_rule(names: &[String]) -> Value {
+    json!({"names": names, "action": "SCMP_ACT_NOTIFY"})
+}
+
+fn metadata(created: bool, trapped: &[String]) -> String {
+    format!(
+        "{METADATA_PREFIX} created={} trapped={}",
+        u8::from(created),
+        trapped.join(",")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOCK: &str = "/run/execguard/execguard.sock";
+
+    fn patched(mut spec: Value) -> Value {
+        patch(&mut spec, Path::new(SOCK)).unwrap();
+        spec
+    }
+
+    fn podman_like() -> Value {
+        json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["sh"]},
+            "linux": {
+                "namespaces": [{"type": "pid"}],
+                "seccomp": {
+                    "defaultAction": "SCMP_ACT_ERRNO",
+                    "defaultErrnoRet": 38,
+                    "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                    "flags": ["SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+                    "syscalls": [
+                        {"names": ["read", "execve", "write", "execveat"], "action": "SCMP_ACT_ALLOW"},
+                        {"names": ["execve"], "action": "SCMP_ACT_ALLOW", "comment": "dup"},
+                        {"names": ["ptrace"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                        {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                         "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]}
+                    ]
+                }
+            },
+            "futureField": {"kept": true}
+        })
+    }
+
+    #[test]
+    fn no_profile_gets_an_allow_profile_with_32_bit_covered() {
+        let s = patched(json!({"ociVersion": "1.0.2"}));
+        let sc = &s["linux"]["seccomp"];
+        assert_eq!(sc["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(sc["listenerPath"], SOCK);
+        assert!(sc["architectures"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("SCMP_ARCH_X86")));
+        assert_eq!(sc["syscalls"][0]["action"], "SCMP_ACT_NOTIFY");
+        assert_eq!(sc["syscalls"][0]["names"], json!(["execve", "execveat"]));
+    }
+
+    #[test]
+    fn merge_keeps_everything_else() {
+        let s = patched(podman_like());
+        let sc = &s["linux"]["seccomp"];
+        assert_eq!(sc["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(sc["defaultErrnoRet"], 38);
+        assert_eq!(sc["flags"], json!(["SECCOMP_FILTER_FLAG_SPEC_ALLOW"]));
+        assert_eq!(s["futureField"], json!({"kept": true}));
+        assert_eq!(s["linux"]["namespaces"], json!([{"type": "pid"}]));
+        let rules = sc["syscalls"].as_array().unwrap();
+        // execve/execveat only in our NOTIFY rule; the lone "dup" rule is gone; others kept.
+        assert_eq!(rules[0]["names"], json!(["read", "write"]));
+        assert_eq!(rules[1]["names"], json!(["ptrace"]));
+        assert_eq!(rules[1]["errnoRet"], 1);
+        assert_eq!(rules[2]["names"], json!(["personality"]));
+        assert_eq!(rules[3]["action"], "SCMP_ACT_NOTIFY");
+        assert_eq!(rules.len(), 4);
+    }
+
+    #[test]
+    fn patching_twice_gives_the_same_spec() {
+        for spec in [json!({"ociVersion": "1.0.2"}), podman_like()] {
+            let once = patched(spec);
+            let twice = patched(once.clone());
+            assert_eq!(once, twice);
+        }
+    }
+
+    #[test]
+    fn a_foreign_listener_is_refused_and_the_spec_unchanged() {
+        let mut spec = podman_like();
+        spec["linux"]["seccomp"]["listenerPath"] = json!("/run/other.sock");
+        let before = spec.clone();
+        let err = patch(&mut spec, Path::new(SOCK)).unwrap_err();
+        assert!(matches!(err, SpecError::ForeignListener { .. }));
+        assert!(err.to_string().contains("/run/other.sock"));
+        assert_eq!(spec, before);
+    }
+
+    #[test]
+    fn an_already_blocked_exec_stays_blocked() {
+        let mut spec = json!({"linux": {"seccomp": {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["execve", "execveat"], "action": "SCMP_ACT_ERRNO"}]}}});
+        let before = spec.clone();
+        assert_eq!(
+            patch(&mut spec, Path::new(SOCK)).unwrap(),
+            Outcome::AlreadyBlocked
+        );
+        assert_eq!(spec, before);
+    }
+
+    #[test]
+    fn off_annotation_leaves_the_spec_alone() {
+        let mut spec = json!({"annotations": {"execguard.io/mode": "off"}});
+        let before = spec.clone();
+        assert_eq!(patch(&mut spec, Path::new(SOCK)).unwrap(), Outcome::Off);
+        assert_eq!(spec, before);
+        let mut bad = json!({"annotations": {"execguard.io/mode": "maybe"}});
+        assert!(matches!(
+            patch(&mut bad, Path::new(SOCK)),
+            Err(SpecError::BadAnnotation { .. })
+        ));
+    }
+
+    #[test]
+    fn conditional_rules_on_trapped_syscalls_are_refused() {
+        let mut spec = json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["execve"], "action": "SCMP_ACT_ALLOW",
+                          "args": [{"index": 1, "value": 0, "op": "SCMP_CMP_EQ"}]}]}}});
+        assert_eq!(
+            patch(&mut spec, Path::new(SOCK)).unwrap_err(),
+            SpecError::ConditionalRule {
+                index: 0,
+                syscall: "execve".into()
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_named() {
+        let mut spec = json!({"linux": {"seccomp": []}});
+        let err = patch(&mut spec, Path::new(SOCK)).unwrap_err();
+        assert!(err.to_string().contains("linux.seccomp"), "{err}");
+    }
+}

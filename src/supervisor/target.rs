@@ -1,0 +1,293 @@
+//! Reading an exec's path, argv and environment out of the notifying task's memory. Every read
+//! is bounded and followed by a `NOTIF_ID_VALID` check before its bytes are used: if the task
+//! died and its pid was reused, the bytes would be another process's.
+
+use std::io::IoSliceMut;
+
+use nix::errno::Errno;
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::unistd::Pid;
+
+use crate::inspect::loader_args::LoaderEnv;
+use crate::inspect::resolve::PATH_MAX;
+use crate::inspect::{Abi, Argv, ExecArgs, ExecRequest, ExecSyscall, InspectError};
+use crate::sys::{NotifyFd, SeccompNotif};
+
+/// Arguments read for inspection and the event; a loader's options come first, so this is far
+/// more than any real invocation needs. When argv is longer, it is marked truncated.
+pub const MAX_ARGV_ITEMS: usize = 128;
+/// Bytes read of each argument.
+pub const MAX_ARG_BYTES: usize = 4096;
+/// Environment entries scanned for `LD_TRACE_LOADED_OBJECTS` and `LD_AUDIT`.
+pub const MAX_ENV_ITEMS: usize = 4096;
+const PAGE: u64 = 4096;
+
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+const X32_SYSCALL_BIT: i32 = 0x4000_0000;
+
+/// The exec this notification is about, with the addresses of its argv and envp; `None` for a
+/// system call that is not an exec (the filter traps nothing else today).
+pub fn decode(notif: &SeccompNotif) -> Option<(ExecRequest, u64, u64, u64)> {
+    let d = &notif.data;
+    let (abi, syscall) = match (d.arch, d.nr) {
+        (AUDIT_ARCH_X86_64, 59) => (Abi::X86_64, ExecSyscall::Execve),
+        (AUDIT_ARCH_X86_64, 322) => (Abi::X86_64, ExecSyscall::Execveat),
+        (AUDIT_ARCH_X86_64, nr) if nr == X32_SYSCALL_BIT | 520 => (Abi::X32, ExecSyscall::Execve),
+        (AUDIT_ARCH_X86_64, nr) if nr == X32_SYSCALL_BIT | 545 => (Abi::X32, ExecSyscall::Execveat),
+        (AUDIT_ARCH_I386, 11) => (Abi::I386, ExecSyscall::Execve),
+        (AUDIT_ARCH_I386, 358) => (Abi::I386, ExecSyscall::Execveat),
+        _ => return None,
+    };
+    // Arguments of 32-bit system calls are 32 bits wide; the dirfd is a signed int.
+    let arg = |i: usize| -> u64 {
+        if abi == Abi::X86_64 {
+            d.args[i]
+        } else {
+            d.args[i] & 0xffff_ffff
+        }
+    };
+    let (dirfd, path, argv, envp, flags) = match syscall {
+        ExecSyscall::Execve => (None, arg(0), arg(1), arg(2), 0),
+        ExecSyscall::Execveat => {
+            let fd = d.args[0] as u32 as i32;
+            let dirfd = (fd != libc::AT_FDCWD).then_some(fd);
+            (dirfd, arg(1), arg(2), arg(3), d.args[4] as u32 as i32)
+        }
+    };
+    let req = ExecRequest {
+        syscall,
+        abi,
+        path: Vec::new(),
+        dirfd,
+        flags,
+    };
+    Some((req, path, argv, envp))
+}
+
+/// The notifying task's memory, for one notification.
+pub struct Target<'a> {
+    pub notify: &'a NotifyFd,
+    pub id: u64,
+    pub pid: Pid,
+    pub abi: Abi,
+    pub argv_addr: u64,
+    pub envp_addr: u64,
+    argv: Option<Argv>,
+}
+
+impl<'a> Target<'a> {
+    pub fn new(notify: &'a NotifyFd, notif: &SeccompNotif, abi: Abi, argv: u64, envp: u64) -> Self {
+        Self {
+            notify,
+            id: notif.id,
+            pid: Pid::from_raw(notif.pid as i32),
+            abi,
+            argv_addr: argv,
+            envp_addr: envp,
+            argv: None,
+        }
+    }
+
+    /// Fails with [`InspectError::Gone`] once the notification is no longer pending.
+    pub fn check_valid(&self) -> Result<(), InspectError> {
+        if self.notify.id_valid(self.id) {
+            Ok(())
+        } else {
+            Err(InspectError::Gone)
+        }
+    }
+
+    /// Reads the exec path (at most `PATH_MAX` bytes, as the kernel allows).
+    pub fn read_path(&self, addr: u64) -> Result<Vec<u8>, InspectError> {
+        let (bytes, complete) = self.read_cstr(addr, PATH_MAX, "path")?;
+        self.check_valid()?;
+        if !complete {
+            return Err(InspectError::Resolve {
+                errno: Errno::ENAMETOOLONG,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Reads a NUL-terminated string of at most `max` bytes; the flag says whether the NUL was
+    /// found within them.
+    fn read_cstr(
+        &self,
+        addr: u64,
+        max: usize,
+        what: &'static str,
+    ) -> Result<(Vec<u8>, bool), InspectError> {
+        let mut out = Vec::new();
+        let mut at = addr;
+        while out.len() < max {
+            let in_page = (PAGE - at % PAGE) as usize;
+            let want = in_page.min(max - out.len());
+            let start = out.len();
+            out.resize(start + want, 0);
+            self.read_exact(at, &mut out[start..], what)?;
+            if let Some(nul) = out[start..].iter().position(|b| *b == 0) {
+                out.truncate(start + nul);
+                return Ok((out, true));
+            }
+            at = at
+                .checked_add(want as u64)
+                .ok_or(InspectError::ReadTarget {
+                    what,
+                    errno: Errno::EFAULT,
+                })?;
+        }
+        Ok((out, false))
+    }
+
+    /// Reads a NULL-terminated pointer array of at most `max` entries; the flag says whether
+    /// the NULL was found.
+    fn read_ptr_array(
+        &self,
+        addr: u64,
+        max: usize,
+        what: &'static str,
+    ) -> Result<(Vec<u64>, bool), InspectError> {
+        let size = self.abi.pointer_size();
+        let mut out = Vec::new();
+        if addr == 0 {
+            return Ok((out, true));
+        }
+        let mut at = addr;
+        let mut buf = vec![0u8; PAGE as usize];
+        while out.len() < max {
+            let in_page = (PAGE - at % PAGE) as usize;
+            let want = (in_page / size).clamp(1, max - out.len()) * size;
+            self.read_exact(at, &mut buf[..want], what)?;
+            for chunk in buf[..want].chunks_exact(size) {
+                let p = if size == 8 {
+                    u64::from_le_bytes(chunk.try_into().unwrap_or_default())
+                } else {
+                    u64::from(u32::from_le_bytes(chunk.try_into().unwrap_or_default()))
+                };
+                if p == 0 {
+                    return Ok((out, true));
+                }
+                out.push(p);
+            }
+            at = at
+                .checked_add(want as u64)
+                .ok_or(InspectError::ReadTarget {
+                    what,
+                    errno: Errno::EFAULT,
+                })?;
+        }
+        Ok((out, false))
+    }
+
+    fn read_exact(
+        &self,
+        addr: u64,
+        buf: &mut [u8],
+        what: &'static str,
+    ) -> Result<(), InspectError> {
+        let len = buf.len();
+        let remote = [RemoteIoVec {
+            base: addr as usize,
+            len,
+        }];
+        match process_vm_readv(self.pid, &mut [IoSliceMut::new(buf)], &remote) {
+            Ok(n) if n == len => Ok(()),
+            Ok(_) => Err(InspectError::ReadTarget {
+                what,
+                errno: Errno::EFAULT,
+            }),
+            Err(Errno::ESRCH) => Err(InspectError::Gone),
+            Err(errno) => Err(InspectError::ReadTarget { what, errno }),
+        }
+    }
+}
+
+impl ExecArgs for Target<'_> {
+    fn argv(&mut self) -> Result<Argv, InspectError> {
+        if let Some(a) = &self.argv {
+            return Ok(a.clone());
+        }
+        let (ptrs, complete) = self.read_ptr_array(self.argv_addr, MAX_ARGV_ITEMS, "argv")?;
+        let mut argv = Argv {
+            items: Vec::with_capacity(ptrs.len()),
+            truncated: !complete,
+        };
+        for p in ptrs {
+            let (s, whole) = self.read_cstr(p, MAX_ARG_BYTES, "argv")?;
+            argv.truncated |= !whole;
+            argv.items.push(s);
+        }
+        self.check_valid()?;
+        self.argv = Some(argv.clone());
+        Ok(argv)
+    }
+
+    fn loader_env(&mut self) -> Result<LoaderEnv, InspectError> {
+        let (ptrs, _) = self.read_ptr_array(self.envp_addr, MAX_ENV_ITEMS, "envp")?;
+        let mut env = LoaderEnv::default();
+        for p in ptrs {
+            // Only the start of each entry matters: the name and whether a value follows.
+            let (s, _) = self.read_cstr(p, 32, "envp")?;
+            if s.starts_with(b"LD_TRACE_LOADED_OBJECTS=") {
+                env.trace = true;
+            } else if s.starts_with(b"LD_AUDIT=") && s.len() > b"LD_AUDIT=".len() {
+                env.audit = true;
+            }
+        }
+        self.check_valid()?;
+        Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::SeccompData;
+
+    fn notif(arch: u32, nr: i32, args: [u64; 6]) -> SeccompNotif {
+        SeccompNotif {
+            id: 1,
+            pid: 1,
+            flags: 0,
+            data: SeccompData {
+                nr,
+                arch,
+                instruction_pointer: 0,
+                args,
+            },
+        }
+    }
+
+    #[test]
+    fn decodes_every_exec_abi() {
+        let (r, p, a, e) = decode(&notif(AUDIT_ARCH_X86_64, 59, [1, 2, 3, 0, 0, 0])).unwrap();
+        assert_eq!(
+            (r.syscall, r.abi, r.dirfd, p, a, e),
+            (ExecSyscall::Execve, Abi::X86_64, None, 1, 2, 3)
+        );
+        let at_fdcwd = libc::AT_FDCWD as u32 as u64;
+        let (r, ..) = decode(&notif(
+            AUDIT_ARCH_X86_64,
+            322,
+            [at_fdcwd, 2, 3, 4, 0x1000, 0],
+        ))
+        .unwrap();
+        assert_eq!((r.dirfd, r.flags), (None, libc::AT_EMPTY_PATH));
+        let (r, ..) = decode(&notif(AUDIT_ARCH_X86_64, 322, [5, 2, 3, 4, 0, 0])).unwrap();
+        assert_eq!(r.dirfd, Some(5));
+        // 32-bit: upper halves are ignored, AT_FDCWD is sign-extended from 32 bits.
+        let (r, p, ..) = decode(&notif(
+            AUDIT_ARCH_I386,
+            11,
+            [0xdead_0000_1000, 2, 3, 0, 0, 0],
+        ))
+        .unwrap();
+        assert_eq!((r.abi, p), (Abi::I386, 0x1000));
+        let (r, ..) = decode(&notif(AUDIT_ARCH_I386, 358, [0xffff_ff9c, 2, 3, 4, 0, 0])).unwrap();
+        assert_eq!(r.dirfd, None);
+        let (r, ..) = decode(&notif(AUDIT_ARCH_X86_64, 0x4000_0000 | 520, [0; 6])).unwrap();
+        assert_eq!(r.abi, Abi::X32);
+        assert!(decode(&notif(AUDIT_ARCH_X86_64, 0, [0; 6])).is_none());
+    }
+}
