@@ -1,1 +1,6 @@
-fn main() {}
+//! Integration tests: real runc containers guarded by the real supervisor. They need root,
+//! runc, gcc (with -m32), musl-gcc and patchelf; `.ci/run` installs all of them.
+
+mod harness;
+mod legit;
+mod threats;

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system packages that execguard's demo and tests need (Debian 12). Idempotent.
+set -euo pipefail
+packages=(runc gcc gcc-multilib libc6-i386 musl-tools patchelf jq make python3 perl ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "execguard: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >&2
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+if ! command -v cargo >/dev/null; then
+  echo "execguard: cargo is not on PATH; install a Rust toolchain (1.85 or newer) first" >&2
+  exit 1
+fi

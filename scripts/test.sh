@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): installs what the tests need, checks formatting
+# and lints, then runs every test, the integration tests with real runc containers included.
+# Needs root: the tests create containers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "execguard: the tests run real containers; run as root (sudo $0)" >&2
+  exit 1
+fi
+./scripts/deps.sh
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets

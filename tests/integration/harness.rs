@@ -1,0 +1,304 @@
+//! Drives the real thing: the `execguard` binary as supervisor, `execguard inject` on a bundle,
+//! and runc running it. Containers get a read-only root that shares the host's `/usr` and
+//! `/etc`, the helpers built here at `/opt/eg` (read-only), and a fresh writable `/work`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const EXECGUARD: &str = env!("CARGO_BIN_EXE_execguard");
+
+/// Everything built once per test run.
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub rootfs: PathBuf,
+    /// Helpers, mounted at /opt/eg in containers.
+    pub bin: PathBuf,
+    pub spec_template: Value,
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the integration tests run real containers and need root"
+        );
+        let dir = std::env::temp_dir().join(format!("execguard-it-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let rootfs = dir.join("rootfs");
+        for d in ["usr", "etc", "tmp", "proc", "dev", "sys", "opt/eg", "work"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        for l in ["bin", "lib", "lib64", "lib32", "libx32", "sbin"] {
+            std::os::unix::fs::symlink(format!("usr/{l}"), rootfs.join(l)).unwrap();
+        }
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let helpers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/helpers");
+        let exectool = helpers.join("exectool.c");
+        let payload = helpers.join("payload.c");
+        run_ok(
+            Command::new("gcc")
+                .args(["-O1", "-o"])
+                .arg(bin.join("exectool"))
+                .arg(&exectool),
+        );
+        run_ok(
+            Command::new("gcc")
+                .args(["-m32", "-O1", "-o"])
+                .arg(bin.join("exectool32"))
+                .arg(&exectool),
+        );
+        run_ok(
+            Command::new("gcc")
+                .arg("-o")
+                .arg(bin.join("payload"))
+                .arg(&payload),
+        );
+        run_ok(
+            Command::new("gcc")
+                .args(["-m32", "-o"])
+                .arg(bin.join("payload32"))
+                .arg(&payload),
+        );
+        run_ok(
+            Command::new("musl-gcc")
+                .arg("-o")
+                .arg(bin.join("payload-musl"))
+                .arg(&payload),
+        );
+        // A binary whose PT_INTERP is a loader copy the container makes at /tmp/myld.
+        std::fs::copy(bin.join("payload"), bin.join("payload-interp")).unwrap();
+        run_ok(
+            Command::new("patchelf")
+                .args(["--set-interpreter", "/tmp/myld"])
+                .arg(bin.join("payload-interp")),
+        );
+
+        let spec_dir = dir.join("spec-template");
+        std::fs::create_dir_all(&spec_dir).unwrap();
+        run_ok(
+            Command::new("runc")
+                .arg("spec")
+                .arg("--bundle")
+                .arg(&spec_dir),
+        );
+        let spec_template: Value =
+            serde_json::from_slice(&std::fs::read(spec_dir.join("config.json")).unwrap()).unwrap();
+        Fixture {
+            dir,
+            rootfs,
+            bin,
+            spec_template,
+        }
+    })
+}
+
+/// A running `execguard supervise`, stopped on drop.
+pub struct Supervisor {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub events: PathBuf,
+    child: Child,
+}
+
+impl Supervisor {
+    /// Starts a supervisor whose config is `mode` plus `extra` TOML lines.
+    pub fn start(mode: &str, extra: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("eg-sup").tempdir().unwrap();
+        let socket = dir.path().join("eg.sock");
+        let config = dir.path().join("config.toml");
+        let events = dir.path().join("events.jsonl");
+        std::fs::write(
+            &config,
+            format!(
+                "socket = \"{}\"\nmode = \"{mode}\"\n{extra}\n",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("supervisor.log")).unwrap();
+        let child = Command::new(EXECGUARD)
+            .arg("supervise")
+            .arg("--config")
+            .arg(&config)
+            .arg("--events")
+            .arg(&events)
+            .env("EXECGUARD_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting the supervisor");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "supervisor did not create {}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            dir,
+            config,
+            events,
+            child,
+        }
+    }
+
+    /// All events written so far.
+    pub fn events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// The events of one container.
+    pub fn events_of(&self, id: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["container"]["id"] == id)
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("supervisor.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// What a container run left behind.
+pub struct Run {
+    pub id: String,
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub work: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Run {
+    pub fn marker(&self, name: &str) -> bool {
+        self.work.join(name).exists()
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "container {} exited {}\nstdout: {}\nstderr: {}",
+            self.id, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `sh -c script` in a guarded runc container with these annotations.
+pub fn run_container(
+    sup: &Supervisor,
+    name: &str,
+    script: &str,
+    annotations: &[(&str, &str)],
+) -> Run {
+    let fx = fixture();
+    let dir = tempfile::Builder::new().prefix("eg-ctr").tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut spec = fx.spec_template.clone();
+    spec["process"]["terminal"] = json!(false);
+    spec["process"]["args"] = json!(["/bin/sh", "-c", script]);
+    spec["process"]["env"] = json!([
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME=/tmp",
+        "LANG=C.UTF-8"
+    ]);
+    spec["root"] = json!({"path": fx.rootfs, "readonly": true});
+    let mounts = spec["mounts"].as_array_mut().unwrap();
+    for (dest, src, opts) in [
+        ("/usr", "/usr", "ro"),
+        ("/etc", "/etc", "ro"),
+        ("/opt/eg", fx.bin.to_str().unwrap(), "ro"),
+        ("/work", work.to_str().unwrap(), "rw"),
+    ] {
+        mounts.push(
+            json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", opts]}),
+        );
+    }
+    mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}));
+    let ann: serde_json::Map<String, Value> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    spec["annotations"] = Value::Object(ann);
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec_pretty(&spec).unwrap(),
+    )
+    .unwrap();
+
+    let inject = Command::new(EXECGUARD)
+        .arg("inject")
+        .arg("--bundle")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&sup.config)
+        .output()
+        .unwrap();
+    assert!(
+        inject.status.success(),
+        "inject: {}",
+        String::from_utf8_lossy(&inject.stderr)
+    );
+
+    let id = format!("eg-{}-{name}", std::process::id());
+    let state_root = fx.dir.join("runc-state");
+    let out = Command::new("timeout")
+        .args(["-k", "5", "120", "runc", "--root"])
+        .arg(&state_root)
+        .arg("run")
+        .arg("--bundle")
+        .arg(dir.path())
+        .arg(&id)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = Command::new("runc")
+        .arg("--root")
+        .arg(&state_root)
+        .args(["delete", "-f", &id])
+        .output();
+    Run {
+        id,
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        work,
+        _dir: dir,
+    }
+}

@@ -1,0 +1,149 @@
+/* Test helper: performs an exec in one of the ways an attacker would, so that the integration
+ * tests can check that the supervisor sees through each. Built for x86_64 and for i386.
+ *
+ *   exectool execve PATH ARGV...            plain execve
+ *   exectool execveat DIR NAME ARGV...      execveat(open(DIR), NAME)
+ *   exectool fexecve FILE ARGV...           execveat(open(FILE), "", AT_EMPTY_PATH)
+ *   exectool procfd FILE ARGV...            execve("/proc/self/fd/N") of open(FILE)
+ *   exectool memfd FILE ARGV...             copy FILE into a memfd, exec it (fileless)
+ *   exectool int80 PATH ARGV...             execve through the 32-bit ABI (int 0x80), x86_64 only
+ *   exectool shadow-listener                try to install a second seccomp listener;
+ *                                           exits 0 when the kernel answers EBUSY
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static int die(const char *what) {
+    fprintf(stderr, "exectool: %s: %s\n", what, strerror(errno));
+    return 126;
+}
+
+static int open_or_die(const char *path, int flags) {
+    int fd = open(path, flags);
+    if (fd < 0) {
+        perror(path);
+        exit(126);
+    }
+    return fd;
+}
+
+#if defined(__x86_64__)
+/* execve through int 0x80: the pointers must fit in 32 bits, so everything is copied into a
+ * MAP_32BIT mapping first. */
+static int exec_int80(const char *path, char **argv) {
+    size_t need = 4096;
+    for (char **a = argv; *a; a++) need += strlen(*a) + 1 + 4;
+    for (char **e = environ; *e; e++) need += strlen(*e) + 1 + 4;
+    need += strlen(path) + 1;
+    char *mem = mmap(NULL, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+    if (mem == MAP_FAILED) return die("mmap");
+    int argc = 0, envc = 0;
+    while (argv[argc]) argc++;
+    while (environ[envc]) envc++;
+    uint32_t *av = (uint32_t *)mem;
+    uint32_t *ev = av + argc + 1;
+    char *s = (char *)(ev + envc + 1);
+    for (int i = 0; i < argc; i++) { strcpy(s, argv[i]); av[i] = (uint32_t)(uintptr_t)s; s += strlen(s) + 1; }
+    av[argc] = 0;
+    for (int i = 0; i < envc; i++) { strcpy(s, environ[i]); ev[i] = (uint32_t)(uintptr_t)s; s += strlen(s) + 1; }
+    ev[envc] = 0;
+    strcpy(s, path);
+    long ret;
+    __asm__ volatile("int $0x80"
+                     : "=a"(ret)
+                     : "a"(11), "b"((uint32_t)(uintptr_t)s), "c"((uint32_t)(uintptr_t)av),
+                       "d"((uint32_t)(uintptr_t)ev)
+                     : "memory");
+    errno = (int)-ret;
+    return die("int 0x80 execve");
+}
+#endif
+
+static int shadow_listener(void) {
+    struct sock_filter insns[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getppid, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof(insns) / sizeof(insns[0]), .filter = insns};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return die("PR_SET_NO_NEW_PRIVS");
+    long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+    if (fd >= 0) {
+        fprintf(stderr, "exectool: a second listener was installed (fd %ld)\n", fd);
+        return 1;
+    }
+    if (errno == EBUSY) {
+        printf("EBUSY\n");
+        return 0;
+    }
+    return die("seccomp(NEW_LISTENER)");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: exectool MODE ...\n");
+        return 2;
+    }
+    const char *mode = argv[1];
+    if (!strcmp(mode, "shadow-listener")) return shadow_listener();
+    if (argc < 4) {
+        fprintf(stderr, "usage: exectool %s TARGET ARGV...\n", mode);
+        return 2;
+    }
+    if (!strcmp(mode, "execve")) {
+        execve(argv[2], &argv[3], environ);
+        return die("execve");
+    }
+    if (!strcmp(mode, "execveat")) {
+        if (argc < 5) return 2;
+        int dir = open_or_die(argv[2], O_RDONLY | O_DIRECTORY);
+        syscall(SYS_execveat, dir, argv[3], &argv[4], environ, 0);
+        return die("execveat");
+    }
+    if (!strcmp(mode, "fexecve")) {
+        int fd = open_or_die(argv[2], O_RDONLY);
+        syscall(SYS_execveat, fd, "", &argv[3], environ, AT_EMPTY_PATH);
+        return die("execveat(AT_EMPTY_PATH)");
+    }
+    if (!strcmp(mode, "procfd")) {
+        int fd = open_or_die(argv[2], O_RDONLY);
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        execve(path, &argv[3], environ);
+        return die("execve(/proc/self/fd/N)");
+    }
+    if (!strcmp(mode, "memfd")) {
+        int src = open_or_die(argv[2], O_RDONLY);
+        struct stat st;
+        if (fstat(src, &st) != 0) return die("fstat");
+        int mfd = (int)syscall(SYS_memfd_create, "innocent", 0);
+        if (mfd < 0) return die("memfd_create");
+        off_t off = 0;
+        while (off < st.st_size)
+            if (sendfile(mfd, src, &off, (size_t)(st.st_size - off)) <= 0) return die("sendfile");
+        syscall(SYS_execveat, mfd, "", &argv[3], environ, AT_EMPTY_PATH);
+        return die("execveat(memfd)");
+    }
+#if defined(__x86_64__)
+    if (!strcmp(mode, "int80")) return exec_int80(argv[2], &argv[3]);
+#endif
+    fprintf(stderr, "exectool: unknown mode %s\n", mode);
+    return 2;
+}

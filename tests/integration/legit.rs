@@ -1,0 +1,117 @@
+//! Legitimate loader use keeps working in every mode with no event above `low`, and ordinary
+//! build activity produces no event at all.
+
+use crate::harness::{run_container, Supervisor};
+
+const LD: &str = "/lib64/ld-linux-x86-64.so.2";
+
+fn importance_rank(s: &str) -> u8 {
+    match s {
+        "info" => 0,
+        "low" => 1,
+        "medium" => 2,
+        "high" => 3,
+        "critical" => 4,
+        other => panic!("unknown importance {other}"),
+    }
+}
+
+/// Runs the script in enforce mode (default config) and in audit mode: it must succeed (it
+/// creates /work/m last) and no event may be above `low`.
+fn check_legit(name: &str, script: &str) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    let sup = Supervisor::start("enforce", "");
+    for mode in ["enforce", "audit"] {
+        let run = run_container(
+            &sup,
+            &format!("{name}-{mode}"),
+            script,
+            &[("execguard.io/mode", mode)],
+        );
+        assert!(run.marker("m"), "{mode}: {}\n{}", run.describe(), sup.log());
+        for e in sup.events_of(&run.id) {
+            assert!(
+                importance_rank(e["importance"].as_str().unwrap()) <= 1,
+                "{mode}: {e:#}"
+            );
+            assert_eq!(e["action"], "allowed", "{e:#}");
+            all.push(e);
+        }
+    }
+    all
+}
+
+/// The loader runs in these uses, so each is seen, as a `loader_query`.
+fn assert_queries_seen(events: &[serde_json::Value]) {
+    assert!(!events.is_empty());
+    for e in events {
+        assert_eq!(e["event"], "loader_query", "{e:#}");
+        assert_eq!(e["importance"], "low", "{e:#}");
+    }
+}
+
+#[test]
+fn ldd() {
+    let events = check_legit(
+        "ldd",
+        "ldd /bin/true > /work/out && grep -q libc.so.6 /work/out && touch /work/m",
+    );
+    assert_queries_seen(&events);
+}
+
+#[test]
+fn ldd_on_a_32_bit_binary() {
+    let events = check_legit(
+        "ldd32",
+        "ldd /opt/eg/payload32 > /work/out && grep -q libc.so.6 /work/out && touch /work/m",
+    );
+    assert_queries_seen(&events);
+}
+
+#[test]
+fn loader_queries() {
+    let events = check_legit(
+        "queries",
+        &format!(
+            "{LD} --list /bin/true | grep -q libc.so.6 && {LD} --verify /bin/true && \
+             {LD} --help > /dev/null && {LD} --version > /dev/null && \
+             {LD} --list-tunables > /dev/null && {LD} --list-diagnostics > /dev/null && touch /work/m"
+        ),
+    );
+    // Six queries, in each of the two modes.
+    assert_eq!(events.len(), 12, "{events:#?}");
+    assert_queries_seen(&events);
+}
+
+/// sh, bash, python3 and perl spawning children, find -exec, xargs, make driving gcc: no
+/// events at all, in either mode.
+#[test]
+fn ordinary_build_activity_is_silent() {
+    let script = r#"set -e
+cd /tmp
+sh -c 'true'
+bash -c 'ls / > /dev/null'
+python3 -c 'import subprocess; subprocess.run(["true"], check=True)'
+perl -e 'system("true") == 0 or die'
+find /etc/os-release -exec cat {} \; > /dev/null
+echo a b c | xargs -n1 echo > /dev/null
+mkdir -p proj && cd proj
+printf '#include <stdio.h>\nint main(void){puts("hi");return 0;}\n' > hello.c
+printf 'hello: hello.c\n\tgcc -O1 -o hello hello.c\n\ncheck: hello\n\t./hello > out.txt\n' > Makefile
+make check > /dev/null
+grep -q hi out.txt
+touch /work/m
+"#;
+    let sup = Supervisor::start("enforce", "[enforce]\nmin_importance = \"info\"\n");
+    for mode in ["enforce", "audit"] {
+        let run = run_container(
+            &sup,
+            &format!("build-{mode}"),
+            script,
+            &[("execguard.io/mode", mode)],
+        );
+        assert!(run.marker("m"), "{mode}: {}\n{}", run.describe(), sup.log());
+        let events = sup.events_of(&run.id);
+        assert!(events.is_empty(), "{mode}: {events:#?}");
+    }
+}

@@ -1,0 +1,306 @@
+//! Every loader-execution variant of DESIGN.md's threat list, in audit mode (the program runs
+//! and the event says "allowed") and in enforce mode (the program does not run and the event
+//! says "denied"). Each program proves it ran by creating /work/m.
+
+use crate::harness::{run_container, Run, Supervisor};
+use serde_json::Value;
+
+const LD: &str = "/lib64/ld-linux-x86-64.so.2";
+
+struct Expect {
+    rule: &'static str,
+    abi: &'static str,
+}
+
+const LOADER: Expect = Expect {
+    rule: "binary_executed_by_loader",
+    abi: "x86_64",
+};
+
+/// Runs `script` once in audit and once in enforce mode and checks both outcomes.
+fn check(name: &str, script: &str, expect: Expect) {
+    // One supervisor in audit mode by default; the enforce run is switched by annotation.
+    let sup = Supervisor::start("audit", "");
+    let audit = run_container(&sup, &format!("{name}-audit"), script, &[]);
+    let enforce = run_container(
+        &sup,
+        &format!("{name}-enforce"),
+        script,
+        &[("execguard.io/mode", "enforce")],
+    );
+    let log = sup.log();
+    assert!(
+        audit.marker("m"),
+        "audit: the program should have run\n{}\n{log}",
+        audit.describe()
+    );
+    assert!(
+        !enforce.marker("m"),
+        "enforce: the program ran\n{}\n{log}",
+        enforce.describe()
+    );
+    for (run, mode, action) in [
+        (&audit, "audit", "allowed"),
+        (&enforce, "enforce", "denied"),
+    ] {
+        let events = sup.events_of(&run.id);
+        let hit = events
+            .iter()
+            .find(|e| e["event"] == expect.rule)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{mode}: no {} event; events: {events:#?}\n{}\n{log}",
+                    expect.rule,
+                    run.describe()
+                )
+            });
+        check_event_fields(hit, mode, action, &run.id);
+        assert_eq!(hit["exec"]["abi"], expect.abi, "{hit:#}");
+        let imp = hit["importance"].as_str().unwrap();
+        assert!(imp == "critical" || imp == "high", "{hit:#}");
+    }
+}
+
+/// The fields DESIGN.md requires, with the values of this run.
+fn check_event_fields(e: &Value, mode: &str, action: &str, id: &str) {
+    assert_eq!(e["mode"], mode, "{e:#}");
+    assert_eq!(e["action"], action, "{e:#}");
+    assert_eq!(e["container"]["id"], id, "{e:#}");
+    assert_eq!(e["category"], "execution", "{e:#}");
+    assert_eq!(e["method"], "system_services", "{e:#}");
+    assert!(
+        e["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{e:#}"
+    );
+    assert!(e["process"]["pid"].as_u64().is_some_and(|p| p > 0), "{e:#}");
+    assert!(e["exec"]["path"].is_string(), "{e:#}");
+    assert!(e["exec"]["argv"].is_array(), "{e:#}");
+    assert!(e["description"].is_string(), "{e:#}");
+    if e["event"] == "binary_executed_by_loader" {
+        assert_eq!(e["description"], "Binary executed through loader");
+        assert!(e["loader"]["program"].is_string(), "{e:#}");
+    }
+}
+
+#[test]
+fn direct() {
+    check("direct", &format!("{LD} /bin/touch /work/m"), LOADER);
+}
+
+#[test]
+fn dot_and_slash_tricks() {
+    check(
+        "dots",
+        "//usr/lib/../../lib64/./ld-linux-x86-64.so.2 /bin/touch /work/m",
+        LOADER,
+    );
+}
+
+#[test]
+fn through_a_symlink() {
+    check(
+        "symlink",
+        &format!("ln -s {LD} /tmp/l && /tmp/l /bin/touch /work/m"),
+        LOADER,
+    );
+}
+
+#[test]
+fn relative_to_the_cwd() {
+    check(
+        "relative",
+        "cd /usr/lib/x86_64-linux-gnu && ./ld-linux-x86-64.so.2 /bin/touch /work/m",
+        LOADER,
+    );
+}
+
+#[test]
+fn renamed_copy() {
+    check(
+        "copy",
+        &format!("cp {LD} /tmp/innocent.txt && /tmp/innocent.txt /bin/touch /work/m"),
+        LOADER,
+    );
+}
+
+#[test]
+fn execveat_with_a_dirfd() {
+    check(
+        "execveat",
+        "/opt/eg/exectool execveat /lib64 ld-linux-x86-64.so.2 ld.so /bin/touch /work/m",
+        LOADER,
+    );
+}
+
+#[test]
+fn fexecve() {
+    check(
+        "fexecve",
+        &format!("/opt/eg/exectool fexecve {LD} ld.so /bin/touch /work/m"),
+        LOADER,
+    );
+}
+
+#[test]
+fn proc_self_fd() {
+    check(
+        "procfd",
+        &format!("/opt/eg/exectool procfd {LD} ld.so /bin/touch /work/m"),
+        LOADER,
+    );
+}
+
+#[test]
+fn memfd_copy() {
+    check(
+        "memfd",
+        &format!("/opt/eg/exectool memfd {LD} ld.so /bin/touch /work/m"),
+        Expect {
+            rule: "fileless_loader_execution",
+            abi: "x86_64",
+        },
+    );
+}
+
+#[test]
+fn musl_loader() {
+    check(
+        "musl",
+        "/lib/ld-musl-x86_64.so.1 /opt/eg/payload-musl /work/m",
+        LOADER,
+    );
+}
+
+#[test]
+fn i386_loader() {
+    check(
+        "i386",
+        "/lib/ld-linux.so.2 /opt/eg/payload32 /work/m",
+        LOADER,
+    );
+}
+
+#[test]
+fn int80_from_a_64_bit_process() {
+    check(
+        "int80",
+        &format!("/opt/eg/exectool int80 {LD} ld.so /bin/touch /work/m"),
+        Expect {
+            rule: "binary_executed_by_loader",
+            abi: "i386",
+        },
+    );
+}
+
+#[test]
+fn execve_from_a_32_bit_process() {
+    check(
+        "exec32",
+        "/opt/eg/exectool32 execve /lib/ld-linux.so.2 ld.so /opt/eg/payload32 /work/m",
+        Expect {
+            rule: "binary_executed_by_loader",
+            abi: "i386",
+        },
+    );
+}
+
+#[test]
+fn shebang_naming_the_loader() {
+    check(
+        "shebang",
+        &format!("printf '#!{LD} /bin/touch\\n' > /tmp/s && chmod +x /tmp/s && /tmp/s /work/m"),
+        LOADER,
+    );
+}
+
+#[test]
+fn custom_pt_interp() {
+    check(
+        "ptinterp",
+        &format!("cp {LD} /tmp/myld && /opt/eg/payload-interp /work/m"),
+        Expect {
+            rule: "custom_interpreter",
+            abi: "x86_64",
+        },
+    );
+}
+
+macro_rules! glibc_option {
+    ($name:ident, $($opt:expr),+) => {
+        #[test]
+        fn $name() {
+            let opts = [$($opt),+].join(" ");
+            check(
+                stringify!($name),
+                &format!("{LD} {opts} /bin/touch /work/m"),
+                LOADER,
+            );
+        }
+    };
+}
+
+glibc_option!(opt_library_path, "--library-path", "/lib/x86_64-linux-gnu");
+glibc_option!(opt_preload, "--preload", "/lib/x86_64-linux-gnu/libm.so.6");
+glibc_option!(opt_audit, "--audit", "/lib/x86_64-linux-gnu/libm.so.6");
+glibc_option!(opt_argv0, "--argv0", "cc1");
+glibc_option!(opt_inhibit_cache, "--inhibit-cache");
+glibc_option!(opt_inhibit_rpath, "--inhibit-rpath", "''");
+glibc_option!(
+    opt_hwcaps,
+    "--glibc-hwcaps-prepend",
+    "x86-64-v2",
+    "--glibc-hwcaps-mask",
+    "x86-64-v2"
+);
+
+/// A process in a guarded container cannot install a listener of its own to answer its own
+/// execs: the kernel refuses a second listener in the chain (EBUSY). Checked in both modes, so
+/// a kernel change would show here.
+#[test]
+fn no_shadow_listener() {
+    let sup = Supervisor::start("audit", "");
+    for mode in ["audit", "enforce"] {
+        let run = run_container(
+            &sup,
+            &format!("shadow-{mode}"),
+            "/opt/eg/exectool shadow-listener > /work/out; echo $? > /work/rc",
+            &[("execguard.io/mode", mode)],
+        );
+        let rc = std::fs::read_to_string(run.work.join("rc")).unwrap_or_default();
+        assert_eq!(rc.trim(), "0", "{mode}: {}", run.describe());
+        assert_eq!(
+            std::fs::read_to_string(run.work.join("out"))
+                .unwrap()
+                .trim(),
+            "EBUSY"
+        );
+    }
+}
+
+/// The config's mode applies when there is no annotation, and the configured errno is used.
+#[test]
+fn configured_enforce_mode_and_errno() {
+    let sup = Supervisor::start("enforce", "[enforce]\nerrno = \"EPERM\"\n");
+    let run: Run = run_container(
+        &sup,
+        "cfg-enforce",
+        &format!("{LD} /bin/touch /work/m 2> /work/err; echo $? > /work/rc"),
+        &[],
+    );
+    assert!(!run.marker("m"), "{}", run.describe());
+    let err = std::fs::read_to_string(run.work.join("err")).unwrap();
+    assert!(err.contains("Operation not permitted"), "{err}");
+    let events = sup.events_of(&run.id);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["errno"], "EPERM");
+    assert_eq!(events[0]["mode"], "enforce");
+    // The annotation can lower it to audit.
+    let run = run_container(
+        &sup,
+        "cfg-annot-audit",
+        &format!("{LD} /bin/touch /work/m"),
+        &[("execguard.io/mode", "audit")],
+    );
+    assert!(run.marker("m"), "{}", run.describe());
+    assert_eq!(sup.events_of(&run.id)[0]["action"], "allowed");
+}
