@@ -136,6 +136,7 @@ pub struct RuleOverrides {
     pub custom_interpreter: Option<Importance>,
     pub loader_query: Option<Importance>,
     pub inspection_failed: Option<Importance>,
+    pub seccomp_listener_attempt: Option<Importance>,
 }
 
 impl RuleOverrides {
@@ -146,6 +147,7 @@ impl RuleOverrides {
             Rule::CustomInterpreter => self.custom_interpreter,
             Rule::LoaderQuery => self.loader_query,
             Rule::InspectionFailed => self.inspection_failed,
+            Rule::SeccompListenerAttempt => self.seccomp_listener_attempt,
         };
         over.unwrap_or_else(|| rule.default_importance())
     }

@@ -47,6 +47,8 @@ pub enum Rule {
     LoaderQuery,
     /// The supervisor could not inspect an exec (the answer follows the mode's fail-safe rule).
     InspectionFailed,
+    /// A process tried to install a seccomp listener of its own (the kernel refuses: EBUSY).
+    SeccompListenerAttempt,
 }
 
 impl Rule {
@@ -57,6 +59,7 @@ impl Rule {
             Rule::CustomInterpreter => "custom_interpreter",
             Rule::LoaderQuery => "loader_query",
             Rule::InspectionFailed => "inspection_failed",
+            Rule::SeccompListenerAttempt => "seccomp_listener_attempt",
         }
     }
 
@@ -67,12 +70,14 @@ impl Rule {
             Rule::CustomInterpreter => "Binary started with a non-system program interpreter",
             Rule::LoaderQuery => "Dynamic loader queried without running a program",
             Rule::InspectionFailed => "Exec could not be inspected",
+            Rule::SeccompListenerAttempt => "Process tried to install its own seccomp listener",
         }
     }
 
     pub fn category(self) -> &'static str {
         match self {
             Rule::InspectionFailed => "integrity",
+            Rule::SeccompListenerAttempt => "defense_evasion",
             _ => "execution",
         }
     }
@@ -88,6 +93,7 @@ impl Rule {
             Rule::CustomInterpreter => Importance::Critical,
             Rule::LoaderQuery => Importance::Low,
             Rule::InspectionFailed => Importance::Medium,
+            Rule::SeccompListenerAttempt => Importance::High,
         }
     }
 }
@@ -117,6 +123,12 @@ pub struct ExecInfo {
     pub argv: Vec<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub argv_truncated: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyscallInfo {
+    pub name: &'static str,
+    pub abi: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -155,7 +167,12 @@ pub struct Event {
     pub reason: String,
     pub container: ContainerInfo,
     pub process: ProcessInfo,
-    pub exec: ExecInfo,
+    /// The exec, for every detection but `seccomp_listener_attempt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecInfo>,
+    /// The system call, for detections that are not about an exec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<SyscallInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loader: Option<LoaderInfo>,
 }
@@ -232,14 +249,15 @@ mod tests {
             reason: String::new(),
             container: ContainerInfo { id: "c".into() },
             process: ProcessInfo { pid: 1 },
-            exec: ExecInfo {
+            exec: Some(ExecInfo {
                 syscall: "execve",
                 abi: "x86_64",
                 path: argv.clone(),
                 resolved: None,
                 argv: vec![argv],
                 argv_truncated: false,
-            },
+            }),
+            syscall: None,
             loader: None,
         };
         let buf = std::sync::Arc::new(Mutex::new(Vec::new()));

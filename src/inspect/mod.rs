@@ -81,7 +81,7 @@ impl Abi {
 }
 
 /// One exec as the kernel was asked for it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecRequest {
     pub syscall: ExecSyscall,
     pub abi: Abi,

@@ -123,7 +123,8 @@ mod tests {
         }
     }
 
-    const ALL_RULES: [Rule; 5] = [
+    const ALL_RULES: [Rule; 6] = [
+        Rule::SeccompListenerAttempt,
         Rule::BinaryExecutedByLoader,
         Rule::FilelessLoaderExecution,
         Rule::CustomInterpreter,

@@ -10,8 +10,36 @@ use serde_json::{json, Map, Value};
 
 use crate::config::Mode;
 
-/// The system calls execguard traps with `SCMP_ACT_NOTIFY`.
-pub const TRAPPED_SYSCALLS: &[&str] = &["execve", "execveat"];
+/// A system call execguard traps with `SCMP_ACT_NOTIFY`, always or under a condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trap {
+    pub name: &'static str,
+    /// `Some(bit)`: only when argument 1 has this bit set; the complement keeps the profile's
+    /// own action through a second rule (libseccomp lets an unconditional rule for a syscall
+    /// silently override a conditional one, so both rules must be conditional).
+    pub arg1_bit: Option<u64>,
+}
+
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
+const NEW_LISTENER: u64 = 1 << 3;
+
+/// Every trap: the execs, and an attempt to install a second seccomp listener (which the
+/// kernel refuses with EBUSY; the supervisor logs it).
+pub const TRAPS: &[Trap] = &[
+    Trap {
+        name: "execve",
+        arg1_bit: None,
+    },
+    Trap {
+        name: "execveat",
+        arg1_bit: None,
+    },
+    Trap {
+        name: "seccomp",
+        arg1_bit: Some(NEW_LISTENER),
+    },
+];
+
 /// The annotation that sets a container's mode.
 pub const MODE_ANNOTATION: &str = "execguard.io/mode";
 /// `listenerMetadata` starts with this; the rest records what the injection changed.
@@ -129,10 +157,11 @@ fn seccomp_mut(spec: &mut Value) -> Result<Option<&mut Map<String, Value>>, Spec
     }
 }
 
-/// What an earlier injection recorded in `listenerMetadata`.
+/// What an earlier injection recorded in `listenerMetadata`: whether it created the profile,
+/// and each trapped syscall with the action the profile had for it.
 struct Injected {
     created: bool,
-    trapped: Vec<String>,
+    trapped: Vec<(String, String)>,
 }
 
 fn parse_metadata(meta: &str) -> Option<Injected> {
@@ -147,12 +176,72 @@ fn parse_metadata(meta: &str) -> Option<Injected> {
         } else if let Some(v) = field.strip_prefix("trapped=") {
             injected.trapped = v
                 .split(',')
-                .filter(|s| TRAPPED_SYSCALLS.contains(s))
-                .map(str::to_owned)
+                .filter_map(|t| {
+                    let (name, action) = t.split_once(':').unwrap_or((t, "SCMP_ACT_ALLOW"));
+                    let known = TRAPS.iter().any(|k| k.name == name);
+                    let action_ok = RUNNING_ACTIONS.contains(&action);
+                    (known && action_ok).then(|| (name.to_owned(), action.to_owned()))
+                })
                 .collect();
         }
     }
     Some(injected)
+}
+
+fn metadata(created: bool, trapped: &[(String, String)]) -> String {
+    let list: Vec<String> = trapped.iter().map(|(n, a)| format!("{n}:{a}")).collect();
+    format!(
+        "{METADATA_PREFIX} created={} trapped={}",
+        u8::from(created),
+        list.join(",")
+    )
+}
+
+/// The argument condition of a conditional trap, and of its complement.
+fn trap_args(bit: u64, set: bool) -> Value {
+    json!([{"index": 1, "value": bit, "valueTwo": if set { bit } else { 0 }, "op": "SCMP_CMP_MASKED_EQ"}])
+}
+
+/// The rules that hand `trapped` to the supervisor, plus the complements that keep the
+/// profile's action where a conditional trap does not apply.
+fn trap_rules(trapped: &[(String, String)], default_action: &str) -> Vec<Value> {
+    let mut rules = Vec::new();
+    let always: Vec<&str> = trapped
+        .iter()
+        .filter(|(n, _)| trap(n).is_some_and(|t| t.arg1_bit.is_none()))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !always.is_empty() {
+        rules.push(json!({"names": always, "action": "SCMP_ACT_NOTIFY"}));
+    }
+    for (name, action) in trapped {
+        if let Some(bit) = trap(name).and_then(|t| t.arg1_bit) {
+            rules.push(
+                json!({"names": [name], "action": "SCMP_ACT_NOTIFY", "args": trap_args(bit, true)}),
+            );
+            if action != default_action {
+                rules.push(
+                    json!({"names": [name], "action": action, "args": trap_args(bit, false)}),
+                );
+            }
+        }
+    }
+    rules
+}
+
+fn trap(name: &str) -> Option<&'static Trap> {
+    TRAPS.iter().find(|t| t.name == name)
+}
+
+/// True for a complement rule that [`trap_rules`] adds.
+fn is_complement_rule(rule: &Value) -> bool {
+    let names: Vec<&str> = rule_names(rule).collect();
+    let [name] = names.as_slice() else {
+        return false;
+    };
+    trap(name)
+        .and_then(|t| t.arg1_bit)
+        .is_some_and(|bit| rule.get("args") == Some(&trap_args(bit, false)))
 }
 
 fn remove_injected(spec: &mut Value) -> Result<(), SpecError> {
@@ -179,9 +268,13 @@ fn remove_injected(spec: &mut Value) -> Result<(), SpecError> {
     seccomp.remove("listenerPath");
     seccomp.remove("listenerMetadata");
     if let Some(Value::Array(rules)) = seccomp.get_mut("syscalls") {
-        rules.retain(|r| r.get("action").and_then(Value::as_str) != Some("SCMP_ACT_NOTIFY"));
-        if !injected.trapped.is_empty() {
-            rules.push(json!({"names": injected.trapped, "action": "SCMP_ACT_ALLOW"}));
+        // Every NOTIFY rule is execguard's: the listener was.
+        rules.retain(|r| {
+            r.get("action").and_then(Value::as_str) != Some("SCMP_ACT_NOTIFY")
+                && !is_complement_rule(r)
+        });
+        for (name, action) in &injected.trapped {
+            rules.push(json!({"names": [name], "action": action}));
         }
     }
     Ok(())
@@ -189,8 +282,11 @@ fn remove_injected(spec: &mut Value) -> Result<(), SpecError> {
 
 fn inject(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
     let socket = socket.to_string_lossy().into_owned();
-    let all: Vec<String> = TRAPPED_SYSCALLS.iter().map(|s| (*s).to_owned()).collect();
     let Some(seccomp) = seccomp_mut(spec)? else {
+        let all: Vec<(String, String)> = TRAPS
+            .iter()
+            .map(|t| (t.name.to_owned(), "SCMP_ACT_ALLOW".to_owned()))
+            .collect();
         let obj = spec
             .as_object_mut()
             .ok_or_else(|| wrong_type("(root)", "object"))?;
@@ -205,10 +301,12 @@ fn inject(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
                 "architectures": CREATED_ARCHITECTURES,
                 "listenerPath": socket,
                 "listenerMetadata": metadata(true, &all),
-                "syscalls": [notify_rule(&all)],
+                "syscalls": trap_rules(&all, "SCMP_ACT_ALLOW"),
             }),
         );
-        return Ok(Outcome::Guarded { trapped: all });
+        return Ok(Outcome::Guarded {
+            trapped: all.into_iter().map(|(n, _)| n).collect(),
+        });
     };
 
     let default_action = seccomp
@@ -224,12 +322,13 @@ fn inject(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
     let mut empty = Vec::new();
     let rules = rules.unwrap_or(&mut empty);
 
-    // Which trapped syscalls run under the profile today (only those are handed over).
-    let mut trapped = Vec::new();
-    for name in TRAPPED_SYSCALLS {
+    // Which trapped syscalls run under the profile today, and under which action: only those
+    // are handed over, and that action is kept where a conditional trap does not apply.
+    let mut trapped: Vec<(String, String)> = Vec::new();
+    for t in TRAPS {
         let mut action = default_action.clone();
         for (index, rule) in rules.iter().enumerate() {
-            if !rule_names(rule).any(|n| n == *name) {
+            if !rule_names(rule).any(|n| n == t.name) {
                 continue;
             }
             let conditional = rule
@@ -239,7 +338,7 @@ fn inject(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
             if conditional {
                 return Err(SpecError::ConditionalRule {
                     index,
-                    syscall: (*name).to_owned(),
+                    syscall: t.name.to_owned(),
                 });
             }
             if let Some(a) = rule.get("action").and_then(Value::as_str) {
@@ -247,17 +346,24 @@ fn inject(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
             }
         }
         if RUNNING_ACTIONS.contains(&action.as_str()) {
-            trapped.push((*name).to_owned());
+            trapped.push((t.name.to_owned(), action));
         }
     }
-    if trapped.is_empty() {
+    if !trapped
+        .iter()
+        .any(|(n, _)| trap(n).is_some_and(|t| t.arg1_bit.is_none()))
+    {
+        // No exec runs under this profile: there is nothing to guard.
         return Ok(Outcome::AlreadyBlocked);
     }
 
     // Take the trapped syscalls out of every rule, drop rules left with no name, add ours.
     for rule in rules.iter_mut() {
         if let Some(Value::Array(names)) = rule.get_mut("names") {
-            names.retain(|n| !n.as_str().is_some_and(|n| trapped.iter().any(|t| t == n)));
+            names.retain(|n| {
+                !n.as_str()
+                    .is_some_and(|n| trapped.iter().any(|(t, _)| t == n))
+            });
         }
     }
     rules.retain(|r| {
@@ -265,7 +371,7 @@ fn inject(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
             .and_then(Value::as_array)
             .is_none_or(|n| !n.is_empty())
     });
-    rules.push(notify_rule(&trapped));
+    rules.extend(trap_rules(&trapped, &default_action));
     let rules = std::mem::take(rules);
     seccomp.insert("syscalls".to_owned(), Value::Array(rules));
     seccomp.insert("listenerPath".to_owned(), Value::String(socket));
@@ -273,7 +379,9 @@ fn inject(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
         "listenerMetadata".to_owned(),
         Value::String(metadata(false, &trapped)),
     );
-    Ok(Outcome::Guarded { trapped })
+    Ok(Outcome::Guarded {
+        trapped: trapped.into_iter().map(|(n, _)| n).collect(),
+    })
 }
 
 fn rule_names(rule: &Value) -> impl Iterator<Item = &str> {
@@ -282,18 +390,6 @@ fn rule_names(rule: &Value) -> impl Iterator<Item = &str> {
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-}
-
-fn notify_rule(names: &[String]) -> Value {
-    json!({"names": names, "action": "SCMP_ACT_NOTIFY"})
-}
-
-fn metadata(created: bool, trapped: &[String]) -> String {
-    format!(
-        "{METADATA_PREFIX} created={} trapped={}",
-        u8::from(created),
-        trapped.join(",")
-    )
 }
 
 #[cfg(test)]
@@ -319,7 +415,7 @@ mod tests {
                     "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
                     "flags": ["SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
                     "syscalls": [
-                        {"names": ["read", "execve", "write", "execveat"], "action": "SCMP_ACT_ALLOW"},
+                        {"names": ["read", "execve", "write", "execveat", "seccomp"], "action": "SCMP_ACT_ALLOW"},
                         {"names": ["execve"], "action": "SCMP_ACT_ALLOW", "comment": "dup"},
                         {"names": ["ptrace"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
                         {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
@@ -343,6 +439,10 @@ mod tests {
             .contains(&json!("SCMP_ARCH_X86")));
         assert_eq!(sc["syscalls"][0]["action"], "SCMP_ACT_NOTIFY");
         assert_eq!(sc["syscalls"][0]["names"], json!(["execve", "execveat"]));
+        // seccomp(NEW_LISTENER) is trapped; with a default of ALLOW no complement is needed.
+        assert_eq!(sc["syscalls"][1]["names"], json!(["seccomp"]));
+        assert_eq!(sc["syscalls"][1]["args"][0]["valueTwo"], 8);
+        assert_eq!(sc["syscalls"].as_array().unwrap().len(), 2);
     }
 
     #[test]
@@ -361,7 +461,15 @@ mod tests {
         assert_eq!(rules[1]["errnoRet"], 1);
         assert_eq!(rules[2]["names"], json!(["personality"]));
         assert_eq!(rules[3]["action"], "SCMP_ACT_NOTIFY");
-        assert_eq!(rules.len(), 4);
+        assert_eq!(rules[3]["names"], json!(["execve", "execveat"]));
+        // seccomp: NOTIFY when NEW_LISTENER is set, the profile's ALLOW otherwise.
+        assert_eq!(rules[4]["names"], json!(["seccomp"]));
+        assert_eq!(rules[4]["action"], "SCMP_ACT_NOTIFY");
+        assert_eq!(rules[4]["args"][0]["valueTwo"], 8);
+        assert_eq!(rules[5]["names"], json!(["seccomp"]));
+        assert_eq!(rules[5]["action"], "SCMP_ACT_ALLOW");
+        assert_eq!(rules[5]["args"][0]["valueTwo"], 0);
+        assert_eq!(rules.len(), 6);
     }
 
     #[test]

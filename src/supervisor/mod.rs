@@ -21,13 +21,14 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::config::{Config, Mode};
+use crate::event::Rule;
 use crate::event::{self, Event, EventSink};
 use crate::inspect::{self, resolve::FsView, Inspection, SystemLoaders};
 use crate::policy::{self, Action, Settings};
 use crate::spec::MODE_ANNOTATION;
-use crate::sys::{NotifyFd, SeccompNotifResp, SECCOMP_USER_NOTIF_FLAG_CONTINUE};
+use crate::sys::{NotifyFd, SeccompNotif, SeccompNotifResp, SECCOMP_USER_NOTIF_FLAG_CONTINUE};
 use state::ContainerProcessState;
-use target::Target;
+use target::{Target, Trapped};
 
 const TOKEN_SIGNAL: u64 = u64::MAX;
 const TOKEN_WAKE: u64 = u64::MAX - 1;
@@ -297,12 +298,45 @@ fn handle(l: &Listener, sink: &EventSink) {
     };
     let started = Instant::now();
     let c = &l.container;
-    let Some((mut req, path_addr, argv_addr, envp_addr)) = target::decode(&notif) else {
-        // Not an exec: the filter traps nothing else, so let it run as the profile would.
-        respond(l, notif.id, Action::Continue);
-        return;
-    };
-    let mut target = Target::new(&l.notify, &notif, req.abi, argv_addr, envp_addr);
+    match target::decode(&notif) {
+        Some(Trapped::Exec {
+            req,
+            path,
+            argv,
+            envp,
+        }) => handle_exec(l, sink, &notif, req, path, argv, envp),
+        Some(Trapped::ListenerAttempt { abi }) => {
+            // The kernel refuses a second listener (EBUSY) whatever the answer; log the try.
+            let verdict = policy::decide(Some(Rule::SeccompListenerAttempt), &c.settings);
+            if let Some((rule, importance)) = verdict.event {
+                let mut ev = base_event(c, &notif, rule, importance, verdict.action);
+                ev.reason = "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER) inside a guarded container"
+                    .to_owned();
+                ev.syscall = Some(event::SyscallInfo {
+                    name: "seccomp",
+                    abi: abi.as_str(),
+                });
+                emit(sink, &ev);
+            }
+            respond(l, notif.id, verdict.action);
+        }
+        // Nothing else is trapped; let it run as the profile would.
+        None => respond(l, notif.id, Action::Continue),
+    }
+    tracing::trace!(container = %c.id, micros = started.elapsed().as_micros() as u64, "answered");
+}
+
+fn handle_exec(
+    l: &Listener,
+    sink: &EventSink,
+    notif: &SeccompNotif,
+    mut req: inspect::ExecRequest,
+    path_addr: u64,
+    argv_addr: u64,
+    envp_addr: u64,
+) {
+    let c = &l.container;
+    let mut target = Target::new(&l.notify, notif, req.abi, argv_addr, envp_addr);
     let result = (|| -> Result<Inspection, inspect::InspectError> {
         req.path = target.read_path(path_addr)?;
         let view =
@@ -324,23 +358,48 @@ fn handle(l: &Listener, sink: &EventSink) {
     };
     if let Some((rule, importance)) = verdict.event {
         let argv = target_argv(&mut target);
-        let ev = build_event(
-            c,
-            &notif,
-            &req,
-            rule,
-            importance,
-            verdict.action,
-            inspection.as_ref(),
-            error.as_ref(),
-            argv,
-        );
-        if let Err(e) = sink.emit(&ev) {
-            tracing::error!(error = %e, "cannot write the event");
-        }
+        let finding = inspection.as_ref().and_then(|i| i.finding.as_ref());
+        let mut ev = base_event(c, notif, rule, importance, verdict.action);
+        ev.reason = match (finding, &error) {
+            (Some(f), _) => f.reason.clone(),
+            (None, Some(e)) => e.to_string(),
+            (None, None) => String::new(),
+        };
+        ev.exec = Some(event::ExecInfo {
+            syscall: req.syscall.as_str(),
+            abi: req.abi.as_str(),
+            path: event::lossy(&req.path),
+            resolved: inspection
+                .as_ref()
+                .and_then(|i| i.resolved.as_deref())
+                .map(event::lossy),
+            argv: argv.items.iter().map(|a| event::lossy(a)).collect(),
+            argv_truncated: argv.truncated,
+        });
+        ev.loader = finding
+            .and_then(|f| f.loader.as_ref())
+            .map(|l| event::LoaderInfo {
+                path: event::lossy(&l.path),
+                kind: l.kind.as_str(),
+                program: l.invocation.program.as_deref().map(event::lossy),
+                mode: l.invocation.mode.as_str(),
+                options: l
+                    .invocation
+                    .options
+                    .iter()
+                    .map(|o| event::lossy(o))
+                    .collect(),
+                via: l.via.as_str(),
+            });
+        emit(sink, &ev);
     }
     respond(l, notif.id, verdict.action);
-    tracing::trace!(container = %c.id, micros = started.elapsed().as_micros() as u64, "exec answered");
+}
+
+fn emit(sink: &EventSink, ev: &Event) {
+    if let Err(e) = sink.emit(ev) {
+        tracing::error!(error = %e, "cannot write the event");
+    }
 }
 
 fn target_argv(target: &mut Target<'_>) -> inspect::Argv {
@@ -371,27 +430,17 @@ fn respond(l: &Listener, id: u64, action: Action) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_event(
+/// The fields every event has; the caller fills in what it is about.
+fn base_event(
     c: &Container,
-    notif: &crate::sys::SeccompNotif,
-    req: &inspect::ExecRequest,
-    rule: crate::event::Rule,
+    notif: &SeccompNotif,
+    rule: Rule,
     importance: crate::event::Importance,
     action: Action,
-    inspection: Option<&Inspection>,
-    error: Option<&inspect::InspectError>,
-    argv: inspect::Argv,
 ) -> Event {
-    let finding = inspection.and_then(|i| i.finding.as_ref());
     let (action_name, errno) = match action {
         Action::Continue => ("allowed", None),
         Action::Deny(e) => ("denied", Some(crate::config::Errno(e).name())),
-    };
-    let reason = match (finding, error) {
-        (Some(f), _) => f.reason.clone(),
-        (None, Some(e)) => e.to_string(),
-        (None, None) => String::new(),
     };
     Event {
         time: event::now_rfc3339(),
@@ -403,33 +452,11 @@ fn build_event(
         mode: c.settings.mode,
         action: action_name,
         errno,
-        reason,
+        reason: String::new(),
         container: event::ContainerInfo { id: c.id.clone() },
         process: event::ProcessInfo { pid: notif.pid },
-        exec: event::ExecInfo {
-            syscall: req.syscall.as_str(),
-            abi: req.abi.as_str(),
-            path: event::lossy(&req.path),
-            resolved: inspection
-                .and_then(|i| i.resolved.as_deref())
-                .map(event::lossy),
-            argv: argv.items.iter().map(|a| event::lossy(a)).collect(),
-            argv_truncated: argv.truncated,
-        },
-        loader: finding
-            .and_then(|f| f.loader.as_ref())
-            .map(|l| event::LoaderInfo {
-                path: event::lossy(&l.path),
-                kind: l.kind.as_str(),
-                program: l.invocation.program.as_deref().map(event::lossy),
-                mode: l.invocation.mode.as_str(),
-                options: l
-                    .invocation
-                    .options
-                    .iter()
-                    .map(|o| event::lossy(o))
-                    .collect(),
-                via: l.via.as_str(),
-            }),
+        exec: None,
+        syscall: None,
+        loader: None,
     }
 }

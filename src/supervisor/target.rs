@@ -26,10 +26,31 @@ const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const AUDIT_ARCH_I386: u32 = 0x4000_0003;
 const X32_SYSCALL_BIT: i32 = 0x4000_0000;
 
-/// The exec this notification is about, with the addresses of its argv and envp; `None` for a
-/// system call that is not an exec (the filter traps nothing else today).
-pub fn decode(notif: &SeccompNotif) -> Option<(ExecRequest, u64, u64, u64)> {
+/// What a notification is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trapped {
+    /// An exec, with the addresses of its path, argv and envp.
+    Exec {
+        req: ExecRequest,
+        path: u64,
+        argv: u64,
+        envp: u64,
+    },
+    /// `seccomp(…, SECCOMP_FILTER_FLAG_NEW_LISTENER, …)`.
+    ListenerAttempt { abi: Abi },
+}
+
+/// Decodes a notification; `None` for a system call the filter does not trap.
+pub fn decode(notif: &SeccompNotif) -> Option<Trapped> {
     let d = &notif.data;
+    match (d.arch, d.nr) {
+        (AUDIT_ARCH_X86_64, 317) => return Some(Trapped::ListenerAttempt { abi: Abi::X86_64 }),
+        (AUDIT_ARCH_X86_64, nr) if nr == X32_SYSCALL_BIT | 317 => {
+            return Some(Trapped::ListenerAttempt { abi: Abi::X32 })
+        }
+        (AUDIT_ARCH_I386, 354) => return Some(Trapped::ListenerAttempt { abi: Abi::I386 }),
+        _ => {}
+    }
     let (abi, syscall) = match (d.arch, d.nr) {
         (AUDIT_ARCH_X86_64, 59) => (Abi::X86_64, ExecSyscall::Execve),
         (AUDIT_ARCH_X86_64, 322) => (Abi::X86_64, ExecSyscall::Execveat),
@@ -62,7 +83,12 @@ pub fn decode(notif: &SeccompNotif) -> Option<(ExecRequest, u64, u64, u64)> {
         dirfd,
         flags,
     };
-    Some((req, path, argv, envp))
+    Some(Trapped::Exec {
+        req,
+        path,
+        argv,
+        envp,
+    })
 }
 
 /// The notifying task's memory, for one notification.
@@ -259,35 +285,58 @@ mod tests {
         }
     }
 
+    fn exec(n: SeccompNotif) -> (ExecRequest, u64, u64, u64) {
+        match decode(&n) {
+            Some(Trapped::Exec {
+                req,
+                path,
+                argv,
+                envp,
+            }) => (req, path, argv, envp),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn decodes_every_exec_abi() {
-        let (r, p, a, e) = decode(&notif(AUDIT_ARCH_X86_64, 59, [1, 2, 3, 0, 0, 0])).unwrap();
+        let (r, p, a, e) = exec(notif(AUDIT_ARCH_X86_64, 59, [1, 2, 3, 0, 0, 0]));
         assert_eq!(
             (r.syscall, r.abi, r.dirfd, p, a, e),
             (ExecSyscall::Execve, Abi::X86_64, None, 1, 2, 3)
         );
         let at_fdcwd = libc::AT_FDCWD as u32 as u64;
-        let (r, ..) = decode(&notif(
+        let (r, ..) = exec(notif(
             AUDIT_ARCH_X86_64,
             322,
             [at_fdcwd, 2, 3, 4, 0x1000, 0],
-        ))
-        .unwrap();
+        ));
         assert_eq!((r.dirfd, r.flags), (None, libc::AT_EMPTY_PATH));
-        let (r, ..) = decode(&notif(AUDIT_ARCH_X86_64, 322, [5, 2, 3, 4, 0, 0])).unwrap();
+        let (r, ..) = exec(notif(AUDIT_ARCH_X86_64, 322, [5, 2, 3, 4, 0, 0]));
         assert_eq!(r.dirfd, Some(5));
         // 32-bit: upper halves are ignored, AT_FDCWD is sign-extended from 32 bits.
-        let (r, p, ..) = decode(&notif(
+        let (r, p, ..) = exec(notif(
             AUDIT_ARCH_I386,
             11,
             [0xdead_0000_1000, 2, 3, 0, 0, 0],
-        ))
-        .unwrap();
+        ));
         assert_eq!((r.abi, p), (Abi::I386, 0x1000));
-        let (r, ..) = decode(&notif(AUDIT_ARCH_I386, 358, [0xffff_ff9c, 2, 3, 4, 0, 0])).unwrap();
+        let (r, ..) = exec(notif(AUDIT_ARCH_I386, 358, [0xffff_ff9c, 2, 3, 4, 0, 0]));
         assert_eq!(r.dirfd, None);
-        let (r, ..) = decode(&notif(AUDIT_ARCH_X86_64, 0x4000_0000 | 520, [0; 6])).unwrap();
+        let (r, ..) = exec(notif(AUDIT_ARCH_X86_64, 0x4000_0000 | 520, [0; 6]));
         assert_eq!(r.abi, Abi::X32);
         assert!(decode(&notif(AUDIT_ARCH_X86_64, 0, [0; 6])).is_none());
+    }
+
+    #[test]
+    fn decodes_listener_attempts() {
+        for (arch, nr, abi) in [
+            (AUDIT_ARCH_X86_64, 317, Abi::X86_64),
+            (AUDIT_ARCH_I386, 354, Abi::I386),
+        ] {
+            assert_eq!(
+                decode(&notif(arch, nr, [1, 8, 0, 0, 0, 0])),
+                Some(Trapped::ListenerAttempt { abi })
+            );
+        }
     }
 }

@@ -181,6 +181,12 @@ impl Supervisor {
             .collect()
     }
 
+    /// Kills the supervisor with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("supervisor.log")).unwrap_or_default()
     }
@@ -219,13 +225,21 @@ impl Run {
     }
 }
 
-/// Runs `sh -c script` in a guarded runc container with these annotations.
-pub fn run_container(
-    sup: &Supervisor,
+/// A bundle ready for `runc run`, guarded by `execguard inject`.
+pub struct Bundle {
+    pub id: String,
+    pub work: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// Builds the bundle for `sh -c script`; `seccomp` replaces the spec's profile when given.
+pub fn bundle(
+    config: &Path,
     name: &str,
     script: &str,
     annotations: &[(&str, &str)],
-) -> Run {
+    seccomp: Option<Value>,
+) -> Bundle {
     let fx = fixture();
     let dir = tempfile::Builder::new().prefix("eg-ctr").tempdir().unwrap();
     let work = dir.path().join("work");
@@ -256,6 +270,9 @@ pub fn run_container(
         .map(|(k, v)| ((*k).to_owned(), json!(v)))
         .collect();
     spec["annotations"] = Value::Object(ann);
+    if let Some(profile) = seccomp {
+        spec["linux"]["seccomp"] = profile;
+    }
     std::fs::write(
         dir.path().join("config.json"),
         serde_json::to_vec_pretty(&spec).unwrap(),
@@ -267,7 +284,7 @@ pub fn run_container(
         .arg("--bundle")
         .arg(dir.path())
         .arg("--config")
-        .arg(&sup.config)
+        .arg(config)
         .output()
         .unwrap();
     assert!(
@@ -275,30 +292,75 @@ pub fn run_container(
         "inject: {}",
         String::from_utf8_lossy(&inject.stderr)
     );
-
-    let id = format!("eg-{}-{name}", std::process::id());
-    let state_root = fx.dir.join("runc-state");
-    let out = Command::new("timeout")
-        .args(["-k", "5", "120", "runc", "--root"])
-        .arg(&state_root)
-        .arg("run")
-        .arg("--bundle")
-        .arg(dir.path())
-        .arg(&id)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let _ = Command::new("runc")
-        .arg("--root")
-        .arg(&state_root)
-        .args(["delete", "-f", &id])
-        .output();
-    Run {
-        id,
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    Bundle {
+        id: format!("eg-{}-{name}", std::process::id()),
         work,
-        _dir: dir,
+        dir,
     }
+}
+
+impl Bundle {
+    pub fn spec(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.dir.path().join("config.json")).unwrap())
+            .unwrap()
+    }
+
+    fn runc(&self) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", "120", "runc", "--root"])
+            .arg(fixture().dir.join("runc-state"))
+            .arg("run")
+            .arg("--bundle")
+            .arg(self.dir.path())
+            .arg(&self.id)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts `runc run` and returns at once.
+    pub fn spawn(&self) -> Child {
+        self.runc()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs the container to its end.
+    pub fn run(self) -> Run {
+        let out = self.runc().output().unwrap();
+        self.finish(out)
+    }
+
+    /// Collects a run started with [`Bundle::spawn`].
+    pub fn wait(self, child: Child) -> Run {
+        let out = child.wait_with_output().unwrap();
+        self.finish(out)
+    }
+
+    fn finish(self, out: std::process::Output) -> Run {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(fixture().dir.join("runc-state"))
+            .args(["delete", "-f", &self.id])
+            .output();
+        Run {
+            id: self.id,
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            work: self.work,
+            _dir: self.dir,
+        }
+    }
+}
+
+/// Runs `sh -c script` in a guarded runc container with these annotations.
+pub fn run_container(
+    sup: &Supervisor,
+    name: &str,
+    script: &str,
+    annotations: &[(&str, &str)],
+) -> Run {
+    bundle(&sup.config, name, script, annotations, None).run()
 }

@@ -1,6 +1,8 @@
 //! Integration tests: real runc containers guarded by the real supervisor. They need root,
 //! runc, gcc (with -m32), musl-gcc and patchelf; `.ci/run` installs all of them.
 
+mod failsafe;
 mod harness;
 mod legit;
+mod profiles;
 mod threats;
