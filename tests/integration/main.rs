@@ -1,6 +1,7 @@
 //! Integration tests: real runc containers guarded by the real supervisor. They need root,
 //! runc, gcc (with -m32), musl-gcc and patchelf; `.ci/run` installs all of them.
 
+mod cli;
 mod failsafe;
 mod harness;
 mod legit;

@@ -304,3 +304,58 @@ fn configured_enforce_mode_and_errno() {
     assert!(run.marker("m"), "{}", run.describe());
     assert_eq!(sup.events_of(&run.id)[0]["action"], "allowed");
 }
+
+/// More loader options than the supervisor reads: the program may hide beyond them, so it is
+/// assumed (and the event says argv was truncated).
+#[test]
+fn more_options_than_are_read() {
+    check(
+        "manyopts",
+        &format!(
+            "set --; for i in $(seq 200); do set -- \"$@\" --inhibit-cache; done; {LD} \"$@\" /bin/touch /work/m"
+        ),
+        LOADER,
+    );
+}
+
+/// `runc exec` into a guarded container hands the supervisor a second notify fd for the same
+/// container; the exec'd process is guarded with the container's mode.
+#[test]
+fn runc_exec_is_guarded_too() {
+    use crate::harness::{bundle, fixture};
+    use std::time::{Duration, Instant};
+    let sup = Supervisor::start("audit", "");
+    let b = bundle(
+        &sup.config,
+        "runc-exec",
+        "touch /work/started; while [ ! -e /work/done ]; do sleep 0.05; done",
+        &[("execguard.io/mode", "enforce")],
+        None,
+    );
+    let work = b.work.clone();
+    let id = b.id.clone();
+    let child = b.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !work.join("started").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "container did not start\n{}",
+            sup.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let exec = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(fixture().dir.join("runc-state"))
+        .args(["exec", &id, LD, "/bin/touch", "/work/m"])
+        .output()
+        .unwrap();
+    std::fs::write(work.join("done"), "").unwrap();
+    let run = b.wait(child);
+    assert!(!exec.status.success(), "runc exec should fail");
+    assert!(!run.marker("m"), "{}", run.describe());
+    let events = sup.events_of(&id);
+    assert_eq!(events.len(), 1, "{events:#?}\n{}", sup.log());
+    assert_eq!(events[0]["action"], "denied");
+    assert_eq!(events[0]["loader"]["program"], "/bin/touch");
+}

@@ -1,0 +1,130 @@
+//! The command line as a user meets it: explain, inject on files, supervise's lifecycle.
+
+use std::process::Command;
+
+use crate::harness::{Supervisor, EXECGUARD};
+
+fn execguard(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(EXECGUARD).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn explain_says_what_and_why() {
+    let (ok, out, err) = execguard(&[
+        "explain",
+        "--mode",
+        "enforce",
+        "--",
+        "/lib64/ld-linux-x86-64.so.2",
+        "--library-path",
+        "/x",
+        "/tmp/payload",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("rule:       binary_executed_by_loader"),
+        "{out}"
+    );
+    assert!(out.contains("program:    /tmp/payload"), "{out}");
+    assert!(out.contains("importance: critical"), "{out}");
+    assert!(
+        out.contains("verdict:    deny (EACCES) in enforce mode"),
+        "{out}"
+    );
+
+    let (ok, out, _) = execguard(&["explain", "--", "/bin/true"]);
+    assert!(ok);
+    assert!(out.contains("finding:    none"), "{out}");
+    assert!(out.contains("verdict:    allow"), "{out}");
+
+    let (ok, out, _) = execguard(&[
+        "explain",
+        "--",
+        "/lib64/ld-linux-x86-64.so.2",
+        "--list",
+        "/bin/true",
+    ]);
+    assert!(ok);
+    assert!(
+        out.contains("loader_query") && out.contains("importance: low"),
+        "{out}"
+    );
+}
+
+#[test]
+fn inject_is_idempotent_and_refuses_foreign_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "socket = \"/run/eg-test.sock\"\n").unwrap();
+    let spec = dir.path().join("config.json");
+    std::fs::write(&spec, r#"{"ociVersion":"1.0.2","process":{"args":["sh"]}}"#).unwrap();
+    let bundle = dir.path().to_str().unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let (ok, out, err) = execguard(&["inject", "--bundle", bundle, "--config", cfg]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("guarded:"), "{out}");
+    let once = std::fs::read(&spec).unwrap();
+    assert!(execguard(&["inject", "--bundle", bundle, "--config", cfg]).0);
+    assert_eq!(once, std::fs::read(&spec).unwrap());
+
+    std::fs::write(
+        &spec,
+        r#"{"linux":{"seccomp":{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/other.sock"}}}"#,
+    )
+    .unwrap();
+    let before = std::fs::read(&spec).unwrap();
+    let (ok, _, err) = execguard(&["inject", "--bundle", bundle, "--config", cfg]);
+    assert!(!ok);
+    assert!(
+        err.contains("/run/other.sock") && err.contains("config.json"),
+        "{err}"
+    );
+    assert_eq!(before, std::fs::read(&spec).unwrap());
+
+    std::fs::write(&spec, "{not json").unwrap();
+    let (ok, _, err) = execguard(&["inject", "--bundle", bundle, "--config", cfg]);
+    assert!(!ok && err.contains("not valid JSON"), "{err}");
+}
+
+#[test]
+fn bad_config_names_file_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "mode = \"audit\"\n[enforce]\nerrno = \"EWHATEVER\"\n").unwrap();
+    let (ok, _, err) = execguard(&["supervise", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("bad.toml") && err.contains("line 3") && err.contains("EWHATEVER"),
+        "{err}"
+    );
+}
+
+#[test]
+fn supervise_stops_cleanly_and_refuses_a_second_instance() {
+    let sup = Supervisor::start("audit", "");
+    let cfg = sup.config.to_str().unwrap().to_owned();
+    let (ok, _, err) = execguard(&["supervise", "--config", &cfg]);
+    assert!(!ok);
+    assert!(err.contains("already listening"), "{err}");
+    let sock = std::fs::read_to_string(&sup.config).unwrap();
+    let sock = sock
+        .lines()
+        .next()
+        .unwrap()
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    drop(sup);
+    assert!(!std::path::Path::new(&sock).exists(), "socket left behind");
+}
