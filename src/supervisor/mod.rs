@@ -1,23 +1,25 @@
-//! The supervisor: accepts containers from runc on the listener socket, watches every
-//! container's notify fd in one epoll loop, and answers each exec after inspecting it.
+//! The supervisor: accepts containers from runc on the listener socket and answers every exec
+//! of every guarded container after inspecting it.
+//!
+//! Threads: the main thread waits for SIGTERM/SIGINT; one thread accepts connections; each
+//! connection (a container start or a `runc exec`) gets a thread of its own that reads runc's
+//! message and then serves that notify fd until every task behind it is gone. A container whose
+//! inspection is slow (a hung filesystem, a flood of execs) delays only its own execs.
 
 pub mod state;
 pub mod target;
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::config::{Config, Mode};
@@ -30,9 +32,6 @@ use crate::sys::{NotifyFd, SeccompNotif, SeccompNotifResp, SECCOMP_USER_NOTIF_FL
 use state::ContainerProcessState;
 use target::{Target, Trapped};
 
-const TOKEN_SIGNAL: u64 = u64::MAX;
-const TOKEN_WAKE: u64 = u64::MAX - 1;
-
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
     #[error("another supervisor is already listening on {0}")]
@@ -42,27 +41,31 @@ pub enum SupervisorError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("setting up the event loop: {0}")]
-    EventLoop(#[source] Errno),
+    #[error("waiting for signals: {0}")]
+    Signals(#[source] Errno),
+    #[error("starting a thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
-/// A container the supervisor guards.
+/// A container the supervisor guards, shared by the threads of its notify fds.
 struct Container {
     id: String,
     settings: Settings,
     loaders: SystemLoaders,
 }
 
+/// What every thread shares.
+struct Shared {
+    config: Config,
+    sink: EventSink,
+    /// Containers by id, while any of their notify fds is served.
+    containers: Mutex<HashMap<String, Weak<Container>>>,
+}
+
 /// One notify fd (a container start, or a `runc exec`).
 struct Listener {
     notify: NotifyFd,
-    container: Rc<Container>,
-}
-
-/// A container handed over by the acceptor thread.
-struct Arrival {
-    state: ContainerProcessState,
-    fd: OwnedFd,
+    container: Arc<Container>,
 }
 
 /// Binds the listener socket: only root may connect (mode 0600, peer uid checked).
@@ -85,8 +88,36 @@ fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
     Ok(listener)
 }
 
-/// Accepts runtimes' connections and hands each container to the event loop.
-fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Arrival>, wake: Arc<EventFd>) {
+/// Runs the supervisor until SIGTERM or SIGINT.
+pub fn run(config: Config, sink: EventSink) -> Result<(), SupervisorError> {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    // Blocked before any thread starts, so that every thread inherits the mask and the
+    // signals are taken only by `wait` below.
+    signals.thread_block().map_err(SupervisorError::Signals)?;
+
+    let listener = bind(&config.socket)?;
+    tracing::info!(socket = %config.socket.display(), mode = %config.mode, "supervisor listening");
+    let socket = config.socket.clone();
+    let shared = Arc::new(Shared {
+        config,
+        sink,
+        containers: Mutex::new(HashMap::new()),
+    });
+    std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || accept_loop(listener, shared))
+        .map_err(SupervisorError::Thread)?;
+
+    let signal = signals.wait().map_err(SupervisorError::Signals)?;
+    tracing::info!(signal = ?signal, "shutting down");
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// Accepts runtimes' connections; each gets a thread of its own.
+fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -95,118 +126,83 @@ fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Arrival>, wake: Arc<Even
                 continue;
             }
         };
-        match getsockopt(&stream, PeerCredentials) {
-            Ok(cred) if cred.uid() == 0 => {}
-            Ok(cred) => {
-                tracing::warn!(
-                    uid = cred.uid(),
-                    pid = cred.pid(),
-                    "refused a non-root peer"
-                );
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read peer credentials; refused");
-                continue;
-            }
-        }
-        match state::receive(&stream) {
-            Ok((state, fd)) => {
-                if tx.send(Arrival { state, fd }).is_err() {
-                    return;
-                }
-                let _ = wake.write(1);
-            }
-            Err(e) => tracing::warn!(error = %e, "bad message on the listener socket"),
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("container".into())
+            .spawn(move || serve_connection(stream, &shared));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a thread for a container");
         }
     }
 }
 
-/// Runs the supervisor until SIGTERM or SIGINT.
-pub fn run(config: Config, sink: EventSink) -> Result<(), SupervisorError> {
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGTERM);
-    signals.add(Signal::SIGINT);
-    // Blocked before the acceptor thread starts, so it inherits the mask and the signals
-    // arrive only through the signalfd.
-    signals.thread_block().map_err(SupervisorError::EventLoop)?;
-    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(SupervisorError::EventLoop)?;
-
-    let listener = bind(&config.socket)?;
-    let wake = Arc::new(
-        EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(SupervisorError::EventLoop)?,
-    );
-    let wake_writer = wake.clone();
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("accept".into())
-        .spawn(move || accept_loop(listener, tx, wake_writer))
-        .map_err(|source| SupervisorError::Socket {
-            path: config.socket.clone(),
-            source,
-        })?;
-
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(SupervisorError::EventLoop)?;
-    epoll
-        .add(
-            &signal_fd,
-            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL),
-        )
-        .map_err(SupervisorError::EventLoop)?;
-    epoll
-        .add(
-            wake.as_fd(),
-            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WAKE),
-        )
-        .map_err(SupervisorError::EventLoop)?;
-    tracing::info!(socket = %config.socket.display(), mode = %config.mode, "supervisor listening");
-
-    let mut sup = Supervisor {
-        config,
-        sink,
-        listeners: HashMap::new(),
-        containers: HashMap::new(),
+/// Reads runc's message, then answers the notify fd until every task behind it is gone.
+fn serve_connection(stream: UnixStream, shared: &Shared) {
+    match getsockopt(&stream, PeerCredentials) {
+        Ok(cred) if cred.uid() == 0 => {}
+        Ok(cred) => {
+            tracing::warn!(
+                uid = cred.uid(),
+                pid = cred.pid(),
+                "refused a non-root peer"
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials; refused");
+            return;
+        }
+    }
+    let (state, fd) = match state::receive(&stream) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "bad message on the listener socket");
+            return;
+        }
     };
-    let mut events = vec![EpollEvent::empty(); 64];
+    drop(stream);
+    let notify = NotifyFd::new(fd);
+    if let Err(e) = notify.set_sync_wakeup() {
+        tracing::debug!(error = %e, "SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP not available");
+    }
+    let l = Listener {
+        notify,
+        container: shared.admit(&state),
+    };
+    serve(&l, &shared.sink);
+    let id = l.container.id.clone();
+    drop(l);
+    let mut containers = shared.containers.lock().unwrap_or_else(|p| p.into_inner());
+    if containers.get(&id).is_some_and(|w| w.upgrade().is_none()) {
+        containers.remove(&id);
+        tracing::info!(container = %id, "container released");
+    }
+}
+
+/// Serves one notify fd until it hangs up.
+fn serve(l: &Listener, sink: &EventSink) {
     loop {
-        let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
-            Ok(n) => n,
+        let mut fds = [PollFd::new(l.notify.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(SupervisorError::EventLoop(e)),
-        };
-        for ev in &events[..n] {
-            match ev.data() {
-                TOKEN_SIGNAL => {
-                    if let Ok(Some(info)) = signal_fd.read_signal() {
-                        tracing::info!(signal = info.ssi_signo, "shutting down");
-                    }
-                    let _ = std::fs::remove_file(&sup.config.socket);
-                    return Ok(());
-                }
-                TOKEN_WAKE => {
-                    let _ = wake.read();
-                    while let Ok(arrival) = rx.try_recv() {
-                        sup.admit(&epoll, arrival);
-                    }
-                }
-                fd => sup.on_notify_ready(&epoll, fd as i32, ev.events()),
+            Err(e) => {
+                tracing::error!(container = %l.container.id, error = %e, "poll on the notify fd failed");
+                return;
             }
+        }
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        if revents.contains(PollFlags::POLLIN) {
+            handle(l, sink);
+        } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
+        {
+            // Every task of the filter is gone: the container (or the exec'd process) ended.
+            return;
         }
     }
 }
 
-struct Supervisor {
-    config: Config,
-    sink: EventSink,
-    /// Notify fds by raw fd number (the epoll token).
-    listeners: HashMap<i32, Listener>,
-    /// Containers by id, shared by their notify fds.
-    containers: HashMap<String, Rc<Container>>,
-}
-
-impl Supervisor {
+impl Shared {
     fn container_settings(&self, state: &ContainerProcessState) -> Settings {
         let annotated = state
             .state
@@ -220,69 +216,37 @@ impl Supervisor {
         }
     }
 
-    fn admit(&mut self, epoll: &Epoll, arrival: Arrival) {
-        let Arrival { state, fd } = arrival;
+    /// The container of this message: the one already guarded under its id (a `runc exec`),
+    /// or a new one, whose own loaders are found in its root.
+    fn admit(&self, state: &ContainerProcessState) -> Arc<Container> {
         let id = state.state.id.clone();
-        let notify = NotifyFd::new(fd);
-        if let Err(e) = notify.set_sync_wakeup() {
-            tracing::debug!(error = %e, "SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP not available");
+        if let Some(c) = self.lookup(&id) {
+            return c;
         }
-        let container = match self.containers.get(&id) {
-            Some(c) => c.clone(),
-            None => {
-                let settings = self.container_settings(&state);
-                let pid = u32::try_from(state.pid).unwrap_or(0);
-                let loaders = match FsView::of_task(pid) {
-                    Ok(view) => {
-                        SystemLoaders::discover(&view, &self.config.detect.extra_system_loaders)
-                    }
-                    Err(e) => {
-                        tracing::warn!(container = %id, pid, error = %e, "cannot see the container's root; loader copies are still found by content");
-                        SystemLoaders::default()
-                    }
-                };
-                tracing::info!(container = %id, pid, mode = %settings.mode, loaders = loaders.len(), "guarding container");
-                let c = Rc::new(Container {
-                    id: id.clone(),
-                    settings,
-                    loaders,
-                });
-                self.containers.insert(id.clone(), c.clone());
-                c
+        let settings = self.container_settings(state);
+        let pid = u32::try_from(state.pid).unwrap_or(0);
+        let loaders = match FsView::of_task(pid) {
+            Ok(view) => SystemLoaders::discover(&view, &self.config.detect.extra_system_loaders),
+            Err(e) => {
+                tracing::warn!(container = %id, pid, error = %e, "cannot see the container's root; loader copies are still found by content");
+                SystemLoaders::default()
             }
         };
-        let raw = notify.as_raw_fd();
-        if let Err(e) = epoll.add(&notify, EpollEvent::new(EpollFlags::EPOLLIN, raw as u64)) {
-            tracing::error!(container = %id, error = %e, "cannot watch the notify fd");
-            return;
-        }
-        self.listeners.insert(raw, Listener { notify, container });
+        tracing::info!(container = %id, pid, mode = %settings.mode, loaders = loaders.len(), "guarding container");
+        let c = Arc::new(Container {
+            id: id.clone(),
+            settings,
+            loaders,
+        });
+        let mut containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        // Another thread may have admitted the same container meanwhile; either is right.
+        containers.insert(id, Arc::downgrade(&c));
+        c
     }
 
-    fn on_notify_ready(&mut self, epoll: &Epoll, fd: i32, flags: EpollFlags) {
-        if flags.contains(EpollFlags::EPOLLIN) {
-            if let Some(l) = self.listeners.get(&fd) {
-                handle(l, &self.sink);
-            }
-        }
-        if flags.intersects(EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR)
-            && !flags.contains(EpollFlags::EPOLLIN)
-        {
-            // Every task of the filter is gone: the container (or the exec'd process) ended.
-            if let Some(l) = self.listeners.remove(&fd) {
-                let _ = epoll.delete(&l.notify);
-                let id = l.container.id.clone();
-                drop(l);
-                if self
-                    .containers
-                    .get(&id)
-                    .is_some_and(|c| Rc::strong_count(c) == 1)
-                {
-                    self.containers.remove(&id);
-                    tracing::info!(container = %id, "container released");
-                }
-            }
-        }
+    fn lookup(&self, id: &str) -> Option<Arc<Container>> {
+        let containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
+        containers.get(id).and_then(Weak::upgrade)
     }
 }
 
