@@ -1,6 +1,6 @@
 //! The subcommands of the `execguard` binary. `main.rs` parses arguments and calls these.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -8,11 +8,12 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::{Config, Mode};
 use crate::event::EventSink;
+use crate::event::Importance;
+use crate::guard::{self, Decision, Entry};
 use crate::inspect::loader_args::LoaderEnv;
 use crate::inspect::resolve::FsView;
 use crate::inspect::{self, Abi, Argv, ExecRequest, ExecSyscall, GivenArgs, SystemLoaders};
 use crate::policy::{self, Action, Settings};
-use crate::spec::{self, Outcome};
 
 /// Larger specs are refused: a spec is tens of KiB.
 const MAX_SPEC_BYTES: u64 = 16 << 20;
@@ -33,6 +34,20 @@ pub fn supervise(config: Option<&Path>, events: Option<&Path>) -> Result<()> {
 /// `execguard inject --bundle DIR`: patches DIR/config.json in place, atomically.
 pub fn inject(bundle: &Path, config: Option<&Path>) -> Result<()> {
     let config = Config::load_or_default(config)?;
+    let decision = patch_bundle(bundle, &config, Entry::Inject, None, false)?;
+    println!("{}", decision.describe(&config));
+    Ok(())
+}
+
+/// Patches `bundle/config.json` in place (temporary file, then rename; mode kept) for the
+/// inject command and the runtime wrapper.
+pub fn patch_bundle(
+    bundle: &Path,
+    config: &Config,
+    entry: Entry,
+    container: Option<&str>,
+    probe: bool,
+) -> Result<Decision> {
     let path = bundle.join("config.json");
     let meta = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
     if meta.len() > MAX_SPEC_BYTES {
@@ -41,27 +56,12 @@ pub fn inject(bundle: &Path, config: Option<&Path>) -> Result<()> {
     let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut value: serde_json::Value = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    let outcome = spec::patch(&mut value, &config.socket)
+    let decision = guard::guard_spec(&mut value, config, entry, container, probe)
         .with_context(|| format!("patching {}", path.display()))?;
-    if outcome != Outcome::Off {
+    if matches!(decision, Decision::Guarded { .. }) {
         write_atomically(&path, &value, meta.permissions().mode())?;
     }
-    println!("{}", describe(&outcome, &config.socket));
-    Ok(())
-}
-
-fn describe(outcome: &Outcome, socket: &Path) -> String {
-    match outcome {
-        Outcome::Guarded { trapped } => format!(
-            "guarded: {} handed to the supervisor at {}",
-            trapped.join(", "),
-            socket.display()
-        ),
-        Outcome::Off => format!("left alone: annotation {} is off", spec::MODE_ANNOTATION),
-        Outcome::AlreadyBlocked => {
-            "left alone: the seccomp profile already blocks execve and execveat".to_owned()
-        }
-    }
+    Ok(decision)
 }
 
 fn write_atomically(path: &Path, value: &serde_json::Value, mode: u32) -> Result<()> {
@@ -81,6 +81,69 @@ fn write_atomically(path: &Path, value: &serde_json::Value, mode: u32) -> Result
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// `execguard hook`: a podman `precreate` hook. Reads the spec on stdin, writes the patched
+/// spec on stdout. Podman gives hooks no environment and discards their stderr, so problems
+/// also go to `report_log`.
+pub fn hook(config: Option<&Path>) -> Result<()> {
+    let config = match Config::load_or_default(config) {
+        Ok(c) => c,
+        Err(e) => {
+            let reason = format!("cannot load the config: {e}");
+            guard::report(
+                &Config::default(),
+                Entry::Hook,
+                "guard_failed",
+                Importance::Critical,
+                None,
+                None,
+                &reason,
+            );
+            bail!(reason);
+        }
+    };
+    let mut text = Vec::new();
+    std::io::stdin()
+        .take(MAX_SPEC_BYTES + 1)
+        .read_to_end(&mut text)
+        .context("reading the spec on stdin")?;
+    let result = (|| -> Result<(Vec<u8>, Decision)> {
+        if text.len() as u64 > MAX_SPEC_BYTES {
+            bail!("the spec on stdin is larger than {MAX_SPEC_BYTES} bytes");
+        }
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&text).context("the spec on stdin is not valid JSON")?;
+        let container = value["hostname"].as_str().map(str::to_owned);
+        let decision =
+            guard::guard_spec(&mut value, &config, Entry::Hook, container.as_deref(), true)?;
+        let out = match decision {
+            Decision::Guarded { .. } => serde_json::to_vec(&value)?,
+            Decision::NotGuarded { .. } => text.clone(),
+        };
+        Ok((out, decision))
+    })();
+    match result {
+        Ok((out, _)) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&out)?;
+            stdout.flush()?;
+            Ok(())
+        }
+        Err(e) => {
+            let reason = format!("{e:#}");
+            guard::report(
+                &config,
+                Entry::Hook,
+                "guard_failed",
+                Importance::Critical,
+                None,
+                None,
+                &reason,
+            );
+            Err(e)
+        }
+    }
 }
 
 /// `execguard explain -- PATH [ARG...]`: what the supervisor would decide, on this host.

@@ -12,6 +12,10 @@ use crate::event::{Importance, Rule};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/execguard/config.toml";
 /// The supervisor's listener socket when the config does not name one.
 pub const DEFAULT_SOCKET: &str = "/run/execguard/execguard.sock";
+/// Where the hook and the runtime wrapper report when the config does not say.
+pub const DEFAULT_REPORT_LOG: &str = "/var/log/execguard/report.log";
+/// The environment variable that names the config for `execguard-runtime` and the hook.
+pub const CONFIG_ENV: &str = "EXECGUARD_CONFIG";
 /// Configs larger than this are refused: a config is a few hundred bytes.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -161,6 +165,35 @@ pub struct DetectConfig {
     pub extra_system_loaders: Vec<String>,
 }
 
+/// What the hook and the runtime wrapper do when no supervisor listens at create time.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unavailable {
+    /// Audit containers start unguarded (and this is reported); enforce containers fail.
+    #[default]
+    ByMode,
+    /// Creation fails, whatever the mode.
+    Fail,
+    /// The container starts unguarded, whatever the mode (and this is reported).
+    Unguarded,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// The real OCI runtime that `execguard-runtime` runs: a name looked up on PATH, or an
+    /// absolute path.
+    pub path: PathBuf,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("runc"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -170,16 +203,36 @@ pub struct Config {
     /// The mode of containers that carry no `execguard.io/mode` annotation.
     #[serde(default)]
     pub mode: Mode,
+    /// Whether containers without the `execguard.io/mode` annotation are guarded.
+    #[serde(default = "yes")]
+    pub guard_unannotated: bool,
+    /// What the hook and the runtime wrapper do when the supervisor is not listening.
+    #[serde(default)]
+    pub on_supervisor_unavailable: Unavailable,
+    /// Where the hook and the runtime wrapper report, as JSON lines (podman discards a hook's
+    /// stderr): failures, and containers started unguarded.
+    #[serde(default = "default_report_log")]
+    pub report_log: PathBuf,
     #[serde(default)]
     pub enforce: EnforceConfig,
     #[serde(default)]
     pub rules: RuleOverrides,
     #[serde(default)]
     pub detect: DetectConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
 }
 
 fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_SOCKET)
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_report_log() -> PathBuf {
+    PathBuf::from(DEFAULT_REPORT_LOG)
 }
 
 impl Default for Config {
@@ -187,9 +240,13 @@ impl Default for Config {
         Self {
             socket: default_socket(),
             mode: Mode::default(),
+            guard_unannotated: true,
+            on_supervisor_unavailable: Unavailable::default(),
+            report_log: default_report_log(),
             enforce: EnforceConfig::default(),
             rules: RuleOverrides::default(),
             detect: DetectConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -239,9 +296,11 @@ impl Config {
         Ok(config)
     }
 
-    /// `--config FILE` when given; else the default path when it exists; else the defaults.
+    /// `--config FILE` when given; else `$EXECGUARD_CONFIG`; else the default path when it
+    /// exists; else the defaults.
     pub fn load_or_default(path: Option<&Path>) -> Result<Self, ConfigError> {
-        match path {
+        let from_env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        match path.or(from_env.as_deref()) {
             Some(p) => Self::load(p),
             None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
                 Self::load(Path::new(DEFAULT_CONFIG_PATH))

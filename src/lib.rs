@@ -2,6 +2,8 @@
 //! containers, and logs every attempt.
 //!
 //! - [`spec`]: patches an OCI spec so that the runtime hands execs to the supervisor;
+//! - [`guard`]: whether a container is guarded, shared by `inject`, the hook and the wrapper;
+//! - [`runtime`]: `execguard-runtime`, the runc/crun wrapper for containerd, CRI-O, podman;
 //! - [`supervisor`]: receives the notify fds, answers every exec;
 //! - [`inspect`]: resolves and classifies an exec's target, parses loader arguments;
 //! - [`policy`]: from an inspection and a container's settings to a verdict (no I/O);
@@ -12,8 +14,10 @@
 pub mod commands;
 pub mod config;
 pub mod event;
+pub mod guard;
 pub mod inspect;
 pub mod policy;
+pub mod runtime;
 pub mod spec;
 pub mod supervisor;
 pub mod sys;

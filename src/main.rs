@@ -41,6 +41,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A podman precreate hook: the spec on stdin, the patched spec on stdout.
+    Hook {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Say, offline on this host, what the supervisor would decide for an exec, and why.
     Explain {
         #[arg(long)]
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
             commands::supervise(config.as_deref(), events.as_deref())
         }
         Command::Inject { bundle, config } => commands::inject(&bundle, config.as_deref()),
+        Command::Hook { config } => commands::hook(config.as_deref()),
         Command::Explain { config, mode, exec } => {
             let mode = mode.map(|m| match m {
                 ExplainMode::Audit => Mode::Audit,

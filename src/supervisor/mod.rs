@@ -155,6 +155,10 @@ fn serve_connection(stream: UnixStream, shared: &Shared) {
     }
     let (state, fd) = match state::receive(&stream) {
         Ok(m) => m,
+        Err(state::StateError::Empty) => {
+            tracing::debug!("a liveness check connected");
+            return;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "bad message on the listener socket");
             return;

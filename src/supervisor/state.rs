@@ -23,6 +23,10 @@ pub enum StateError {
     Receive(#[source] nix::Error),
     #[error("setting a read deadline on the connection: {0}")]
     Deadline(#[source] std::io::Error),
+    /// The peer connected and closed without a word: the hook's or the wrapper's check that
+    /// the supervisor is listening.
+    #[error("connection closed without a message")]
+    Empty,
     #[error("container state message is larger than {MAX_STATE_BYTES} bytes")]
     TooLarge,
     #[error("container state is not valid JSON: {0}")]
@@ -106,6 +110,9 @@ pub fn receive(stream: &UnixStream) -> Result<(ContainerProcessState, OwnedFd), 
         if serde_json::from_slice::<serde::de::IgnoredAny>(&data).is_ok() {
             break;
         }
+    }
+    if data.is_empty() && fds.is_empty() {
+        return Err(StateError::Empty);
     }
     let state = parse(&data)?;
     let index = state.fds.iter().position(|n| n == "seccompFd");

@@ -67,7 +67,7 @@ fn inject_is_idempotent_and_refuses_foreign_listeners() {
     let cfg = cfg.to_str().unwrap();
     let (ok, out, err) = execguard(&["inject", "--bundle", bundle, "--config", cfg]);
     assert!(ok, "{err}");
-    assert!(out.starts_with("guarded:"), "{out}");
+    assert!(out.starts_with("guarded (audit):"), "{out}");
     let once = std::fs::read(&spec).unwrap();
     assert!(execguard(&["inject", "--bundle", bundle, "--config", cfg]).0);
     assert_eq!(once, std::fs::read(&spec).unwrap());

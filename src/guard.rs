@@ -1,0 +1,266 @@
+//! What every entry point (`inject`, the podman hook, the runtime wrapper) does with a spec:
+//! decide whether the container is guarded (annotation, `guard_unannotated`, whether the
+//! supervisor is listening), patch it through [`crate::spec`], and report what an admin must
+//! know to `report_log`, since podman discards a hook's stderr.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::{Config, Mode, Unavailable};
+use crate::event::{now_rfc3339, Importance};
+use crate::spec::{self, Outcome, SpecError};
+
+/// Which entry point is at work (named in reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Inject,
+    Hook,
+    Runtime,
+}
+
+impl Entry {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Entry::Inject => "inject",
+            Entry::Hook => "hook",
+            Entry::Runtime => "runtime",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(
+        "no execguard supervisor is listening on {socket} ({source}); the container is in {mode} \
+         mode, so it is not created unguarded (start the supervisor, or see \
+         on_supervisor_unavailable in the config)"
+    )]
+    SupervisorUnavailable {
+        socket: PathBuf,
+        mode: Mode,
+        source: std::io::Error,
+    },
+}
+
+/// What happened to the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Guarded { mode: Mode, trapped: Vec<String> },
+    NotGuarded { reason: String },
+}
+
+impl Decision {
+    pub fn describe(&self, config: &Config) -> String {
+        match self {
+            Decision::Guarded { mode, trapped } => format!(
+                "guarded ({mode}): {} handed to the supervisor at {}",
+                trapped.join(", "),
+                config.socket.display()
+            ),
+            Decision::NotGuarded { reason } => format!("left unguarded: {reason}"),
+        }
+    }
+}
+
+/// Decides and patches. `probe` checks that the supervisor is listening (the hook and the
+/// runtime wrapper do; `inject` prepares bundles and may run before the supervisor starts).
+/// On error the spec is unchanged.
+pub fn guard_spec(
+    spec: &mut Value,
+    config: &Config,
+    entry: Entry,
+    container: Option<&str>,
+    probe: bool,
+) -> Result<Decision, GuardError> {
+    let mode = match spec::annotated_mode(spec)? {
+        Some(Mode::Off) => {
+            return Ok(Decision::NotGuarded {
+                reason: format!("annotation {} is off", spec::MODE_ANNOTATION),
+            })
+        }
+        Some(m) => m,
+        None if !config.guard_unannotated => {
+            return Ok(Decision::NotGuarded {
+                reason: format!(
+                    "no {} annotation and guard_unannotated is false",
+                    spec::MODE_ANNOTATION
+                ),
+            })
+        }
+        None => config.mode,
+    };
+    if probe {
+        if let Err(source) = UnixStream::connect(&config.socket) {
+            let fail = match config.on_supervisor_unavailable {
+                Unavailable::Fail => true,
+                Unavailable::Unguarded => false,
+                Unavailable::ByMode => mode == Mode::Enforce,
+            };
+            if fail {
+                return Err(GuardError::SupervisorUnavailable {
+                    socket: config.socket.clone(),
+                    mode,
+                    source,
+                });
+            }
+            let reason = format!(
+                "no supervisor is listening on {} ({source}); the {mode} container starts unguarded",
+                config.socket.display()
+            );
+            report(
+                config,
+                entry,
+                "container_unguarded",
+                Importance::High,
+                container,
+                Some(mode),
+                &reason,
+            );
+            return Ok(Decision::NotGuarded { reason });
+        }
+    }
+    match spec::patch(spec, &config.socket)? {
+        Outcome::Guarded { trapped } => Ok(Decision::Guarded { mode, trapped }),
+        Outcome::Off => Ok(Decision::NotGuarded {
+            reason: format!("annotation {} is off", spec::MODE_ANNOTATION),
+        }),
+        Outcome::AlreadyBlocked => Ok(Decision::NotGuarded {
+            reason: "the seccomp profile already blocks execve and execveat".to_owned(),
+        }),
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    time: String,
+    event: &'a str,
+    importance: Importance,
+    source: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<ContainerRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<Mode>,
+    reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct ContainerRef<'a> {
+    id: &'a str,
+}
+
+/// Appends one JSON line to `report_log` (and says it on stderr too). Reporting must never
+/// stop a container: a report that cannot be written is only said on stderr.
+pub fn report(
+    config: &Config,
+    entry: Entry,
+    event: &str,
+    importance: Importance,
+    container: Option<&str>,
+    mode: Option<Mode>,
+    reason: &str,
+) {
+    eprintln!("execguard {}: {reason}", entry.as_str());
+    let line = Report {
+        time: now_rfc3339(),
+        event,
+        importance,
+        source: entry.as_str(),
+        container: container.map(|id| ContainerRef { id }),
+        mode,
+        reason,
+    };
+    let Ok(mut text) = serde_json::to_vec(&line) else {
+        return;
+    };
+    text.push(b'\n');
+    let path = &config.report_log;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(&text));
+    if let Err(e) = written {
+        eprintln!(
+            "execguard {}: cannot write {}: {e}",
+            entry.as_str(),
+            path.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(dir: &std::path::Path, unavailable: Unavailable) -> Config {
+        Config {
+            socket: dir.join("none.sock"),
+            report_log: dir.join("report.log"),
+            on_supervisor_unavailable: unavailable,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn unavailable_supervisor_by_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path(), Unavailable::ByMode);
+        let mut audit = json!({"annotations": {"execguard.io/mode": "audit"}});
+        let before = audit.clone();
+        let d = guard_spec(&mut audit, &c, Entry::Hook, Some("c1"), true).unwrap();
+        assert!(matches!(d, Decision::NotGuarded { .. }));
+        assert_eq!(audit, before, "an unguarded spec is not patched");
+        let log = std::fs::read_to_string(dir.path().join("report.log")).unwrap();
+        let line: Value = serde_json::from_str(log.trim()).unwrap();
+        assert_eq!(line["event"], "container_unguarded");
+        assert_eq!(line["container"]["id"], "c1");
+
+        let mut enforce = json!({"annotations": {"execguard.io/mode": "enforce"}});
+        let err = guard_spec(&mut enforce, &c, Entry::Hook, None, true).unwrap_err();
+        assert!(err.to_string().contains("none.sock"), "{err}");
+    }
+
+    #[test]
+    fn unavailable_supervisor_configurable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = json!({});
+        let fail = config(dir.path(), Unavailable::Fail);
+        assert!(guard_spec(&mut spec, &fail, Entry::Runtime, None, true).is_err());
+        let mut enforce = json!({"annotations": {"execguard.io/mode": "enforce"}});
+        let unguarded = config(dir.path(), Unavailable::Unguarded);
+        assert!(matches!(
+            guard_spec(&mut enforce, &unguarded, Entry::Runtime, None, true).unwrap(),
+            Decision::NotGuarded { .. }
+        ));
+    }
+
+    #[test]
+    fn unannotated_containers_can_be_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path(), Unavailable::ByMode);
+        c.guard_unannotated = false;
+        let mut spec = json!({});
+        let d = guard_spec(&mut spec, &c, Entry::Inject, None, false).unwrap();
+        assert!(matches!(d, Decision::NotGuarded { .. }));
+        assert_eq!(spec, json!({}));
+        let mut annotated = json!({"annotations": {"execguard.io/mode": "enforce"}});
+        let d = guard_spec(&mut annotated, &c, Entry::Inject, None, false).unwrap();
+        assert!(matches!(
+            d,
+            Decision::Guarded {
+                mode: Mode::Enforce,
+                ..
+            }
+        ));
+    }
+}
