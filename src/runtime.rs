@@ -3,6 +3,11 @@
 //! real runtime. For containerd (a runtime handler's `BinaryName`, or `ctr run --runc-binary`),
 //! CRI-O (a runtime handler) and podman (`--runtime`).
 //!
+//! Its config comes from `--execguard-config FILE` among the global flags (podman:
+//! `--runtime-flag execguard-config=FILE`; the flag is removed before the real runtime runs),
+//! else `$EXECGUARD_CONFIG` (containerd's shim passes containerd's environment on), else
+//! `/etc/execguard/config.toml`.
+//!
 //! Its own errors go to stderr and, when the caller gave `--log`, to that file as runc-style
 //! log lines, which is where containerd's shim looks for the reason a create failed.
 
@@ -17,8 +22,11 @@ use crate::config::Config;
 use crate::event::Importance;
 use crate::guard::{self, Decision, Entry};
 
+/// The wrapper's own global flag; never passed on.
+const CONFIG_FLAG: &str = "--execguard-config";
 /// Global flags of runc and crun that take a value (as the next argument or after `=`).
 const GLOBAL_VALUE_FLAGS: &[&str] = &[
+    CONFIG_FLAG,
     "--root",
     "--log",
     "--log-format",
@@ -48,6 +56,10 @@ pub struct Invocation {
     pub log_json: bool,
     /// `--version`/`-v` before any subcommand.
     pub version: bool,
+    /// `--execguard-config`.
+    pub config: Option<PathBuf>,
+    /// The arguments for the real runtime: all but `--execguard-config` and its value.
+    pub forward: Vec<OsString>,
     /// For `create` and `run`: the bundle (`--bundle`/`-b`, else the working directory).
     pub bundle: Option<PathBuf>,
     /// For `create` and `run`: the container id (the last positional argument).
@@ -78,6 +90,7 @@ pub fn parse(args: &[OsString]) -> Invocation {
             inv.command = Some(String::from_utf8_lossy(flag).into_owned());
             break;
         }
+        let start = i;
         let takes_value = GLOBAL_VALUE_FLAGS.iter().any(|f| f.as_bytes() == flag);
         let value = match (takes_value, inline) {
             (true, Some(v)) => Some(v.to_vec()),
@@ -91,10 +104,16 @@ pub fn parse(args: &[OsString]) -> Invocation {
             b"--log" => inv.log = value.map(|v| to_path(&v)),
             b"--log-format" => log_format = value,
             b"--version" | b"-v" => inv.version = true,
+            f if f == CONFIG_FLAG.as_bytes() => inv.config = value.map(|v| to_path(&v)),
             _ => {}
+        }
+        if flag != CONFIG_FLAG.as_bytes() {
+            inv.forward
+                .extend(args[start..=i.min(args.len() - 1)].iter().cloned());
         }
         i += 1;
     }
+    inv.forward.extend(args.iter().skip(i).cloned());
     inv.log_json = log_format.as_deref() == Some(b"json");
     if matches!(inv.command.as_deref(), Some("create" | "run")) {
         let mut positional = Vec::new();
@@ -188,7 +207,7 @@ fn log_error(inv: &Invocation, msg: &str) {
 /// The whole program: patch when creating, then become the real runtime.
 pub fn main(args: Vec<OsString>) -> ! {
     let inv = parse(&args);
-    let config = match Config::load_or_default(None) {
+    let config = match Config::load_or_default(inv.config.as_deref()) {
         Ok(c) => c,
         Err(e) => fail(&inv, &Config::default(), &format!("execguard: {e}")),
     };
@@ -217,7 +236,7 @@ pub fn main(args: Vec<OsString>) -> ! {
             Err(e) => fail(&inv, &config, &format!("execguard: {e:#}")),
         }
     }
-    let err = Command::new(&real).arg0(&real).args(&args[1..]).exec();
+    let err = Command::new(&real).arg0(&real).args(&inv.forward).exec();
     fail(
         &inv,
         &config,
@@ -293,6 +312,29 @@ mod tests {
         assert!(!inv.log_json);
         assert_eq!(inv.bundle, Some(PathBuf::from("/b")));
         assert_eq!(inv.container.as_deref(), Some("id2"));
+    }
+
+    #[test]
+    fn own_flag_is_taken_out() {
+        let inv = parse(&args(&[
+            "r",
+            "--execguard-config",
+            "/e.toml",
+            "--root",
+            "/r",
+            "--execguard-config=/f.toml",
+            "create",
+            "--bundle",
+            "/b",
+            "c",
+        ]));
+        assert_eq!(inv.config, Some(PathBuf::from("/f.toml")));
+        assert_eq!(
+            inv.forward,
+            args(&["--root", "/r", "create", "--bundle", "/b", "c"])
+        );
+        let plain = args(&["r", "--root", "/r", "--debug", "state", "c"]);
+        assert_eq!(parse(&plain).forward, plain[1..].to_vec());
     }
 
     #[test]

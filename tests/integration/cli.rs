@@ -128,3 +128,15 @@ fn supervise_stops_cleanly_and_refuses_a_second_instance() {
     drop(sup);
     assert!(!std::path::Path::new(&sock).exists(), "socket left behind");
 }
+
+#[test]
+fn runtime_wrapper_version_names_both() {
+    let out = Command::new(crate::harness::EXECGUARD_RUNTIME)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(concat!("execguard-runtime version ", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(text.contains("runc version"), "{text}");
+}

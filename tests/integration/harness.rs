@@ -128,8 +128,9 @@ impl Supervisor {
         std::fs::write(
             &config,
             format!(
-                "socket = \"{}\"\nmode = \"{mode}\"\n{extra}\n",
-                socket.display()
+                "socket = \"{}\"\nmode = \"{mode}\"\nreport_log = \"{}\"\n{extra}\n",
+                socket.display(),
+                dir.path().join("report.log").display()
             ),
         )
         .unwrap();
@@ -363,4 +364,207 @@ pub fn run_container(
     annotations: &[(&str, &str)],
 ) -> Run {
     bundle(&sup.config, name, script, annotations, None).run()
+}
+
+pub const EXECGUARD_RUNTIME: &str = env!("CARGO_BIN_EXE_execguard-runtime");
+
+/// How podman is told about execguard.
+#[derive(Clone, Copy, Debug)]
+pub enum PodmanWay {
+    /// `--hooks-dir` with a precreate hook running `execguard hook`.
+    Hook,
+    /// `--runtime execguard-runtime`.
+    Runtime,
+    /// Neither: podman alone, for comparison.
+    Plain,
+}
+
+/// Runs `sh -c script` in a podman container on the fixture's root filesystem.
+pub fn podman_run(
+    config: &Path,
+    way: PodmanWay,
+    name: &str,
+    script: &str,
+    annotations: &[(&str, &str)],
+) -> Run {
+    let fx = fixture();
+    let dir = tempfile::Builder::new().prefix("eg-pod").tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", "120", "podman", "--cgroup-manager", "cgroupfs"]);
+    match way {
+        PodmanWay::Hook => {
+            let hooks = dir.path().join("hooks.d");
+            std::fs::create_dir_all(&hooks).unwrap();
+            let hook = json!({
+                "version": "1.0.0",
+                "hook": {"path": EXECGUARD, "args": ["execguard", "hook", "--config", config]},
+                "when": {"always": true},
+                "stages": ["precreate"]
+            });
+            std::fs::write(hooks.join("execguard.json"), hook.to_string()).unwrap();
+            cmd.args(["--runtime", "runc", "--hooks-dir"]).arg(&hooks);
+        }
+        PodmanWay::Runtime => {
+            cmd.args(["--runtime", EXECGUARD_RUNTIME, "--runtime-flag"])
+                .arg(format!("execguard-config={}", config.display()));
+        }
+        PodmanWay::Plain => {
+            cmd.args(["--runtime", "runc"]);
+        }
+    }
+    let id = format!("eg-{}-{name}", std::process::id());
+    cmd.args(["run", "--rm", "--name", &id, "--network", "none"])
+        .args([
+            "--ulimit",
+            "nofile=20000:20000",
+            "--ulimit",
+            "nproc=4096:4096",
+        ])
+        .args(["-v", "/usr:/usr:ro", "-v"])
+        .arg(format!("{}:/opt/eg:ro", fx.bin.display()))
+        .arg("-v")
+        .arg(format!("{}:/work", work.display()));
+    for (k, v) in annotations {
+        cmd.arg("--annotation").arg(format!("{k}={v}"));
+    }
+    cmd.arg("--rootfs")
+        .arg(&fx.rootfs)
+        .args(["/bin/sh", "-c", script])
+        .env(execguard::config::CONFIG_ENV, config)
+        .stdin(Stdio::null());
+    let out = cmd.output().unwrap();
+    Run {
+        id,
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        work,
+        _dir: dir,
+    }
+}
+
+/// A private containerd (own root, state and socket), stopped on drop.
+pub struct Containerd {
+    pub address: PathBuf,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Containerd {
+    /// Starts containerd with `EXECGUARD_CONFIG` in its environment, which its runc shims,
+    /// and so `execguard-runtime`, inherit.
+    pub fn start(execguard_config: &Path) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("eg-ctrd")
+            .tempdir()
+            .unwrap();
+        let address = dir.path().join("containerd.sock");
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{address}\"\n",
+                root = dir.path().join("root").display(),
+                state = dir.path().join("state").display(),
+                address = address.display(),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&cfg)
+            .env(execguard::config::CONFIG_ENV, execguard_config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting containerd");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !address.exists() {
+            assert!(Instant::now() < deadline, "containerd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            address,
+            dir,
+            child,
+        }
+    }
+
+    /// `ctr run --rm --runc-binary execguard-runtime --rootfs ROOTFS ID sh -c script`.
+    pub fn run(&self, name: &str, script: &str, annotations: &[(&str, &str)]) -> Run {
+        let fx = fixture();
+        let dir = tempfile::Builder::new().prefix("eg-ctr").tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let id = format!("eg-{}-{name}", std::process::id());
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", "120", "ctr", "--address"])
+            .arg(&self.address)
+            .args([
+                "--namespace",
+                "execguard-test",
+                "run",
+                "--rm",
+                "--runc-binary",
+                EXECGUARD_RUNTIME,
+            ])
+            .args(["--mount", "type=bind,src=/usr,dst=/usr,options=rbind:ro"])
+            .args(["--mount", "type=bind,src=/etc,dst=/etc,options=rbind:ro"])
+            .arg("--mount")
+            .arg(format!(
+                "type=bind,src={},dst=/opt/eg,options=rbind:ro",
+                fx.bin.display()
+            ))
+            .arg("--mount")
+            .arg(format!(
+                "type=bind,src={},dst=/work,options=rbind:rw",
+                work.display()
+            ))
+            .args([
+                "--mount",
+                "type=tmpfs,src=tmpfs,dst=/tmp,options=nosuid:nodev",
+            ]);
+        for (k, v) in annotations {
+            cmd.arg("--annotation").arg(format!("{k}={v}"));
+        }
+        cmd.arg("--rootfs")
+            .arg(&fx.rootfs)
+            .arg(&id)
+            .args(["/bin/sh", "-c", script])
+            .stdin(Stdio::null());
+        let out = cmd.output().unwrap();
+        Run {
+            id,
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            work,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// The full path of a program on PATH.
+pub fn which(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not on PATH"))
 }

@@ -2,8 +2,10 @@
 //! runc, gcc (with -m32), musl-gcc and patchelf; `.ci/run` installs all of them.
 
 mod cli;
+mod containerd;
 mod failsafe;
 mod harness;
 mod legit;
+mod podman;
 mod profiles;
 mod threats;

@@ -9,6 +9,8 @@
  *   exectool int80 PATH ARGV...             execve through the 32-bit ABI (int 0x80), x86_64 only
  *   exectool shadow-listener                try to install a second seccomp listener;
  *                                           exits 0 when the kernel answers EBUSY
+ *   exectool vmsplice                       call vmsplice(-1, ...) and print the errno's name:
+ *                                           EBADF normally, EPERM under podman's default profile
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -103,6 +105,11 @@ int main(int argc, char **argv) {
     }
     const char *mode = argv[1];
     if (!strcmp(mode, "shadow-listener")) return shadow_listener();
+    if (!strcmp(mode, "vmsplice")) {
+        long r = syscall(SYS_vmsplice, -1, NULL, 0, 0);
+        printf("%s\n", r == 0 ? "OK" : errno == EPERM ? "EPERM" : errno == EBADF ? "EBADF" : strerror(errno));
+        return 0;
+    }
     if (argc < 4) {
         fprintf(stderr, "usage: exectool %s TARGET ARGV...\n", mode);
         return 2;
