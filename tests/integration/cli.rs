@@ -137,6 +137,39 @@ fn runtime_wrapper_version_names_both() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(concat!("execguard-runtime version ", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(
+        text.contains(concat!(
+            "execguard-runtime version ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
     assert!(text.contains("runc version"), "{text}");
+}
+
+/// The containerd runtime handler the README shows is one containerd accepts.
+#[test]
+fn containerd_accepts_the_example_handler() {
+    let cfg = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/containerd/config.toml"
+    );
+    let out = Command::new("containerd")
+        .args(["--config", cfg, "config", "dump"])
+        .output()
+        .expect("containerd");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("BinaryName = \"/usr/local/bin/execguard-runtime\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("pod_annotations = [\"execguard.io/*\"]"),
+        "{text}"
+    );
 }
