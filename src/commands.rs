@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::{Config, Mode};
 use crate::event::EventSink;
-use crate::event::Importance;
 use crate::guard::{self, Decision, Entry};
 use crate::inspect::loader_args::LoaderEnv;
 use crate::inspect::resolve::FsView;
@@ -91,15 +90,7 @@ pub fn hook(config: Option<&Path>) -> Result<()> {
         Ok(c) => c,
         Err(e) => {
             let reason = format!("cannot load the config: {e}");
-            guard::report(
-                &Config::default(),
-                Entry::Hook,
-                "guard_failed",
-                Importance::Critical,
-                None,
-                None,
-                &reason,
-            );
+            guard::report_failure(&Config::default(), Entry::Hook, None, &reason);
             bail!(reason);
         }
     };
@@ -131,16 +122,7 @@ pub fn hook(config: Option<&Path>) -> Result<()> {
             Ok(())
         }
         Err(e) => {
-            let reason = format!("{e:#}");
-            guard::report(
-                &config,
-                Entry::Hook,
-                "guard_failed",
-                Importance::Critical,
-                None,
-                None,
-                &reason,
-            );
+            guard::report_failure(&config, Entry::Hook, None, &format!("{e:#}"));
             Err(e)
         }
     }

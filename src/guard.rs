@@ -136,6 +136,19 @@ pub fn guard_spec(
     }
 }
 
+/// Reports a failure of an entry point (`guard_failed`, critical).
+pub fn report_failure(config: &Config, entry: Entry, container: Option<&str>, reason: &str) {
+    report(
+        config,
+        entry,
+        "guard_failed",
+        Importance::Critical,
+        container,
+        None,
+        reason,
+    );
+}
+
 #[derive(Serialize)]
 struct Report<'a> {
     time: String,

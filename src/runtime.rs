@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::config::Config;
-use crate::event::Importance;
 use crate::guard::{self, Decision, Entry};
 
 /// The wrapper's own global flag; never passed on.
@@ -249,15 +248,7 @@ pub fn main(args: Vec<OsString>) -> ! {
 
 fn fail(inv: &Invocation, config: &Config, msg: &str) -> ! {
     log_error(inv, msg);
-    guard::report(
-        config,
-        Entry::Runtime,
-        "guard_failed",
-        Importance::Critical,
-        inv.container.as_deref(),
-        None,
-        msg,
-    );
+    guard::report_failure(config, Entry::Runtime, inv.container.as_deref(), msg);
     std::process::exit(1)
 }
 

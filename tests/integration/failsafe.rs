@@ -1,7 +1,5 @@
 //! What a container sees when the supervisor is not there: the documented fail-safe choices.
 
-use std::time::{Duration, Instant};
-
 use crate::harness::{bundle, Supervisor};
 
 /// No supervisor on the socket when the container is created: runc refuses to create it, in
@@ -35,15 +33,7 @@ fn supervisor_death_fails_later_execs() {
     let b = bundle(&sup.config, "death", script, &[], None);
     let work = b.work.clone();
     let child = b.spawn();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !work.join("started").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "container did not start\n{}",
-            sup.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::harness::wait_for(&work.join("started"), "the container's start");
     sup.kill();
     std::fs::write(work.join("go"), "").unwrap();
     let run = b.wait(child);

@@ -193,13 +193,31 @@ impl Supervisor {
     }
 }
 
+/// Stops a daemon the way a service manager would: SIGTERM, then wait.
+fn terminate(child: &mut Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}
+
+/// Waits until `path` exists (a container says it got somewhere).
+pub fn wait_for(path: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} did not appear",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
+        terminate(&mut self.child);
     }
 }
 
@@ -214,6 +232,17 @@ pub struct Run {
 }
 
 impl Run {
+    fn new(id: String, out: std::process::Output, work: PathBuf, dir: tempfile::TempDir) -> Self {
+        Run {
+            id,
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            work,
+            _dir: dir,
+        }
+    }
+
     pub fn marker(&self, name: &str) -> bool {
         self.work.join(name).exists()
     }
@@ -345,14 +374,7 @@ impl Bundle {
             .arg(fixture().dir.join("runc-state"))
             .args(["delete", "-f", &self.id])
             .output();
-        Run {
-            id: self.id,
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            work: self.work,
-            _dir: self.dir,
-        }
+        Run::new(self.id, out, self.work, self.dir)
     }
 }
 
@@ -435,14 +457,7 @@ pub fn podman_run(
         .env(execguard::config::CONFIG_ENV, config)
         .stdin(Stdio::null());
     let out = cmd.output().unwrap();
-    Run {
-        id,
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        work,
-        _dir: dir,
-    }
+    Run::new(id, out, work, dir)
 }
 
 /// A private containerd (own root, state and socket), stopped on drop.
@@ -536,14 +551,7 @@ impl Containerd {
             .args(["/bin/sh", "-c", script])
             .stdin(Stdio::null());
         let out = cmd.output().unwrap();
-        Run {
-            id,
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            work,
-            _dir: dir,
-        }
+        Run::new(id, out, work, dir)
     }
 
     pub fn log(&self) -> String {
@@ -553,11 +561,7 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
+        terminate(&mut self.child);
     }
 }
 

@@ -323,7 +323,6 @@ fn more_options_than_are_read() {
 #[test]
 fn runc_exec_is_guarded_too() {
     use crate::harness::{bundle, fixture};
-    use std::time::{Duration, Instant};
     let sup = Supervisor::start("audit", "");
     let b = bundle(
         &sup.config,
@@ -335,15 +334,7 @@ fn runc_exec_is_guarded_too() {
     let work = b.work.clone();
     let id = b.id.clone();
     let child = b.spawn();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !work.join("started").exists() {
-        assert!(
-            Instant::now() < deadline,
-            "container did not start\n{}",
-            sup.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::harness::wait_for(&work.join("started"), "the container's start");
     let exec = std::process::Command::new("runc")
         .arg("--root")
         .arg(fixture().dir.join("runc-state"))
