@@ -161,6 +161,9 @@ pub struct Event {
     pub mode: crate::config::Mode,
     /// `allowed` or `denied`.
     pub action: &'static str,
+    /// Where it was seen: `exec` (the execve/execveat call), `image` (the new image's first
+    /// thread-pointer setup, after the exec), or `syscall` (another trapped call).
+    pub stage: &'static str,
     /// For a denial, the errno the exec failed with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<String>,
@@ -245,6 +248,7 @@ mod tests {
             importance: Importance::Critical,
             mode: crate::config::Mode::Audit,
             action: "allowed",
+            stage: "exec",
             errno: None,
             reason: String::new(),
             container: ContainerInfo { id: "c".into() },

@@ -3,6 +3,7 @@
 //! arguments come through [`ExecArgs`], read lazily, because an ordinary exec needs none.
 
 pub mod file;
+pub mod image;
 pub mod loader_args;
 pub mod resolve;
 

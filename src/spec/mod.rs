@@ -14,29 +14,75 @@ use crate::config::Mode;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trap {
     pub name: &'static str,
-    /// `Some(bit)`: only when argument 1 has this bit set; the complement keeps the profile's
-    /// own action through a second rule (libseccomp lets an unconditional rule for a syscall
-    /// silently override a conditional one, so both rules must be conditional).
-    pub arg1_bit: Option<u64>,
+    /// Only when this holds; the complement keeps the profile's own action through a second
+    /// rule (libseccomp lets an unconditional rule for a syscall silently override a
+    /// conditional one, so both rules must be conditional).
+    pub when: Option<Cond>,
+    /// An exec: the profile is guarded only if at least one of these runs under it.
+    pub is_exec: bool,
+}
+
+/// A condition on one system call argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cond {
+    /// `args[index] & bit == bit`.
+    BitSet { index: u32, bit: u64 },
+    /// `args[index] == value`.
+    Equals { index: u32, value: u64 },
+}
+
+impl Cond {
+    /// The OCI `args` of this condition (`holds`) or of its complement.
+    fn args(self, holds: bool) -> Value {
+        match self {
+            Cond::BitSet { index, bit } => json!([{"index": index, "value": bit,
+                "valueTwo": if holds { bit } else { 0 }, "op": "SCMP_CMP_MASKED_EQ"}]),
+            Cond::Equals { index, value } => json!([{"index": index, "value": value,
+                "valueTwo": 0, "op": if holds { "SCMP_CMP_EQ" } else { "SCMP_CMP_NE" }}]),
+        }
+    }
 }
 
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
 const NEW_LISTENER: u64 = 1 << 3;
+/// `ARCH_SET_FS`.
+pub const ARCH_SET_FS: u64 = 0x1002;
 
-/// Every trap: the execs, and an attempt to install a second seccomp listener (which the
-/// kernel refuses with EBUSY; the supervisor logs it).
+/// Every trap: the execs; the second checkpoint, where a new image sets up its thread
+/// pointer (x86_64 `arch_prctl(ARCH_SET_FS)`, 32-bit `set_thread_area`) after the exec and
+/// before any of its code runs; and an attempt to install a second seccomp listener (which
+/// the kernel refuses with EBUSY; the supervisor logs it).
 pub const TRAPS: &[Trap] = &[
     Trap {
         name: "execve",
-        arg1_bit: None,
+        when: None,
+        is_exec: true,
     },
     Trap {
         name: "execveat",
-        arg1_bit: None,
+        when: None,
+        is_exec: true,
+    },
+    Trap {
+        name: "arch_prctl",
+        when: Some(Cond::Equals {
+            index: 0,
+            value: ARCH_SET_FS,
+        }),
+        is_exec: false,
+    },
+    Trap {
+        name: "set_thread_area",
+        when: None,
+        is_exec: false,
     },
     Trap {
         name: "seccomp",
-        arg1_bit: Some(NEW_LISTENER),
+        when: Some(Cond::BitSet {
+            index: 1,
+            bit: NEW_LISTENER,
+        }),
+        is_exec: false,
     },
 ];
 
@@ -197,32 +243,25 @@ fn metadata(created: bool, trapped: &[(String, String)]) -> String {
     )
 }
 
-/// The argument condition of a conditional trap, and of its complement.
-fn trap_args(bit: u64, set: bool) -> Value {
-    json!([{"index": 1, "value": bit, "valueTwo": if set { bit } else { 0 }, "op": "SCMP_CMP_MASKED_EQ"}])
-}
-
 /// The rules that hand `trapped` to the supervisor, plus the complements that keep the
 /// profile's action where a conditional trap does not apply.
 fn trap_rules(trapped: &[(String, String)], default_action: &str) -> Vec<Value> {
     let mut rules = Vec::new();
     let always: Vec<&str> = trapped
         .iter()
-        .filter(|(n, _)| trap(n).is_some_and(|t| t.arg1_bit.is_none()))
+        .filter(|(n, _)| trap(n).is_some_and(|t| t.when.is_none()))
         .map(|(n, _)| n.as_str())
         .collect();
     if !always.is_empty() {
         rules.push(json!({"names": always, "action": "SCMP_ACT_NOTIFY"}));
     }
     for (name, action) in trapped {
-        if let Some(bit) = trap(name).and_then(|t| t.arg1_bit) {
+        if let Some(cond) = trap(name).and_then(|t| t.when) {
             rules.push(
-                json!({"names": [name], "action": "SCMP_ACT_NOTIFY", "args": trap_args(bit, true)}),
+                json!({"names": [name], "action": "SCMP_ACT_NOTIFY", "args": cond.args(true)}),
             );
             if action != default_action {
-                rules.push(
-                    json!({"names": [name], "action": action, "args": trap_args(bit, false)}),
-                );
+                rules.push(json!({"names": [name], "action": action, "args": cond.args(false)}));
             }
         }
     }
@@ -240,8 +279,8 @@ fn is_complement_rule(rule: &Value) -> bool {
         return false;
     };
     trap(name)
-        .and_then(|t| t.arg1_bit)
-        .is_some_and(|bit| rule.get("args") == Some(&trap_args(bit, false)))
+        .and_then(|t| t.when)
+        .is_some_and(|cond| rule.get("args") == Some(&cond.args(false)))
 }
 
 fn remove_injected(spec: &mut Value) -> Result<(), SpecError> {
@@ -351,7 +390,7 @@ fn inject(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
     }
     if !trapped
         .iter()
-        .any(|(n, _)| trap(n).is_some_and(|t| t.arg1_bit.is_none()))
+        .any(|(n, _)| trap(n).is_some_and(|t| t.is_exec))
     {
         // No exec runs under this profile: there is nothing to guard.
         return Ok(Outcome::AlreadyBlocked);
@@ -437,12 +476,19 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&json!("SCMP_ARCH_X86")));
-        assert_eq!(sc["syscalls"][0]["action"], "SCMP_ACT_NOTIFY");
-        assert_eq!(sc["syscalls"][0]["names"], json!(["execve", "execveat"]));
-        // seccomp(NEW_LISTENER) is trapped; with a default of ALLOW no complement is needed.
-        assert_eq!(sc["syscalls"][1]["names"], json!(["seccomp"]));
-        assert_eq!(sc["syscalls"][1]["args"][0]["valueTwo"], 8);
-        assert_eq!(sc["syscalls"].as_array().unwrap().len(), 2);
+        let rules = sc["syscalls"].as_array().unwrap();
+        assert_eq!(rules[0]["action"], "SCMP_ACT_NOTIFY");
+        assert_eq!(
+            rules[0]["names"],
+            json!(["execve", "execveat", "set_thread_area"])
+        );
+        // Conditional traps; with a default of ALLOW no complement rule is needed.
+        assert_eq!(rules[1]["names"], json!(["arch_prctl"]));
+        assert_eq!(rules[1]["args"][0]["value"], ARCH_SET_FS);
+        assert_eq!(rules[1]["args"][0]["op"], "SCMP_CMP_EQ");
+        assert_eq!(rules[2]["names"], json!(["seccomp"]));
+        assert_eq!(rules[2]["args"][0]["valueTwo"], 8);
+        assert_eq!(rules.len(), 3);
     }
 
     #[test]
@@ -455,13 +501,14 @@ mod tests {
         assert_eq!(s["futureField"], json!({"kept": true}));
         assert_eq!(s["linux"]["namespaces"], json!([{"type": "pid"}]));
         let rules = sc["syscalls"].as_array().unwrap();
-        // execve/execveat only in our NOTIFY rule; the lone "dup" rule is gone; others kept.
+        // The trapped calls only in execguard's rules; the lone "dup" rule is gone.
         assert_eq!(rules[0]["names"], json!(["read", "write"]));
         assert_eq!(rules[1]["names"], json!(["ptrace"]));
         assert_eq!(rules[1]["errnoRet"], 1);
         assert_eq!(rules[2]["names"], json!(["personality"]));
         assert_eq!(rules[3]["action"], "SCMP_ACT_NOTIFY");
         assert_eq!(rules[3]["names"], json!(["execve", "execveat"]));
+        // arch_prctl and set_thread_area fall to the profile's default (ERRNO): not trapped.
         // seccomp: NOTIFY when NEW_LISTENER is set, the profile's ALLOW otherwise.
         assert_eq!(rules[4]["names"], json!(["seccomp"]));
         assert_eq!(rules[4]["action"], "SCMP_ACT_NOTIFY");
@@ -470,6 +517,31 @@ mod tests {
         assert_eq!(rules[5]["action"], "SCMP_ACT_ALLOW");
         assert_eq!(rules[5]["args"][0]["valueTwo"], 0);
         assert_eq!(rules.len(), 6);
+        assert!(sc["listenerMetadata"].as_str().unwrap().ends_with(
+            "trapped=execve:SCMP_ACT_ALLOW,execveat:SCMP_ACT_ALLOW,seccomp:SCMP_ACT_ALLOW"
+        ));
+    }
+
+    #[test]
+    fn checkpoint_keeps_the_profiles_action_for_other_arch_prctl_calls() {
+        let spec = json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["execve", "arch_prctl", "set_thread_area"], "action": "SCMP_ACT_ALLOW"}]}}});
+        let s = patched(spec);
+        let rules = s["linux"]["seccomp"]["syscalls"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let arch: Vec<&Value> = rules
+            .iter()
+            .filter(|r| r["names"] == json!(["arch_prctl"]))
+            .collect();
+        assert_eq!(arch.len(), 2, "{rules:#?}");
+        assert_eq!(arch[0]["action"], "SCMP_ACT_NOTIFY");
+        assert_eq!(arch[0]["args"][0]["op"], "SCMP_CMP_EQ");
+        assert_eq!(arch[1]["action"], "SCMP_ACT_ALLOW");
+        assert_eq!(arch[1]["args"][0]["op"], "SCMP_CMP_NE");
+        assert_eq!(arch[1]["args"][0]["value"], ARCH_SET_FS);
+        assert_eq!(patched(s.clone()), s);
     }
 
     #[test]

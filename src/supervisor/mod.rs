@@ -9,7 +9,7 @@
 pub mod state;
 pub mod target;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -25,7 +25,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use crate::config::{Config, Mode};
 use crate::event::Rule;
 use crate::event::{self, Event, EventSink};
-use crate::inspect::{self, resolve::FsView, Inspection, SystemLoaders};
+use crate::inspect::{self, image, resolve::FsView, Inspection, SystemLoaders};
 use crate::policy::{self, Action, Settings};
 use crate::spec::MODE_ANNOTATION;
 use crate::sys::{NotifyFd, SeccompNotif, SeccompNotifResp, SECCOMP_USER_NOTIF_FLAG_CONTINUE};
@@ -183,8 +183,24 @@ fn serve_connection(stream: UnixStream, shared: &Shared) {
     }
 }
 
+/// What one notify fd's thread remembers between notifications.
+#[derive(Default)]
+struct ListenerState {
+    /// Whether executables are loaders, by file version (for the image checkpoint).
+    cache: image::ClassCache,
+    /// Loader findings allowed at the exec, by the pid the new image will have, so that the
+    /// image checkpoint does not log them twice.
+    allowed_at_exec: HashMap<u32, Rule>,
+    /// Images already judged at their first thread-pointer setup (pid, AT_RANDOM).
+    judged_images: HashSet<(u32, u64)>,
+}
+
+/// Entries kept in each of `ListenerState`'s maps before it is emptied.
+const STATE_ENTRIES: usize = 4096;
+
 /// Serves one notify fd until it hangs up.
 fn serve(l: &Listener, sink: &EventSink) {
+    let mut st = ListenerState::default();
     loop {
         let mut fds = [PollFd::new(l.notify.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
@@ -197,7 +213,7 @@ fn serve(l: &Listener, sink: &EventSink) {
         }
         let revents = fds[0].revents().unwrap_or(PollFlags::empty());
         if revents.contains(PollFlags::POLLIN) {
-            handle(l, sink);
+            handle(l, &mut st, sink);
         } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
         {
             // Every task of the filter is gone: the container (or the exec'd process) ended.
@@ -255,7 +271,7 @@ impl Shared {
 }
 
 /// Receives one notification, inspects it, writes the event if any, and answers.
-fn handle(l: &Listener, sink: &EventSink) {
+fn handle(l: &Listener, st: &mut ListenerState, sink: &EventSink) {
     let notif = match l.notify.recv() {
         Ok(n) => n,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return,
@@ -272,12 +288,15 @@ fn handle(l: &Listener, sink: &EventSink) {
             path,
             argv,
             envp,
-        }) => handle_exec(l, sink, &notif, req, path, argv, envp),
+        }) => handle_exec(l, st, sink, &notif, req, path, argv, envp),
+        Some(Trapped::Checkpoint { abi, syscall }) => {
+            handle_checkpoint(l, st, sink, &notif, abi, syscall)
+        }
         Some(Trapped::ListenerAttempt { abi }) => {
             // The kernel refuses a second listener (EBUSY) whatever the answer; log the try.
             let verdict = policy::decide(Some(Rule::SeccompListenerAttempt), &c.settings);
             if let Some((rule, importance)) = verdict.event {
-                let mut ev = base_event(c, &notif, rule, importance, verdict.action);
+                let mut ev = base_event(c, &notif, rule, importance, verdict.action, "syscall");
                 ev.reason = "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER) inside a guarded container"
                     .to_owned();
                 ev.syscall = Some(event::SyscallInfo {
@@ -294,8 +313,10 @@ fn handle(l: &Listener, sink: &EventSink) {
     tracing::trace!(container = %c.id, micros = started.elapsed().as_micros() as u64, "answered");
 }
 
+#[allow(clippy::too_many_arguments)]
 fn handle_exec(
     l: &Listener,
+    st: &mut ListenerState,
     sink: &EventSink,
     notif: &SeccompNotif,
     mut req: inspect::ExecRequest,
@@ -327,7 +348,16 @@ fn handle_exec(
     if let Some((rule, importance)) = verdict.event {
         let argv = target_argv(&mut target);
         let finding = inspection.as_ref().and_then(|i| i.finding.as_ref());
-        let mut ev = base_event(c, notif, rule, importance, verdict.action);
+        if verdict.action == Action::Continue && finding.is_some_and(|f| f.loader.is_some()) {
+            // The image checkpoint will see the same loader; it need not log it again.
+            if let Some(tgid) = tgid_of(notif.pid) {
+                if st.allowed_at_exec.len() >= STATE_ENTRIES {
+                    st.allowed_at_exec.clear();
+                }
+                st.allowed_at_exec.insert(tgid, rule);
+            }
+        }
+        let mut ev = base_event(c, notif, rule, importance, verdict.action, "exec");
         ev.reason = match (finding, &error) {
             (Some(f), _) => f.reason.clone(),
             (None, Some(e)) => e.to_string(),
@@ -362,6 +392,111 @@ fn handle_exec(
         emit(sink, &ev);
     }
     respond(l, notif.id, verdict.action);
+}
+
+/// The second checkpoint: the new image's first thread-pointer setup. A loader found running
+/// a program here is judged like one found at the exec; in enforce mode the process is killed
+/// (it has run none of its own code yet) and the call fails.
+fn handle_checkpoint(
+    l: &Listener,
+    st: &mut ListenerState,
+    sink: &EventSink,
+    notif: &SeccompNotif,
+    abi: inspect::Abi,
+    syscall: &'static str,
+) {
+    let c = &l.container;
+    let valid = || l.notify.id_valid(notif.id);
+    let result = image::inspect_image(notif.pid, abi, &c.loaders, &mut st.cache, &valid);
+    let img = match result {
+        Ok(img) => img,
+        Err(e) => {
+            let verdict = policy::on_error(&e, &c.settings);
+            if let Some((rule, importance)) = verdict.event {
+                let mut ev = base_event(c, notif, rule, importance, verdict.action, "image");
+                ev.reason = e.to_string();
+                emit(sink, &ev);
+            }
+            deny_or_continue(l, notif, verdict.action);
+            return;
+        }
+    };
+    let Some(finding) = img.finding else {
+        respond(l, notif.id, Action::Continue);
+        return;
+    };
+    // Later thread-pointer setups of the same image (a Go runtime's threads) were judged.
+    if let Some(token) = img.token {
+        if !st.judged_images.insert((notif.pid, token)) {
+            respond(l, notif.id, Action::Continue);
+            return;
+        }
+        if st.judged_images.len() >= STATE_ENTRIES {
+            st.judged_images.clear();
+        }
+    }
+    let verdict = policy::decide(Some(finding.rule), &c.settings);
+    let seen_at_exec = st.allowed_at_exec.remove(&notif.pid) == Some(finding.rule);
+    if let Some((rule, importance)) = verdict.event {
+        if !seen_at_exec || verdict.action != Action::Continue {
+            let mut ev = base_event(c, notif, rule, importance, verdict.action, "image");
+            ev.reason = format!("{} (seen after the exec)", finding.reason);
+            ev.exec = Some(event::ExecInfo {
+                syscall,
+                abi: abi.as_str(),
+                path: event::lossy(&img.exe),
+                resolved: None,
+                argv: img.argv.items.iter().map(|a| event::lossy(a)).collect(),
+                argv_truncated: img.argv.truncated,
+            });
+            ev.loader = finding.loader.as_ref().map(loader_info);
+            emit(sink, &ev);
+        }
+    }
+    deny_or_continue(l, notif, verdict.action);
+}
+
+/// At the image checkpoint a denial also kills the process: a loader that ignored the failed
+/// call must not go on to run the program.
+fn deny_or_continue(l: &Listener, notif: &SeccompNotif, action: Action) {
+    if let Action::Deny(_) = action {
+        match crate::sys::PidFd::open(notif.pid) {
+            // The pidfd names the notifying process only if the notification is still pending.
+            Ok(pidfd) if l.notify.id_valid(notif.id) => {
+                if let Err(e) = pidfd.kill() {
+                    tracing::warn!(pid = notif.pid, error = %e, "cannot kill a denied image");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(pid = notif.pid, error = %e, "no pidfd for a denied image"),
+        }
+    }
+    respond(l, notif.id, action);
+}
+
+/// The thread-group id of a task (the pid its process has after an exec).
+fn tgid_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn loader_info(l: &inspect::LoaderFinding) -> event::LoaderInfo {
+    event::LoaderInfo {
+        path: event::lossy(&l.path),
+        kind: l.kind.as_str(),
+        program: l.invocation.program.as_deref().map(event::lossy),
+        mode: l.invocation.mode.as_str(),
+        options: l
+            .invocation
+            .options
+            .iter()
+            .map(|o| event::lossy(o))
+            .collect(),
+        via: l.via.as_str(),
+    }
 }
 
 fn emit(sink: &EventSink, ev: &Event) {
@@ -405,6 +540,7 @@ fn base_event(
     rule: Rule,
     importance: crate::event::Importance,
     action: Action,
+    stage: &'static str,
 ) -> Event {
     let (action_name, errno) = match action {
         Action::Continue => ("allowed", None),
@@ -419,6 +555,7 @@ fn base_event(
         importance,
         mode: c.settings.mode,
         action: action_name,
+        stage,
         errno,
         reason: String::new(),
         container: event::ContainerInfo { id: c.id.clone() },

@@ -38,6 +38,9 @@ pub enum Trapped {
     },
     /// `seccomp(…, SECCOMP_FILTER_FLAG_NEW_LISTENER, …)`.
     ListenerAttempt { abi: Abi },
+    /// A new image sets up its thread pointer (`arch_prctl(ARCH_SET_FS)`, `set_thread_area`):
+    /// the second checkpoint, after the exec and before any of the image's own code runs.
+    Checkpoint { abi: Abi, syscall: &'static str },
 }
 
 /// Decodes a notification; `None` for a system call the filter does not trap.
@@ -49,6 +52,18 @@ pub fn decode(notif: &SeccompNotif) -> Option<Trapped> {
             return Some(Trapped::ListenerAttempt { abi: Abi::X32 })
         }
         (AUDIT_ARCH_I386, 354) => return Some(Trapped::ListenerAttempt { abi: Abi::I386 }),
+        _ => {}
+    }
+    let set_fs = d.args[0] & 0xffff_ffff == crate::spec::ARCH_SET_FS;
+    let checkpoint = |abi, syscall| Some(Trapped::Checkpoint { abi, syscall });
+    match (d.arch, d.nr) {
+        (AUDIT_ARCH_X86_64, 158) if set_fs => return checkpoint(Abi::X86_64, "arch_prctl"),
+        (AUDIT_ARCH_X86_64, nr) if nr == X32_SYSCALL_BIT | 158 && set_fs => {
+            return checkpoint(Abi::X32, "arch_prctl")
+        }
+        (AUDIT_ARCH_I386, 384) if set_fs => return checkpoint(Abi::I386, "arch_prctl"),
+        (AUDIT_ARCH_X86_64, 205) => return checkpoint(Abi::X86_64, "set_thread_area"),
+        (AUDIT_ARCH_I386, 243) => return checkpoint(Abi::I386, "set_thread_area"),
         _ => {}
     }
     let (abi, syscall) = match (d.arch, d.nr) {
@@ -325,6 +340,27 @@ mod tests {
         let (r, ..) = exec(notif(AUDIT_ARCH_X86_64, 0x4000_0000 | 520, [0; 6]));
         assert_eq!(r.abi, Abi::X32);
         assert!(decode(&notif(AUDIT_ARCH_X86_64, 0, [0; 6])).is_none());
+    }
+
+    #[test]
+    fn decodes_checkpoints() {
+        let set_fs = crate::spec::ARCH_SET_FS;
+        assert_eq!(
+            decode(&notif(AUDIT_ARCH_X86_64, 158, [set_fs, 0, 0, 0, 0, 0])),
+            Some(Trapped::Checkpoint {
+                abi: Abi::X86_64,
+                syscall: "arch_prctl"
+            })
+        );
+        // ARCH_GET_FS is not the checkpoint.
+        assert!(decode(&notif(AUDIT_ARCH_X86_64, 158, [0x1003, 0, 0, 0, 0, 0])).is_none());
+        assert_eq!(
+            decode(&notif(AUDIT_ARCH_I386, 243, [0; 6])),
+            Some(Trapped::Checkpoint {
+                abi: Abi::I386,
+                syscall: "set_thread_area"
+            })
+        );
     }
 
     #[test]

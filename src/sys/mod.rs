@@ -193,6 +193,41 @@ impl std::os::fd::AsFd for NotifyFd {
     }
 }
 
+/// A pidfd: a handle on one process that cannot come to mean another when its pid is reused.
+#[derive(Debug)]
+pub struct PidFd(OwnedFd);
+
+impl PidFd {
+    /// `pidfd_open(pid, 0)`.
+    pub fn open(pid: u32) -> io::Result<Self> {
+        // SAFETY: pidfd_open takes two integers and returns a new fd or -1; no memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this new descriptor to us; nothing else owns it.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+    }
+
+    /// Sends SIGKILL to the process.
+    pub fn kill(&self) -> io::Result<()> {
+        // SAFETY: pidfd_send_signal with a null siginfo pointer reads no memory; the fd is ours.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 /// Takes ownership of descriptors that `recvmsg` delivered with `SCM_RIGHTS`.
 ///
 /// Each fd must have just been received by this process and not be owned by anything else.

@@ -78,6 +78,12 @@ pub fn fixture() -> &'static Fixture {
                 .arg(&payload),
         );
         run_ok(
+            Command::new("gcc")
+                .args(["-O1", "-pthread", "-o"])
+                .arg(bin.join("racer"))
+                .arg(helpers.join("racer.c")),
+        );
+        run_ok(
             Command::new("musl-gcc")
                 .arg("-o")
                 .arg(bin.join("payload-musl"))

@@ -8,4 +8,5 @@ mod harness;
 mod legit;
 mod podman;
 mod profiles;
+mod races;
 mod threats;

@@ -1,0 +1,79 @@
+//! Race-proof enforcement: racers that change the exec's path between the supervisor's read
+//! and the kernel's, thousands of times. In enforce mode no loader execution gets through
+//! (what the exec-time check misses, the image checkpoint stops); in audit mode every one that
+//! runs is logged.
+
+use std::collections::HashSet;
+
+use crate::harness::{run_container, Supervisor};
+
+const ATTEMPTS: usize = 2000;
+
+fn race(kind: &str) {
+    let sup = Supervisor::start("audit", "");
+    for mode in ["enforce", "audit"] {
+        let run = run_container(
+            &sup,
+            &format!("race-{kind}-{mode}"),
+            &format!(
+                "/opt/eg/racer {kind} {ATTEMPTS} /work > /work/out 2>&1; echo done > /work/done"
+            ),
+            &[("execguard.io/mode", mode)],
+        );
+        let out = std::fs::read_to_string(run.work.join("out")).unwrap_or_default();
+        let ctx = format!("{mode}: {}\nracer: {out}\n{}", run.describe(), sup.log());
+        assert!(run.marker("done"), "{ctx}");
+        let ran: HashSet<String> = std::fs::read_dir(&run.work)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("m-"))
+            .collect();
+        let events = sup.events_of(&run.id);
+        let by_stage = |stage: &str| events.iter().filter(|e| e["stage"] == stage).count();
+        eprintln!(
+            "{kind} {mode}: {} loader runs, {} events at the exec, {} at the image",
+            ran.len(),
+            by_stage("exec"),
+            by_stage("image")
+        );
+        if mode == "enforce" {
+            assert!(
+                ran.is_empty(),
+                "loader executions got through: {ran:?}\n{ctx}"
+            );
+            assert!(!events.is_empty(), "{ctx}");
+            assert!(
+                events.iter().all(|e| e["action"] == "denied"),
+                "{events:#?}"
+            );
+        } else {
+            assert!(!ran.is_empty(), "the racer never won in audit mode\n{ctx}");
+            let logged: HashSet<String> = events
+                .iter()
+                .filter_map(|e| {
+                    e["exec"]["argv"]
+                        .as_array()?
+                        .last()?
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .filter_map(|a| a.strip_prefix("/work/").map(str::to_owned))
+                .collect();
+            let missing: Vec<&String> = ran.difference(&logged).collect();
+            assert!(
+                missing.is_empty(),
+                "runs without an event: {missing:?}\n{ctx}"
+            );
+        }
+    }
+}
+
+#[test]
+fn path_flipped_by_a_thread_sharing_a_vfork_childs_memory() {
+    race("flip");
+}
+
+#[test]
+fn loader_renamed_over_an_allowed_path() {
+    race("rename");
+}
