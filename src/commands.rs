@@ -13,12 +13,35 @@ use crate::inspect::loader_args::LoaderEnv;
 use crate::inspect::resolve::FsView;
 use crate::inspect::{self, Abi, Argv, ExecRequest, ExecSyscall, GivenArgs, SystemLoaders};
 use crate::policy::{self, Action, Settings};
+use crate::supervisor::keeper;
+use crate::supervisor::slots::Slots;
 
 /// Larger specs are refused: a spec is tens of KiB.
 const MAX_SPEC_BYTES: u64 = 16 << 20;
 
-/// `execguard supervise`.
-pub fn supervise(config: Option<&Path>, events: Option<&Path>) -> Result<()> {
+/// `execguard supervise`: the keeper, which runs and restarts the worker.
+pub fn supervise(config_path: Option<&Path>, events: Option<&Path>) -> Result<()> {
+    let config = Config::load_or_default(config_path)?;
+    // Fail here, not in every worker, when the events file cannot be written.
+    if let Some(p) = events {
+        EventSink::file(p).with_context(|| format!("opening events file {}", p.display()))?;
+    }
+    let cmd = keeper::WorkerCommand {
+        exe: keeper::own_exe().context("finding the execguard binary")?,
+        config: config_path.map(Path::to_owned),
+        events: events.map(Path::to_owned),
+    };
+    keeper::run(config, cmd)?;
+    Ok(())
+}
+
+/// `execguard worker` (started by the keeper, not by people).
+pub fn worker(
+    config: Option<&Path>,
+    events: Option<&Path>,
+    channel_fd: i32,
+    slots_fd: i32,
+) -> Result<()> {
     let config = Config::load_or_default(config)?;
     let sink = match events {
         Some(p) => {
@@ -26,7 +49,9 @@ pub fn supervise(config: Option<&Path>, events: Option<&Path>) -> Result<()> {
         }
         None => EventSink::stdout(),
     };
-    crate::supervisor::run(config, sink)?;
+    let channel = crate::sys::adopt_inherited_fd(channel_fd).context("the keeper's channel")?;
+    let slots = crate::sys::adopt_inherited_fd(slots_fd).context("the slot file")?;
+    crate::supervisor::run_worker(config, sink, channel, Slots::from_fd(slots))?;
     Ok(())
 }
 

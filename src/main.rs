@@ -41,6 +41,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The worker that the supervisor (the keeper) starts and restarts; not for people.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        events: Option<PathBuf>,
+        #[arg(long)]
+        channel_fd: i32,
+        #[arg(long)]
+        slots_fd: i32,
+    },
     /// A podman precreate hook: the spec on stdin, the patched spec on stdout.
     Hook {
         #[arg(long)]
@@ -74,6 +86,12 @@ fn main() -> ExitCode {
         }
         Command::Inject { bundle, config } => commands::inject(&bundle, config.as_deref()),
         Command::Hook { config } => commands::hook(config.as_deref()),
+        Command::Worker {
+            config,
+            events,
+            channel_fd,
+            slots_fd,
+        } => commands::worker(config.as_deref(), events.as_deref(), channel_fd, slots_fd),
         Command::Explain { config, mode, exec } => {
             let mode = mode.map(|m| match m {
                 ExplainMode::Audit => Mode::Audit,

@@ -1,16 +1,20 @@
-//! The supervisor: accepts containers from runc on the listener socket and answers every exec
-//! of every guarded container after inspecting it.
+//! The supervisor. `execguard supervise` is the keeper ([`keeper`]): it owns the socket and a
+//! copy of every notify fd, and runs the worker (`execguard worker`, this module's
+//! [`run_worker`]) that answers every exec of every guarded container after inspecting it.
 //!
-//! Threads: the main thread waits for SIGTERM/SIGINT; one thread accepts connections; each
-//! connection (a container start or a `runc exec`) gets a thread of its own that reads runc's
-//! message and then serves that notify fd until every task behind it is gone. A container whose
-//! inspection is slow (a hung filesystem, a flood of execs) delays only its own execs.
+//! Worker threads: the main thread reads the keeper's channel; each notify fd (a container
+//! start or a `runc exec`) gets a thread of its own that serves it until every task behind it
+//! is gone. A container whose inspection is slow (a hung filesystem, a flood of execs) delays
+//! only its own execs.
 
+pub mod keeper;
+pub mod slots;
 pub mod state;
 pub mod target;
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::AsFd;
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -20,7 +24,7 @@ use std::time::Instant;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 use crate::config::{Config, Mode};
 use crate::event::Rule;
@@ -29,6 +33,7 @@ use crate::inspect::{self, image, resolve::FsView, Inspection, SystemLoaders};
 use crate::policy::{self, Action, Settings};
 use crate::spec::MODE_ANNOTATION;
 use crate::sys::{NotifyFd, SeccompNotif, SeccompNotifResp, SECCOMP_USER_NOTIF_FLAG_CONTINUE};
+use slots::{SlotState, Slots};
 use state::ContainerProcessState;
 use target::{Target, Trapped};
 
@@ -41,9 +46,9 @@ pub enum SupervisorError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("waiting for signals: {0}")]
+    #[error("signals or event loop: {0}")]
     Signals(#[source] Errno),
-    #[error("starting a thread: {0}")]
+    #[error("starting a thread or process: {0}")]
     Thread(#[source] std::io::Error),
 }
 
@@ -54,10 +59,11 @@ struct Container {
     loaders: SystemLoaders,
 }
 
-/// What every thread shares.
+/// What every worker thread shares.
 struct Shared {
     config: Config,
     sink: EventSink,
+    slots: Slots,
     /// Containers by id, while any of their notify fds is served.
     containers: Mutex<HashMap<String, Weak<Container>>>,
 }
@@ -66,6 +72,8 @@ struct Shared {
 struct Listener {
     notify: NotifyFd,
     container: Arc<Container>,
+    /// Its slot in the keeper's slot file.
+    slot: usize,
 }
 
 /// Binds the listener socket: only root may connect (mode 0600, peer uid checked).
@@ -88,83 +96,90 @@ fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
     Ok(listener)
 }
 
-/// Runs the supervisor until SIGTERM or SIGINT.
-pub fn run(config: Config, sink: EventSink) -> Result<(), SupervisorError> {
+/// Runs the worker: reads notify fds from the keeper's channel and serves each on a thread of
+/// its own. Ends when the keeper closes the channel.
+pub fn run_worker(
+    config: Config,
+    sink: EventSink,
+    channel: OwnedFd,
+    slots: Slots,
+) -> Result<(), SupervisorError> {
+    // The keeper blocks its signals; a worker must die of SIGTERM like any process.
     let mut signals = SigSet::empty();
-    signals.add(Signal::SIGTERM);
-    signals.add(Signal::SIGINT);
-    // Blocked before any thread starts, so that every thread inherits the mask and the
-    // signals are taken only by `wait` below.
-    signals.thread_block().map_err(SupervisorError::Signals)?;
-
-    let listener = bind(&config.socket)?;
-    tracing::info!(socket = %config.socket.display(), mode = %config.mode, "supervisor listening");
-    let socket = config.socket.clone();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR2,
+        Signal::SIGCHLD,
+    ] {
+        signals.add(s);
+    }
+    signals.thread_unblock().map_err(SupervisorError::Signals)?;
+    // A worker never outlives its keeper: the notify fds must close with the keeper, not
+    // linger in an orphan that no one restarts.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SupervisorError::Signals)?;
+    if nix::unistd::getppid().as_raw() == 1 {
+        return Ok(());
+    }
     let shared = Arc::new(Shared {
         config,
         sink,
+        slots,
         containers: Mutex::new(HashMap::new()),
     });
-    std::thread::Builder::new()
-        .name("accept".into())
-        .spawn(move || accept_loop(listener, shared))
-        .map_err(SupervisorError::Thread)?;
-
-    let signal = signals.wait().map_err(SupervisorError::Signals)?;
-    tracing::info!(signal = ?signal, "shutting down");
-    let _ = std::fs::remove_file(&socket);
-    Ok(())
-}
-
-/// Accepts runtimes' connections; each gets a thread of its own.
-fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
+    let mut buf = vec![0u8; state::MAX_STATE_BYTES + 8];
+    loop {
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let (n, fds) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = match recvmsg::<()>(
+                channel.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => m,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(SupervisorError::Signals(e)),
+            };
+            let mut fds = Vec::new();
+            for c in msg.cmsgs().map_err(SupervisorError::Signals)? {
+                if let ControlMessageOwned::ScmRights(raw) = c {
+                    fds.extend(raw);
+                }
+            }
+            (msg.bytes, crate::sys::own_received_fds(&fds))
+        };
+        if n == 0 {
+            tracing::info!("the keeper closed the channel; worker ends");
+            return Ok(());
+        }
+        let Some(fd) = fds.into_iter().next() else {
+            continue;
+        };
+        if n < 4 {
+            continue;
+        }
+        let slot = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let parsed = match state::parse(&buf[4..n]) {
+            Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                tracing::warn!(error = %e, "bad state from the keeper");
                 continue;
             }
         };
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("container".into())
-            .spawn(move || serve_connection(stream, &shared));
+            .spawn(move || serve_fd(&shared, parsed, fd, slot));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a thread for a container");
         }
     }
 }
 
-/// Reads runc's message, then answers the notify fd until every task behind it is gone.
-fn serve_connection(stream: UnixStream, shared: &Shared) {
-    match getsockopt(&stream, PeerCredentials) {
-        Ok(cred) if cred.uid() == 0 => {}
-        Ok(cred) => {
-            tracing::warn!(
-                uid = cred.uid(),
-                pid = cred.pid(),
-                "refused a non-root peer"
-            );
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read peer credentials; refused");
-            return;
-        }
-    }
-    let (state, fd) = match state::receive(&stream) {
-        Ok(m) => m,
-        Err(state::StateError::Empty) => {
-            tracing::debug!("a liveness check connected");
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "bad message on the listener socket");
-            return;
-        }
-    };
-    drop(stream);
+/// Serves one notify fd until every task behind it is gone.
+fn serve_fd(shared: &Shared, state: ContainerProcessState, fd: OwnedFd, slot: usize) {
     let notify = NotifyFd::new(fd);
     if let Err(e) = notify.set_sync_wakeup() {
         tracing::debug!(error = %e, "SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP not available");
@@ -172,8 +187,9 @@ fn serve_connection(stream: UnixStream, shared: &Shared) {
     let l = Listener {
         notify,
         container: shared.admit(&state),
+        slot,
     };
-    serve(&l, &shared.sink);
+    serve(&l, shared);
     let id = l.container.id.clone();
     drop(l);
     let mut containers = shared.containers.lock().unwrap_or_else(|p| p.into_inner());
@@ -193,14 +209,17 @@ struct ListenerState {
     allowed_at_exec: HashMap<u32, Rule>,
     /// Images already judged at their first thread-pointer setup (pid, AT_RANDOM).
     judged_images: HashSet<(u32, u64)>,
+    /// Set while answering a notification whose event a dead worker already wrote.
+    suppress_events: bool,
 }
 
 /// Entries kept in each of `ListenerState`'s maps before it is emptied.
 const STATE_ENTRIES: usize = 4096;
 
-/// Serves one notify fd until it hangs up.
-fn serve(l: &Listener, sink: &EventSink) {
+/// Serves one notify fd until it hangs up, after answering what a dead worker left in its slot.
+fn serve(l: &Listener, shared: &Shared) {
     let mut st = ListenerState::default();
+    recover(l, &mut st, shared);
     loop {
         let mut fds = [PollFd::new(l.notify.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
@@ -213,7 +232,17 @@ fn serve(l: &Listener, sink: &EventSink) {
         }
         let revents = fds[0].revents().unwrap_or(PollFlags::empty());
         if revents.contains(PollFlags::POLLIN) {
-            handle(l, &mut st, sink);
+            let notif = match l.notify.recv() {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => {
+                    tracing::warn!(container = %l.container.id, error = %e, "NOTIF_RECV failed");
+                    continue;
+                }
+            };
+            shared.slots.record(l.slot, SlotState::Received, &notif);
+            handle(l, &mut st, shared, &notif);
+            shared.slots.clear(l.slot);
         } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
         {
             // Every task of the filter is gone: the container (or the exec'd process) ended.
@@ -270,16 +299,58 @@ impl Shared {
     }
 }
 
-/// Receives one notification, inspects it, writes the event if any, and answers.
-fn handle(l: &Listener, st: &mut ListenerState, sink: &EventSink) {
-    let notif = match l.notify.recv() {
-        Ok(n) => n,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return,
-        Err(e) => {
-            tracing::warn!(container = %l.container.id, error = %e, "NOTIF_RECV failed");
-            return;
-        }
+/// Answers what a dead worker left: the notification in this fd's slot, if still pending,
+/// and any it received after that and could not record (notification ids count up by one;
+/// those are answered by the mode's fail-safe rule, since their content is gone).
+fn recover(l: &Listener, st: &mut ListenerState, shared: &Shared) {
+    let Some((state, notif)) = shared.slots.read(l.slot) else {
+        return;
     };
+    if state != SlotState::Empty && l.notify.id_valid(notif.id) {
+        tracing::warn!(container = %l.container.id, id = notif.id, "answering a notification a dead worker left");
+        st.suppress_events = state == SlotState::EventWritten;
+        handle(l, st, shared, &notif);
+        st.suppress_events = false;
+    }
+    shared.slots.clear(l.slot);
+    for id in notif.id.wrapping_add(1)..=notif.id.wrapping_add(RECOVERY_PROBES) {
+        if l.notify.id_valid(id) {
+            tracing::warn!(container = %l.container.id, id, "answering an unrecorded notification a dead worker left");
+            let verdict = policy::on_error(
+                &inspect::InspectError::ReadTarget {
+                    what: "notification lost with a dead worker",
+                    errno: Errno::EIO,
+                },
+                &l.container.settings,
+            );
+            let unknown = SeccompNotif {
+                id,
+                ..Default::default()
+            };
+            if let Some((rule, importance)) = verdict.event {
+                let mut ev = base_event(
+                    &l.container,
+                    &unknown,
+                    rule,
+                    importance,
+                    verdict.action,
+                    "exec",
+                );
+                ev.reason =
+                    "a notification received by a worker that died before recording it".to_owned();
+                emit(shared, l, st, &unknown, &ev);
+            }
+            respond(l, id, verdict.action);
+        }
+    }
+}
+
+/// Notifications after the last recorded one that a new worker checks for.
+const RECOVERY_PROBES: u64 = 4;
+
+/// Inspects one notification, writes the event if any, and answers.
+fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, notif: &SeccompNotif) {
+    let notif = *notif;
     let started = Instant::now();
     let c = &l.container;
     match target::decode(&notif) {
@@ -288,9 +359,9 @@ fn handle(l: &Listener, st: &mut ListenerState, sink: &EventSink) {
             path,
             argv,
             envp,
-        }) => handle_exec(l, st, sink, &notif, req, path, argv, envp),
+        }) => handle_exec(l, st, shared, &notif, req, path, argv, envp),
         Some(Trapped::Checkpoint { abi, syscall }) => {
-            handle_checkpoint(l, st, sink, &notif, abi, syscall)
+            handle_checkpoint(l, st, shared, &notif, abi, syscall)
         }
         Some(Trapped::ListenerAttempt { abi }) => {
             // The kernel refuses a second listener (EBUSY) whatever the answer; log the try.
@@ -303,7 +374,7 @@ fn handle(l: &Listener, st: &mut ListenerState, sink: &EventSink) {
                     name: "seccomp",
                     abi: abi.as_str(),
                 });
-                emit(sink, &ev);
+                emit(shared, l, st, &notif, &ev);
             }
             respond(l, notif.id, verdict.action);
         }
@@ -317,7 +388,7 @@ fn handle(l: &Listener, st: &mut ListenerState, sink: &EventSink) {
 fn handle_exec(
     l: &Listener,
     st: &mut ListenerState,
-    sink: &EventSink,
+    shared: &Shared,
     notif: &SeccompNotif,
     mut req: inspect::ExecRequest,
     path_addr: u64,
@@ -389,7 +460,7 @@ fn handle_exec(
                     .collect(),
                 via: l.via.as_str(),
             });
-        emit(sink, &ev);
+        emit(shared, l, st, notif, &ev);
     }
     respond(l, notif.id, verdict.action);
 }
@@ -400,7 +471,7 @@ fn handle_exec(
 fn handle_checkpoint(
     l: &Listener,
     st: &mut ListenerState,
-    sink: &EventSink,
+    shared: &Shared,
     notif: &SeccompNotif,
     abi: inspect::Abi,
     syscall: &'static str,
@@ -415,7 +486,7 @@ fn handle_checkpoint(
             if let Some((rule, importance)) = verdict.event {
                 let mut ev = base_event(c, notif, rule, importance, verdict.action, "image");
                 ev.reason = e.to_string();
-                emit(sink, &ev);
+                emit(shared, l, st, notif, &ev);
             }
             deny_or_continue(l, notif, verdict.action);
             return;
@@ -450,7 +521,7 @@ fn handle_checkpoint(
                 argv_truncated: img.argv.truncated,
             });
             ev.loader = finding.loader.as_ref().map(loader_info);
-            emit(sink, &ev);
+            emit(shared, l, st, notif, &ev);
         }
     }
     deny_or_continue(l, notif, verdict.action);
@@ -499,9 +570,17 @@ fn loader_info(l: &inspect::LoaderFinding) -> event::LoaderInfo {
     }
 }
 
-fn emit(sink: &EventSink, ev: &Event) {
-    if let Err(e) = sink.emit(ev) {
+/// Writes an event and notes in the slot that it was written (a worker that takes over an
+/// unanswered notification then does not write it twice).
+fn emit(shared: &Shared, l: &Listener, st: &ListenerState, notif: &SeccompNotif, ev: &Event) {
+    if st.suppress_events {
+        return;
+    }
+    if let Err(e) = shared.sink.emit(ev) {
         tracing::error!(error = %e, "cannot write the event");
+    }
+    if notif.id != 0 {
+        shared.slots.record(l.slot, SlotState::EventWritten, notif);
     }
 }
 

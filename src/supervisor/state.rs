@@ -10,8 +10,9 @@ use std::time::Duration;
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use serde::Deserialize;
 
-/// Larger state messages are refused: runc's are a few KiB (annotations included).
-pub const MAX_STATE_BYTES: usize = 1 << 20;
+/// Larger state messages are refused: runc's are a few KiB (annotations included), and the
+/// keeper hands each to its worker as one datagram.
+pub const MAX_STATE_BYTES: usize = 128 << 10;
 /// How long a connecting runtime may take to send its message.
 pub const READ_DEADLINE: Duration = Duration::from_secs(5);
 /// At most this many fds are accepted with one message (runc sends one).
@@ -71,8 +72,11 @@ pub fn parse(bytes: &[u8]) -> Result<ContainerProcessState, StateError> {
     Ok(serde_json::from_slice(bytes)?)
 }
 
-/// Reads one message from a freshly accepted connection: the state and its seccomp fd.
-pub fn receive(stream: &UnixStream) -> Result<(ContainerProcessState, OwnedFd), StateError> {
+/// Reads one message from a freshly accepted connection: the state (raw and parsed) and its
+/// seccomp fd.
+pub fn receive(
+    stream: &UnixStream,
+) -> Result<(Vec<u8>, ContainerProcessState, OwnedFd), StateError> {
     stream
         .set_read_timeout(Some(READ_DEADLINE))
         .map_err(StateError::Deadline)?;
@@ -119,7 +123,7 @@ pub fn receive(stream: &UnixStream) -> Result<(ContainerProcessState, OwnedFd), 
     match index {
         Some(i) if i < fds.len() => {
             let fd = fds.swap_remove(i);
-            Ok((state, fd))
+            Ok((data, state, fd))
         }
         _ => Err(StateError::NoSeccompFd {
             names: state.fds.clone(),

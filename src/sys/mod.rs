@@ -228,6 +228,27 @@ impl PidFd {
     }
 }
 
+/// Takes ownership of a descriptor this process inherited, by number, from the process that
+/// started it (the keeper passes the worker its channel and slot file this way). Fails unless
+/// `fd` is open; marks it close-on-exec. Call once per inherited fd.
+pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: F_GETFD only queries the descriptor's flags; no memory is passed.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (checked above) and was inherited for this process alone;
+    // the caller adopts each inherited number once, so it has exactly one owner.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(owned)
+}
+
 /// Takes ownership of descriptors that `recvmsg` delivered with `SCM_RIGHTS`.
 ///
 /// Each fd must have just been received by this process and not be owned by anything else.

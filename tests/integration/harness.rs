@@ -188,10 +188,36 @@ impl Supervisor {
             .collect()
     }
 
+    /// The keeper's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The current worker's pid (the keeper's child), waiting for one to be there.
+    pub fn worker_pid(&self) -> i32 {
+        let children = format!("/proc/{0}/task/{0}/children", self.pid());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&children).unwrap_or_default();
+            if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                return pid;
+            }
+            assert!(Instant::now() < deadline, "no worker\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Kills the supervisor with SIGKILL, as a crash would.
     pub fn kill(&mut self) {
+        let worker = self.worker_pid();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The worker dies with its keeper (parent-death signal); wait until it has.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::path::Path::new(&format!("/proc/{worker}")).exists() {
+            assert!(Instant::now() < deadline, "the worker outlived its keeper");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn log(&self) -> String {

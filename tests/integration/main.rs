@@ -9,4 +9,5 @@ mod legit;
 mod podman;
 mod profiles;
 mod races;
+mod survival;
 mod threats;

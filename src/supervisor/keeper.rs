@@ -1,0 +1,339 @@
+//! The keeper: the small, long-lived half of `execguard supervise`. It owns the listener
+//! socket and a copy of every container's notify fd, and runs the worker (`execguard worker`,
+//! which does all the inspecting) as a child. When the worker dies, or is replaced on SIGUSR2
+//! by the binary now at the same path (an upgrade), the keeper starts a new one and hands it
+//! every notify fd again: since the keeper's copies keep the listeners open, the kernel keeps
+//! pending execs waiting instead of failing them with ENOSYS, and the slot file tells the new
+//! worker which notifications the old one had received but not answered.
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{mpsc, Arc};
+
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    getsockopt, sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage, MsgFlags,
+    SockFlag, SockType,
+};
+
+use super::slots::{Slots, MAX_SLOTS};
+use super::{bind, state, SupervisorError};
+use crate::config::Config;
+
+const TOKEN_SIGNAL: u64 = u64::MAX;
+const TOKEN_ARRIVAL: u64 = u64::MAX - 1;
+/// The channel's send buffer: room for many state messages while a worker starts.
+const CHANNEL_BUFFER: usize = 4 << 20;
+
+/// How the keeper starts workers.
+pub struct WorkerCommand {
+    /// The execguard binary, resolved when the keeper started: after an upgrade has replaced
+    /// the file at this path, new workers are the new binary.
+    pub exe: PathBuf,
+    pub config: Option<PathBuf>,
+    pub events: Option<PathBuf>,
+}
+
+/// A container's notify fd, as the keeper holds it.
+struct Held {
+    /// runc's message, as it came: the worker parses it again.
+    state: Vec<u8>,
+    fd: OwnedFd,
+}
+
+struct Arrival {
+    state: Vec<u8>,
+    fd: OwnedFd,
+}
+
+/// A running worker and the keeper's end of its channel.
+struct Worker {
+    child: Child,
+    channel: OwnedFd,
+}
+
+/// Runs the keeper until SIGTERM or SIGINT.
+pub fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR2,
+        Signal::SIGCHLD,
+    ] {
+        signals.add(s);
+    }
+    signals.thread_block().map_err(SupervisorError::Signals)?;
+    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(SupervisorError::Signals)?;
+
+    let listener = bind(&config.socket)?;
+    let slots = Slots::create().map_err(SupervisorError::Thread)?;
+    let wake = Arc::new(
+        EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(SupervisorError::Signals)?,
+    );
+    let (tx, rx) = mpsc::channel();
+    {
+        let wake = wake.clone();
+        std::thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || accept_loop(listener, tx, wake))
+            .map_err(SupervisorError::Thread)?;
+    }
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(SupervisorError::Signals)?;
+    epoll
+        .add(
+            &signal_fd,
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL),
+        )
+        .map_err(SupervisorError::Signals)?;
+    epoll
+        .add(
+            wake.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_ARRIVAL),
+        )
+        .map_err(SupervisorError::Signals)?;
+
+    let mut held: Vec<Option<Held>> = (0..MAX_SLOTS).map(|_| None).collect();
+    let mut worker = Some(start_worker(&cmd, &slots, &held)?);
+    tracing::info!(socket = %config.socket.display(), mode = %config.mode, "supervisor listening");
+
+    let mut events = vec![EpollEvent::empty(); 64];
+    loop {
+        let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(SupervisorError::Signals(e)),
+        };
+        for ev in &events[..n] {
+            match ev.data() {
+                TOKEN_SIGNAL => {
+                    while let Ok(Some(info)) = signal_fd.read_signal() {
+                        match Signal::try_from(info.ssi_signo as i32) {
+                            Ok(Signal::SIGCHLD) => {
+                                if let Some(w) = worker.as_mut() {
+                                    if let Ok(Some(status)) = w.child.try_wait() {
+                                        tracing::warn!(%status, "worker ended; starting a new one");
+                                        worker = None;
+                                    }
+                                }
+                            }
+                            Ok(Signal::SIGUSR2) => {
+                                tracing::info!(exe = %cmd.exe.display(), "replacing the worker");
+                                if let Some(w) = worker.as_mut() {
+                                    let _ = w.child.kill();
+                                    let _ = w.child.wait();
+                                }
+                                worker = None;
+                            }
+                            Ok(sig) => {
+                                tracing::info!(signal = ?sig, "shutting down");
+                                if let Some(mut w) = worker.take() {
+                                    let _ = nix::sys::signal::kill(
+                                        nix::unistd::Pid::from_raw(w.child.id() as i32),
+                                        Signal::SIGTERM,
+                                    );
+                                    let _ = w.child.wait();
+                                }
+                                let _ = std::fs::remove_file(&config.socket);
+                                return Ok(());
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    if worker.is_none() {
+                        worker = Some(restart_worker(&cmd, &slots, &held));
+                    }
+                }
+                TOKEN_ARRIVAL => {
+                    let _ = wake.read();
+                    while let Ok(arrival) = rx.try_recv() {
+                        admit(&epoll, &mut held, worker.as_ref(), arrival);
+                    }
+                }
+                index => {
+                    // A notify fd hung up: every task of that filter is gone.
+                    if let Some(h) = held.get_mut(index as usize).and_then(Option::take) {
+                        let _ = epoll.delete(&h.fd);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts a worker, retrying until one starts: without one, every guarded exec waits.
+fn restart_worker(cmd: &WorkerCommand, slots: &Slots, held: &[Option<Held>]) -> Worker {
+    let mut delay = std::time::Duration::from_millis(10);
+    loop {
+        match start_worker(cmd, slots, held) {
+            Ok(w) => return w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a worker; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Starts `execguard worker` with the channel and the slot file, then hands it every held fd.
+fn start_worker(
+    cmd: &WorkerCommand,
+    slots: &Slots,
+    held: &[Option<Held>],
+) -> Result<Worker, SupervisorError> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(SupervisorError::Signals)?;
+    let _ = setsockopt(&ours, sockopt::SndBuf, &CHANNEL_BUFFER);
+    // Inherited by the worker: `dup` gives copies without close-on-exec.
+    let channel_fd = nix::unistd::dup(&theirs).map_err(SupervisorError::Signals)?;
+    let slots_fd = nix::unistd::dup(slots.file()).map_err(SupervisorError::Signals)?;
+    let mut command = Command::new(&cmd.exe);
+    command
+        .arg("worker")
+        .arg("--channel-fd")
+        .arg(channel_fd.as_raw_fd().to_string())
+        .arg("--slots-fd")
+        .arg(slots_fd.as_raw_fd().to_string());
+    if let Some(c) = &cmd.config {
+        command.arg("--config").arg(c);
+    }
+    if let Some(e) = &cmd.events {
+        command.arg("--events").arg(e);
+    }
+    let child = command.spawn().map_err(SupervisorError::Thread)?;
+    drop((channel_fd, slots_fd, theirs));
+    tracing::info!(pid = child.id(), exe = %cmd.exe.display(), "worker started");
+    let worker = Worker {
+        child,
+        channel: ours,
+    };
+    for (index, h) in held.iter().enumerate() {
+        if let Some(h) = h {
+            send(&worker, index, h);
+        }
+    }
+    Ok(worker)
+}
+
+/// Hands one notify fd to the worker: the slot index, runc's message, and the fd.
+fn send(worker: &Worker, index: usize, h: &Held) {
+    let head = (index as u32).to_le_bytes();
+    let iov = [IoSlice::new(&head), IoSlice::new(&h.state)];
+    let fds = [h.fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    if let Err(e) = sendmsg::<()>(
+        worker.channel.as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::empty(),
+        None,
+    ) {
+        // The worker is gone; its successor gets every fd anyway.
+        tracing::warn!(slot = index, error = %e, "cannot hand a notify fd to the worker");
+    }
+}
+
+fn admit(epoll: &Epoll, held: &mut [Option<Held>], worker: Option<&Worker>, a: Arrival) {
+    let Some(index) = held.iter().position(Option::is_none) else {
+        tracing::error!(
+            "{MAX_SLOTS} notify fds are held already; this container is not served and its execs fail"
+        );
+        return;
+    };
+    // No events asked for: epoll still reports EPOLLHUP, when the container is gone.
+    if let Err(e) = epoll.add(&a.fd, EpollEvent::new(EpollFlags::empty(), index as u64)) {
+        tracing::error!(error = %e, "cannot watch a notify fd");
+        return;
+    }
+    let h = Held {
+        state: a.state,
+        fd: a.fd,
+    };
+    if let Some(w) = worker {
+        send(w, index, &h);
+    }
+    held[index] = Some(h);
+}
+
+/// Accepts runtimes' connections; each is read on a thread of its own, so that a slow peer
+/// delays nobody.
+fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Arrival>, wake: Arc<EventFd>) {
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let tx = tx.clone();
+        let wake = wake.clone();
+        let spawned = std::thread::Builder::new()
+            .name("connection".into())
+            .spawn(move || {
+                if let Some((state, fd)) = receive(&stream) {
+                    if tx.send(Arrival { state, fd }).is_ok() {
+                        let _ = wake.write(1);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a thread for a connection");
+        }
+    }
+}
+
+/// Reads runc's message from a root peer.
+fn receive(stream: &UnixStream) -> Option<(Vec<u8>, OwnedFd)> {
+    match getsockopt(stream, sockopt::PeerCredentials) {
+        Ok(cred) if cred.uid() == 0 => {}
+        Ok(cred) => {
+            tracing::warn!(
+                uid = cred.uid(),
+                pid = cred.pid(),
+                "refused a non-root peer"
+            );
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read peer credentials; refused");
+            return None;
+        }
+    }
+    match state::receive(stream) {
+        Ok((raw, parsed, fd)) => {
+            tracing::info!(container = %parsed.state.id, pid = parsed.pid, "container arrived");
+            Some((raw, fd))
+        }
+        Err(state::StateError::Empty) => {
+            tracing::debug!("a liveness check connected");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "bad message on the listener socket");
+            None
+        }
+    }
+}
+
+/// The keeper's own binary, as a path that later execs will find (`/proc/self/exe` names
+/// the running file, which an upgrade replaces).
+pub fn own_exe() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(Path::new(&exe).to_owned())
+}

@@ -1,0 +1,89 @@
+//! The supervisor survives its own death: the keeper holds every notify fd, so when the worker
+//! is killed (or replaced by an upgrade) in the middle of a build, no exec fails and no event
+//! is lost.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::{bundle, wait_for, Supervisor};
+
+const ITERATIONS: usize = 3000;
+const LOADER_EVERY: usize = 10;
+
+/// An exec loop with a loader execution every tenth turn (allowed and logged in audit mode);
+/// every failed exec is counted.
+fn exec_loop() -> String {
+    format!(
+        "touch /work/started; fails=0; i=0; \
+         while [ $i -lt {ITERATIONS} ]; do \
+           /bin/true || fails=$((fails+1)); \
+           if [ $((i % {LOADER_EVERY})) -eq 0 ]; then /lib64/ld-linux-x86-64.so.2 /bin/echo $i > /dev/null || fails=$((fails+1)); fi; \
+           i=$((i+1)); \
+         done; echo $fails > /work/fails"
+    )
+}
+
+fn survive(name: &str, disrupt: impl Fn(&Supervisor)) {
+    let sup = Supervisor::start("audit", "");
+    let b = bundle(&sup.config, name, &exec_loop(), &[], None);
+    let work = b.work.clone();
+    let child = b.spawn();
+    wait_for(&work.join("started"), "the container's start");
+    let mut disruptions = 0;
+    while !work.join("fails").exists() && disruptions < 8 {
+        std::thread::sleep(Duration::from_millis(150));
+        disrupt(&sup);
+        disruptions += 1;
+    }
+    let run = b.wait(child);
+    let ctx = format!("{}\n{}", run.describe(), sup.log());
+    let fails = std::fs::read_to_string(run.work.join("fails")).unwrap_or_default();
+    assert_eq!(fails.trim(), "0", "execs failed\n{ctx}");
+    assert!(
+        disruptions >= 3,
+        "the loop ended before the disruptions\n{ctx}"
+    );
+    // Every loader execution is logged.
+    let logged: HashSet<String> = sup
+        .events_of(&run.id)
+        .iter()
+        .filter(|e| e["event"] == "binary_executed_by_loader")
+        .filter_map(|e| {
+            e["exec"]["argv"]
+                .as_array()?
+                .last()?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    let expected: HashSet<String> = (0..ITERATIONS)
+        .step_by(LOADER_EVERY)
+        .map(|i| i.to_string())
+        .collect();
+    let lost: Vec<&String> = expected.difference(&logged).collect();
+    assert!(lost.is_empty(), "lost events for turns {lost:?}\n{ctx}");
+    let recovered = sup.log().matches("a dead worker left").count();
+    eprintln!(
+        "{name}: {disruptions} disruptions, 0 failed execs, {} loader runs logged, \
+         {recovered} in-flight notifications answered by the next worker",
+        logged.len()
+    );
+}
+
+#[test]
+fn worker_killed_mid_build() {
+    survive("kill9", |sup| {
+        let _ = kill(Pid::from_raw(sup.worker_pid()), Signal::SIGKILL);
+    });
+}
+
+/// SIGUSR2 replaces the worker with the binary now at the keeper's path (an upgrade).
+#[test]
+fn worker_replaced_mid_build() {
+    survive("upgrade", |sup| {
+        let _ = kill(Pid::from_raw(sup.pid()), Signal::SIGUSR2);
+    });
+}
