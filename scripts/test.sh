@@ -11,4 +11,6 @@ fi
 ./scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# Every parser of hostile bytes, fuzzed for a bounded time.
+FUZZ_SECONDS=${FUZZ_SECONDS:-10} ./scripts/fuzz.sh
 cargo test --all-targets

@@ -64,8 +64,37 @@ pub struct Shebang {
     pub arg: Option<Vec<u8>>,
 }
 
-/// Classifies the file open as `file`.
-pub fn classify(file: &std::fs::File) -> Result<FileKind, FileError> {
+/// Something to classify: an open file, or bytes in memory (tests and fuzzing).
+pub trait Source {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+    fn size(&self) -> std::io::Result<u64>;
+}
+
+impl Source for std::fs::File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
+impl Source for [u8] {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+}
+
+/// Classifies a file by its content.
+pub fn classify<S: Source + ?Sized>(file: &S) -> Result<FileKind, FileError> {
     let mut head = vec![0u8; HEAD_BYTES];
     let n = read_at(file, &mut head, 0, "file header")?;
     head.truncate(n);
@@ -80,7 +109,7 @@ pub fn classify(file: &std::fs::File) -> Result<FileKind, FileError> {
     classify_elf(file, &head)
 }
 
-fn classify_elf(file: &std::fs::File, head: &[u8]) -> Result<FileKind, FileError> {
+fn classify_elf<S: Source + ?Sized>(file: &S, head: &[u8]) -> Result<FileKind, FileError> {
     let Some(layout) = ElfLayout::parse(head) else {
         return Ok(FileKind::Other);
     };
@@ -131,14 +160,11 @@ fn classify_elf(file: &std::fs::File, head: &[u8]) -> Result<FileKind, FileError
 /// musl's libc.so both do; glibc's libc.so.6 and static-pie programs do not), or carries a
 /// loader's soname. Renaming, copying or stripping the file leaves both in place, and a loader
 /// without the symbol could not serve the programs it loads.
-fn loader_kind(file: &std::fs::File) -> Result<Option<LoaderKind>, FileError> {
-    let len = file
-        .metadata()
-        .map_err(|source| FileError::Read {
-            what: "file size",
-            source,
-        })?
-        .len();
+fn loader_kind<S: Source + ?Sized>(file: &S) -> Result<Option<LoaderKind>, FileError> {
+    let len = file.size().map_err(|source| FileError::Read {
+        what: "file size",
+        source,
+    })?;
     let cap = len.min(MAX_LOADER_BYTES) as usize;
     let mut bytes = vec![0u8; cap];
     let n = read_at(file, &mut bytes, 0, "loader candidate")?;
@@ -331,8 +357,8 @@ fn trim_end(mut s: &[u8]) -> &[u8] {
     s
 }
 
-fn read_at(
-    file: &std::fs::File,
+fn read_at<S: Source + ?Sized>(
+    file: &S,
     buf: &mut [u8],
     offset: u64,
     what: &'static str,

@@ -5,6 +5,7 @@ mod cli;
 mod containerd;
 mod failsafe;
 mod harness;
+mod hostile;
 mod legit;
 mod podman;
 mod profiles;

@@ -9,6 +9,9 @@
  *   exectool int80 PATH ARGV...             execve through the 32-bit ABI (int 0x80), x86_64 only
  *   exectool shadow-listener                try to install a second seccomp listener;
  *                                           exits 0 when the kernel answers EBUSY
+ *   exectool hostile                        a series of hostile execs (bad pointers, huge argv and
+ *                                           envp, control characters and invalid UTF-8, symlink
+ *                                           loops, an overlong path); prints each errno
  *   exectool vmsplice                       call vmsplice(-1, ...) and print the errno's name:
  *                                           EBADF normally, EPERM under podman's default profile
  */
@@ -27,6 +30,7 @@
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -98,6 +102,69 @@ static int shadow_listener(void) {
     return die("seccomp(NEW_LISTENER)");
 }
 
+#define LOADER "/lib64/ld-linux-x86-64.so.2"
+
+/* Each hostile exec runs in a child, so that one that succeeds does not end the series. */
+static void try_exec(const char *what, const char *path, char **av, char **ev) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        syscall(SYS_execve, path, av, ev);
+        printf("%s: %s\n", what, strerror(errno));
+        fflush(stdout);
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+}
+
+static int hostile(void) {
+    char *ld_touch[] = {"ld.so", "/bin/touch", "/work/hostile-ran", NULL};
+    /* Bad pointers: the path, argv itself, one argv entry, envp. */
+    try_exec("bad path pointer", (const char *)1, ld_touch, environ);
+    try_exec("bad argv pointer", LOADER, (char **)1, environ);
+    char *bad_entry[] = {"ld.so", (char *)1, "/work/hostile-ran", NULL};
+    try_exec("bad argv entry", LOADER, bad_entry, environ);
+    try_exec("bad envp pointer", LOADER, ld_touch, (char **)1);
+    /* Huge argv: 20000 options before the program. */
+    int n = 20000;
+    char **big = calloc((size_t)n + 4, sizeof(char *));
+    big[0] = "ld.so";
+    for (int i = 1; i < n; i++) big[i] = "--inhibit-cache";
+    big[n] = "/bin/touch";
+    big[n + 1] = "/work/hostile-ran";
+    try_exec("huge argv", LOADER, big, environ);
+    /* One huge argument (100 KiB) and a huge environment (30000 entries). */
+    char *huge = malloc(100 * 1024 + 1);
+    memset(huge, 'A', 100 * 1024);
+    huge[100 * 1024] = 0;
+    char *huge_arg[] = {"ld.so", huge, "/bin/touch", "/work/hostile-ran", NULL};
+    try_exec("huge argument", LOADER, huge_arg, environ);
+    char **env = calloc(30001, sizeof(char *));
+    for (int i = 0; i < 30000; i++) env[i] = "X=1";
+    try_exec("huge envp", LOADER, ld_touch, env);
+    /* Control characters, a forged JSON line and invalid UTF-8 in what gets logged. */
+    char *nasty[] = {"ld.so\n{\"event\":\"forged\"}", "/bin/touch", "/work/hostile\x1b[31m\xff\xfe\"\n", NULL};
+    try_exec("control characters", LOADER, nasty, environ);
+    /* Symlink loops and a long chain. */
+    symlink("/tmp/loop-b", "/tmp/loop-a");
+    symlink("/tmp/loop-a", "/tmp/loop-b");
+    try_exec("symlink loop", "/tmp/loop-a", ld_touch, environ);
+    char prev[64] = LOADER, name[64];
+    for (int i = 0; i < 45; i++) {
+        snprintf(name, sizeof name, "/tmp/chain-%d", i);
+        symlink(prev, name);
+        strcpy(prev, name);
+    }
+    try_exec("45-link chain", prev, ld_touch, environ);
+    /* A path longer than PATH_MAX, with no NUL inside it. */
+    char *longpath = malloc(8192);
+    memset(longpath, 'a', 8191);
+    longpath[0] = '/';
+    longpath[8191] = 0;
+    try_exec("overlong path", longpath, ld_touch, environ);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: exectool MODE ...\n");
@@ -105,6 +172,7 @@ int main(int argc, char **argv) {
     }
     const char *mode = argv[1];
     if (!strcmp(mode, "shadow-listener")) return shadow_listener();
+    if (!strcmp(mode, "hostile")) return hostile();
     if (!strcmp(mode, "vmsplice")) {
         long r = syscall(SYS_vmsplice, -1, NULL, 0, 0);
         printf("%s\n", r == 0 ? "OK" : errno == EPERM ? "EPERM" : errno == EBADF ? "EBADF" : strerror(errno));
