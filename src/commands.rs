@@ -185,7 +185,13 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
     };
     let mut out = String::new();
     out.push_str(&format!("exec:       {}\n", argv.join(" ")));
-    let verdict = match inspect::inspect(&req, &view, &mut args, &loaders) {
+    let verdict = match inspect::inspect(
+        &req,
+        &view,
+        &mut args,
+        &loaders,
+        &mut inspect::FileCache::default(),
+    ) {
         Ok(i) => {
             if let Some(r) = &i.resolved {
                 out.push_str(&format!("resolved:   {}\n", String::from_utf8_lossy(r)));

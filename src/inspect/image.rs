@@ -4,21 +4,20 @@
 //! the argv it really passed, so no race on the exec's path, argv or file can fool this look:
 //! a loader running a program is seen here whatever the exec-time check saw.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, OFlag};
-use nix::sys::stat::{fstat, Mode as StatMode};
+use nix::sys::stat::{fstat, stat, Mode as StatMode};
 
-use super::file::{self, FileKind, LoaderKind};
+use super::file::{self, FileKind};
 use super::loader_args::LoaderEnv;
 use super::resolve::Resolved;
 use super::{
-    loader_finding, parse_loader_args, Abi, Argv, Finding, InspectError, SystemLoaders, Via,
+    loader_finding, parse_loader_args, version_of, Abi, Argv, FileCache, Finding, InspectError,
+    SystemLoaders, Via,
 };
 
 /// Bytes of `/proc/PID/cmdline` read (the loader's options come first).
@@ -27,11 +26,6 @@ const MAX_CMDLINE_BYTES: u64 = 64 * 1024;
 const MAX_ARGS: usize = 128;
 /// Bytes of `/proc/PID/environ` scanned for `LD_TRACE_LOADED_OBJECTS` and `LD_AUDIT`.
 const MAX_ENVIRON_BYTES: u64 = 256 * 1024;
-/// Entries kept in the classification cache before it is emptied.
-const CACHE_ENTRIES: usize = 4096;
-/// Files changed less than this long ago are not cached: a rewrite within the same timestamp
-/// tick would otherwise go unseen.
-const CACHE_MIN_AGE_SECS: i64 = 2;
 /// `AT_RANDOM`: the address of 16 random bytes, different for every image.
 const AT_RANDOM: u64 = 25;
 
@@ -47,45 +41,35 @@ pub struct ImageInspection {
     pub finding: Option<Finding>,
 }
 
-/// Identity of a file version: a rewrite changes the change time, and the size most often.
-type FileVersion = (u64, u64, i64, i64, i64, i64, i64);
-
-/// Whether each executable is a loader, by file version.
-#[derive(Default)]
-pub struct ClassCache {
-    kinds: HashMap<FileVersion, Option<LoaderKind>>,
-}
-
-impl ClassCache {
-    fn lookup(&self, v: &FileVersion) -> Option<Option<LoaderKind>> {
-        self.kinds.get(v).copied()
-    }
-
-    fn store(&mut self, v: FileVersion, kind: Option<LoaderKind>) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        if now - v.5 < CACHE_MIN_AGE_SECS {
-            return;
-        }
-        if self.kinds.len() >= CACHE_ENTRIES {
-            self.kinds.clear();
-        }
-        self.kinds.insert(v, kind);
-    }
-}
-
 /// Inspects the image of task `tid` (pending on a checkpoint notification; `valid` says
 /// whether it still is, so that what was read belongs to it).
 pub fn inspect_image(
     tid: u32,
     abi: Abi,
     loaders: &SystemLoaders,
-    cache: &mut ClassCache,
+    cache: &mut FileCache,
     valid: &dyn Fn() -> bool,
 ) -> Result<ImageInspection, InspectError> {
     let read_err = |what| move |errno| InspectError::ReadTarget { what, errno };
+    // The common case in one system call: the new image is a file seen before, not a loader.
+    // (Read while the notification is pending, so the pid is still the task's.)
+    if let Ok(st) = stat(format!("/proc/{tid}/exe").as_str()) {
+        let key = (st.st_dev, st.st_ino);
+        let known = cache
+            .get(&version_of(&st))
+            .map(|k| matches!(k, FileKind::Loader(_)));
+        if loaders.kind_of(key).is_none() && known == Some(false) {
+            if !valid() {
+                return Err(InspectError::Gone);
+            }
+            return Ok(ImageInspection {
+                exe: Vec::new(),
+                argv: Argv::default(),
+                token: None,
+                finding: None,
+            });
+        }
+    }
     let proc_dir = nix::fcntl::open(
         format!("/proc/{tid}").as_str(),
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -110,49 +94,42 @@ pub fn inspect_image(
     )
     .map_err(read_err("exe"))?;
     let stat = fstat(&exe).map_err(read_err("exe"))?;
-    let version: FileVersion = (
-        stat.st_dev,
-        stat.st_ino,
-        stat.st_size,
-        stat.st_mtime,
-        stat.st_mtime_nsec,
-        stat.st_ctime,
-        stat.st_ctime_nsec,
-    );
+    let version = version_of(&stat);
     let kind = match loaders.kind_of((stat.st_dev, stat.st_ino)) {
         Some(k) => Some(k),
-        None => match cache.lookup(&version) {
-            Some(k) => k,
-            None => {
-                let file = std::fs::File::from(exe.try_clone().map_err(|e| {
-                    read_err("exe")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-                })?);
-                let k = match file::classify(&file) {
-                    Ok(FileKind::Loader(k)) => Some(k),
-                    Ok(_) => None,
-                    Err(source) => {
-                        return Err(InspectError::File {
-                            path: "/proc/self/exe".to_owned(),
-                            source,
-                        })
-                    }
-                };
-                cache.store(version, k);
-                k
+        None => {
+            let known = cache.get(&version).cloned();
+            let kind = match known {
+                Some(k) => k,
+                None => {
+                    let file = std::fs::File::from(exe.try_clone().map_err(|e| {
+                        read_err("exe")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+                    })?);
+                    let k = file::classify(&file).map_err(|source| InspectError::File {
+                        path: "/proc/self/exe".to_owned(),
+                        source,
+                    })?;
+                    cache.put(version, &k);
+                    k
+                }
+            };
+            match kind {
+                FileKind::Loader(k) => Some(k),
+                _ => None,
             }
-        },
+        }
     };
-    let display = readlinkat(&proc_dir, "exe")
-        .map(|p| p.as_bytes().to_vec())
-        .unwrap_or_default();
     let Some(kind) = kind else {
         return Ok(ImageInspection {
-            exe: display,
+            exe: Vec::new(),
             argv: Argv::default(),
             token: None,
             finding: None,
         });
     };
+    let display = readlinkat(&proc_dir, "exe")
+        .map(|p| p.as_bytes().to_vec())
+        .unwrap_or_default();
 
     let argv = read_cmdline(&proc_dir)?;
     let env = read_loader_env(&proc_dir)?;

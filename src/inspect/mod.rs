@@ -184,6 +184,53 @@ impl SystemLoaders {
     }
 }
 
+/// Identity of a file version: a rewrite changes the change time, and the size most often.
+pub type FileVersion = (u64, u64, i64, i64, i64, i64, i64);
+
+pub fn version_of(st: &nix::sys::stat::FileStat) -> FileVersion {
+    (
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime,
+        st.st_mtime_nsec,
+        st.st_ctime,
+        st.st_ctime_nsec,
+    )
+}
+
+/// What each file is, by file version, so that an exec of a file seen before costs no read.
+/// Files changed less than two seconds ago are not cached: a rewrite within one timestamp tick
+/// would otherwise go unseen.
+#[derive(Default)]
+pub struct FileCache {
+    kinds: HashMap<FileVersion, FileKind>,
+}
+
+/// Entries kept before the cache is emptied.
+const FILE_CACHE_ENTRIES: usize = 4096;
+const FILE_CACHE_MIN_AGE_SECS: i64 = 2;
+
+impl FileCache {
+    pub fn get(&self, v: &FileVersion) -> Option<&FileKind> {
+        self.kinds.get(v)
+    }
+
+    pub fn put(&mut self, v: FileVersion, kind: &FileKind) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if now - v.5 < FILE_CACHE_MIN_AGE_SECS {
+            return;
+        }
+        if self.kinds.len() >= FILE_CACHE_ENTRIES {
+            self.kinds.clear();
+        }
+        self.kinds.insert(v, kind.clone());
+    }
+}
+
 /// How a loader came to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
@@ -233,6 +280,7 @@ pub fn inspect(
     view: &FsView,
     args: &mut dyn ExecArgs,
     loaders: &SystemLoaders,
+    cache: &mut FileCache,
 ) -> Result<Inspection, InspectError> {
     let target = resolve_target(req, view)?;
     let mut inspection = Inspection {
@@ -243,13 +291,19 @@ pub fn inspect(
         // The kernel refuses to exec anything but a regular file (EACCES).
         return Ok(inspection);
     }
-    let ctx = Ctx { view, loaders };
+    let ctx = Ctx {
+        view,
+        loaders,
+        cache: std::cell::RefCell::new(cache),
+    };
     let kind = ctx.kind_of(&target)?;
     inspection.finding = match kind {
         FileKind::Loader(kind) => {
             let argv = args.argv()?;
             let env = args.loader_env()?;
             let invocation = parse_loader_args(kind, &argv, env);
+            let target = ctx.canonical(target, &req.path, req.dirfd);
+            inspection.resolved = Some(target.display.clone());
             Some(loader_finding(&target, kind, invocation, Via::Direct))
         }
         FileKind::Script(sb) => {
@@ -278,16 +332,13 @@ fn resolve_target(req: &ExecRequest, view: &FsView) -> Result<Resolved, InspectE
         let stat = nix::sys::stat::fstat(&fd).map_err(err)?;
         return Ok(Resolved { fd, stat, display });
     }
+    let follow = req.flags & AT_SYMLINK_NOFOLLOW == 0;
+    if let Some(found) = resolve::resolve_absolute_fast(view, &req.path, follow) {
+        return found.map_err(err);
+    }
     let start = view.start_dir(req.dirfd).map_err(err)?;
     let start_display = fd_display(view, req.dirfd);
-    resolve::resolve(
-        view,
-        start,
-        &start_display,
-        &req.path,
-        req.flags & AT_SYMLINK_NOFOLLOW == 0,
-    )
-    .map_err(err)
+    resolve::resolve(view, start, &start_display, &req.path, follow).map_err(err)
 }
 
 /// What `/proc/TID/fd/N` (or the cwd) says, for display only.
@@ -318,6 +369,7 @@ fn script_name(req: &ExecRequest) -> Vec<u8> {
 struct Ctx<'a> {
     view: &'a FsView,
     loaders: &'a SystemLoaders,
+    cache: std::cell::RefCell<&'a mut FileCache>,
 }
 
 impl Ctx<'_> {
@@ -325,22 +377,48 @@ impl Ctx<'_> {
         if let Some(kind) = self.loaders.kind_of(target.key()) {
             return Ok(FileKind::Loader(kind));
         }
+        let version = version_of(&target.stat);
+        if let Some(kind) = self.cache.borrow().get(&version) {
+            return Ok(kind.clone());
+        }
         let path = || crate::event::lossy(&target.display);
         let file = resolve::open_for_read(target).map_err(|errno| InspectError::Open {
             path: path(),
             errno,
         })?;
-        file::classify(&file).map_err(|source| InspectError::File {
+        let kind = file::classify(&file).map_err(|source| InspectError::File {
             path: path(),
             source,
-        })
+        })?;
+        self.cache.borrow_mut().put(version, &kind);
+        Ok(kind)
+    }
+
+    /// A file found by the one-syscall lookup carries the path as given; for an event, the
+    /// walk says where it really is.
+    fn canonical(&self, found: Resolved, path: &[u8], dirfd: Option<i32>) -> Resolved {
+        if found.display != path {
+            return found;
+        }
+        let Ok(start) = self.view.start_dir(dirfd) else {
+            return found;
+        };
+        resolve::resolve(self.view, start, b"", path, true)
+            .ok()
+            .filter(|r| r.key() == found.key())
+            .unwrap_or(found)
     }
 
     /// Resolves an interpreter path (a `#!` name or a `PT_INTERP`) as the kernel does: from
     /// the root when absolute, from the cwd otherwise. `None` when the kernel's exec would fail.
     fn resolve_interpreter(&self, name: &[u8]) -> Option<Resolved> {
-        let start = self.view.start_dir(None).ok()?;
-        let found = resolve::resolve(self.view, start, b"", name, true).ok()?;
+        let found = match resolve::resolve_absolute_fast(self.view, name, true) {
+            Some(r) => r.ok()?,
+            None => {
+                let start = self.view.start_dir(None).ok()?;
+                resolve::resolve(self.view, start, b"", name, true).ok()?
+            }
+        };
         found.is_regular().then_some(found)
     }
 
@@ -368,6 +446,7 @@ impl Ctx<'_> {
         };
         match self.kind_of(&interp)? {
             FileKind::Loader(kind) => {
+                let interp = self.canonical(interp, &sb.interpreter, None);
                 let truncated = args.argv()?.truncated;
                 let argv = Argv {
                     items: build_argv(args)?,
@@ -409,6 +488,7 @@ impl Ctx<'_> {
         if self.loaders.kind_of(found.key()).is_some() {
             return Ok(None);
         }
+        let found = self.canonical(found, interp, None);
         let shown = crate::event::lossy(&found.display);
         let loader = match self.kind_of(&found)? {
             FileKind::Loader(kind) => Some(LoaderFinding {
@@ -531,7 +611,7 @@ mod tests {
             },
             env,
         };
-        inspect(&req, &view, &mut args, &loaders).unwrap()
+        inspect(&req, &view, &mut args, &loaders, &mut FileCache::default()).unwrap()
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, readlinkat, OFlag};
+use nix::fcntl::{openat, openat2, readlinkat, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, FileStat, Mode as StatMode, SFlag};
 use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC};
 
@@ -20,50 +20,69 @@ const MAX_SYMLINKS: u32 = 40;
 /// The kernel's limit on a path's length, NUL included.
 pub const PATH_MAX: usize = 4096;
 
-/// The filesystem as one process sees it.
+/// The filesystem as one process sees it. `/proc/TID` is opened first and pins that task:
+/// the root and cwd are opened through it only when needed, and can never be another
+/// process's even if the task dies and its pid is reused meanwhile.
 pub struct FsView {
-    /// The process's root (`/proc/PID/root`).
-    pub root: OwnedFd,
-    /// The process's working directory (`/proc/PID/cwd`).
-    pub cwd: OwnedFd,
     /// The host's `/proc/TID` of the process, for its fds and for `/proc/self`.
     pub proc_dir: OwnedFd,
+    root: std::cell::OnceCell<OwnedFd>,
+    cwd: std::cell::OnceCell<OwnedFd>,
 }
 
 impl FsView {
     /// The view of task `tid` (a host pid or tid).
     pub fn of_task(tid: u32) -> Result<Self, Errno> {
-        let proc_dir = open_path(&format!("/proc/{tid}"), OFlag::O_DIRECTORY)?;
-        Ok(Self {
-            root: openat(
-                &proc_dir,
-                "root",
-                o_path(OFlag::O_DIRECTORY),
-                StatMode::empty(),
-            )?,
-            cwd: openat(
-                &proc_dir,
-                "cwd",
-                o_path(OFlag::O_DIRECTORY),
-                StatMode::empty(),
-            )?,
-            proc_dir,
-        })
+        Ok(Self::new(open_path(
+            &format!("/proc/{tid}"),
+            OFlag::O_DIRECTORY,
+        )?))
     }
 
     /// The view of this process: what `explain` uses.
     pub fn of_self() -> Result<Self, Errno> {
-        Ok(Self {
-            root: open_path("/", OFlag::O_DIRECTORY)?,
-            cwd: open_path(".", OFlag::O_DIRECTORY)?,
-            proc_dir: open_path("/proc/self", OFlag::O_DIRECTORY)?,
-        })
+        Ok(Self::new(open_path("/proc/self", OFlag::O_DIRECTORY)?))
+    }
+
+    fn new(proc_dir: OwnedFd) -> Self {
+        Self {
+            proc_dir,
+            root: std::cell::OnceCell::new(),
+            cwd: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn dir_link<'a>(
+        &self,
+        cell: &'a std::cell::OnceCell<OwnedFd>,
+        name: &str,
+    ) -> Result<&'a OwnedFd, Errno> {
+        if let Some(fd) = cell.get() {
+            return Ok(fd);
+        }
+        let fd = openat(
+            &self.proc_dir,
+            name,
+            o_path(OFlag::O_DIRECTORY),
+            StatMode::empty(),
+        )?;
+        Ok(cell.get_or_init(|| fd))
+    }
+
+    /// The process's root (`/proc/PID/root`).
+    pub fn root(&self) -> Result<&OwnedFd, Errno> {
+        self.dir_link(&self.root, "root")
+    }
+
+    /// The process's working directory (`/proc/PID/cwd`).
+    pub fn cwd(&self) -> Result<&OwnedFd, Errno> {
+        self.dir_link(&self.cwd, "cwd")
     }
 
     /// The directory a relative path starts from: the cwd, or the target's fd `dirfd`.
     pub fn start_dir(&self, dirfd: Option<i32>) -> Result<OwnedFd, Errno> {
         match dirfd {
-            None => self.cwd.try_clone().map_err(io_errno),
+            None => self.cwd()?.try_clone().map_err(io_errno),
             Some(fd) => self.target_fd(fd),
         }
     }
@@ -79,6 +98,55 @@ impl FsView {
             o_path(OFlag::empty()),
             StatMode::empty(),
         )
+    }
+}
+
+/// Resolves an absolute path inside the root in one system call (`openat2` with
+/// `RESOLVE_IN_ROOT`, which confines `..` and absolute symlinks to the root like the kernel's
+/// own lookup for a chrooted process). Procfs magic links are refused by it
+/// (`RESOLVE_NO_MAGICLINKS`); so are relative paths; and a failed lookup is left to the walk:
+/// `None` means "walk it with [`resolve`]".
+pub fn resolve_absolute_fast(
+    view: &FsView,
+    path: &[u8],
+    follow_last: bool,
+) -> Option<Result<Resolved, Errno>> {
+    if path.first() != Some(&b'/') {
+        return None;
+    }
+    if path.len() >= PATH_MAX {
+        return Some(Err(Errno::ENAMETOOLONG));
+    }
+    let root = match view.root() {
+        Ok(r) => r,
+        Err(e) => return Some(Err(e)),
+    };
+    let how = OpenHow::new()
+        .flags(o_path(if follow_last {
+            OFlag::empty()
+        } else {
+            OFlag::O_NOFOLLOW
+        }))
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(root, path, how) {
+        Ok(fd) => {
+            let stat = match fstat(&fd) {
+                Ok(st) => st,
+                Err(e) => return Some(Err(e)),
+            };
+            if !follow_last && is_symlink(&stat) {
+                return Some(Err(Errno::ELOOP));
+            }
+            Some(Ok(Resolved {
+                fd,
+                stat,
+                display: path.to_vec(),
+            }))
+        }
+        // Any failure goes to the walk, which decides: a magic link on the way, a kernel
+        // without openat2, or a procfs `self` link, which names the reader (here the
+        // supervisor, absent from the container's pid namespace) instead of the target.
+        Err(_) => None,
     }
 }
 
@@ -124,8 +192,9 @@ pub fn resolve(
         return Err(Errno::ENAMETOOLONG);
     }
     let absolute = path.first() == Some(&b'/');
+    let root = view.root()?;
     let mut cur = if absolute {
-        view.root.try_clone().map_err(io_errno)?
+        root.try_clone().map_err(io_errno)?
     } else {
         start
     };
@@ -137,7 +206,7 @@ pub fn resolve(
     // Components still to walk, last first.
     let mut todo: Vec<Vec<u8>> = split(path).rev().map(<[u8]>::to_vec).collect();
     let trailing_slash = path.ends_with(b"/");
-    let root_key = key_of(&view.root)?;
+    let root_key = key_of(root)?;
     let mut links = 0u32;
     let mut current_stat = fstat(&cur)?;
 
@@ -205,7 +274,7 @@ pub fn resolve(
                 return Err(Errno::ENOENT);
             }
             if target.first() == Some(&b'/') {
-                cur = view.root.try_clone().map_err(io_errno)?;
+                cur = root.try_clone().map_err(io_errno)?;
                 current_stat = fstat(&cur)?;
                 display.clear();
             }
@@ -335,11 +404,22 @@ mod tests {
                 StatMode::empty(),
             )
             .unwrap();
-            FsView {
-                root,
-                cwd,
-                proc_dir: open_path("/proc/self", OFlag::O_DIRECTORY).unwrap(),
-            }
+            let view = FsView::new(open_path("/proc/self", OFlag::O_DIRECTORY).unwrap());
+            let _ = view.root.set(root);
+            let _ = view.cwd.set(cwd);
+            view
+        }
+
+        /// The one-syscall lookup, where it answers; the walk, where it does not.
+        fn fast(&self, path: &str) -> Option<Result<(u64, u64), Errno>> {
+            let v = self.view("work");
+            resolve_absolute_fast(&v, path.as_bytes(), true).map(|r| r.map(|r| r.key()))
+        }
+
+        fn slow_key(&self, path: &str) -> Result<(u64, u64), Errno> {
+            let v = self.view("work");
+            let start = v.start_dir(None).unwrap();
+            resolve(&v, start, b"/work", path.as_bytes(), true).map(|r| r.key())
         }
 
         fn resolve(&self, cwd: &str, path: &str) -> Result<String, Errno> {
@@ -402,6 +482,29 @@ mod tests {
         assert_eq!(t.resolve("work", ""), Err(Errno::ENOENT));
         let long = "a/".repeat(3000);
         assert_eq!(t.resolve("work", &long), Err(Errno::ENAMETOOLONG));
+    }
+
+    #[test]
+    fn fast_lookup_agrees_with_the_walk() {
+        let t = Tree::new();
+        for path in [
+            "/lib64/ld-linux-x86-64.so.2",
+            "//lib64/./../lib64//ld-linux-x86-64.so.2",
+        ] {
+            let fast = t.fast(path).expect("absolute paths take the fast lookup");
+            assert_eq!(fast, t.slow_key(path), "{path}");
+        }
+        // Failures hand over to the walk, which decides.
+        for path in [
+            "/work/loop1",
+            "/nope",
+            "/lib/x86_64-linux-gnu/ld.so/x",
+            "/work/escape/passwd",
+        ] {
+            assert!(t.fast(path).is_none(), "{path}");
+            assert!(t.slow_key(path).is_err(), "{path}");
+        }
+        assert!(t.fast("rel/ld-linux-x86-64.so.2").is_none());
     }
 
     #[test]

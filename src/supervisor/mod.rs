@@ -10,6 +10,7 @@
 pub mod keeper;
 pub mod slots;
 pub mod state;
+pub mod stats;
 pub mod target;
 
 use std::collections::{HashMap, HashSet};
@@ -202,8 +203,8 @@ fn serve_fd(shared: &Shared, state: ContainerProcessState, fd: OwnedFd, slot: us
 /// What one notify fd's thread remembers between notifications.
 #[derive(Default)]
 struct ListenerState {
-    /// Whether executables are loaders, by file version (for the image checkpoint).
-    cache: image::ClassCache,
+    /// What each executable is, by file version (at the exec and at the image).
+    cache: inspect::FileCache,
     /// Loader findings allowed at the exec, by the pid the new image will have, so that the
     /// image checkpoint does not log them twice.
     allowed_at_exec: HashMap<u32, Rule>,
@@ -211,6 +212,9 @@ struct ListenerState {
     judged_images: HashSet<(u32, u64)>,
     /// Set while answering a notification whose event a dead worker already wrote.
     suppress_events: bool,
+    /// Time from receiving a notification to answering it, at the exec and at the image.
+    exec_latency: stats::Histogram,
+    image_latency: stats::Histogram,
 }
 
 /// Entries kept in each of `ListenerState`'s maps before it is emptied.
@@ -220,6 +224,21 @@ const STATE_ENTRIES: usize = 4096;
 fn serve(l: &Listener, shared: &Shared) {
     let mut st = ListenerState::default();
     recover(l, &mut st, shared);
+    serve_until_hangup(l, &mut st, shared);
+    tracing::info!(
+        container = %l.container.id,
+        execs = st.exec_latency.count(),
+        exec_p50_us = st.exec_latency.quantile(0.5),
+        exec_p99_us = st.exec_latency.quantile(0.99),
+        images = st.image_latency.count(),
+        image_p50_us = st.image_latency.quantile(0.5),
+        image_p99_us = st.image_latency.quantile(0.99),
+        "notify fd closed"
+    );
+}
+
+fn serve_until_hangup(l: &Listener, st: &mut ListenerState, shared: &Shared) {
+    let st = &mut *st;
     loop {
         let mut fds = [PollFd::new(l.notify.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
@@ -241,7 +260,7 @@ fn serve(l: &Listener, shared: &Shared) {
                 }
             };
             shared.slots.record(l.slot, SlotState::Received, &notif);
-            handle(l, &mut st, shared, &notif);
+            handle(l, st, shared, &notif);
             shared.slots.clear(l.slot);
         } else if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL)
         {
@@ -353,7 +372,8 @@ fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, notif: &Seccomp
     let notif = *notif;
     let started = Instant::now();
     let c = &l.container;
-    match target::decode(&notif) {
+    let trapped = target::decode(&notif);
+    match trapped.clone() {
         Some(Trapped::Exec {
             req,
             path,
@@ -381,7 +401,11 @@ fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, notif: &Seccomp
         // Nothing else is trapped; let it run as the profile would.
         None => respond(l, notif.id, Action::Continue),
     }
-    tracing::trace!(container = %c.id, micros = started.elapsed().as_micros() as u64, "answered");
+    let micros = started.elapsed().as_micros() as u64;
+    match trapped {
+        Some(Trapped::Checkpoint { .. }) => st.image_latency.record(micros),
+        _ => st.exec_latency.record(micros),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -406,7 +430,7 @@ fn handle_exec(
             })?;
         // The task's /proc entry is only its own while the notification is pending.
         target.check_valid()?;
-        inspect::inspect(&req, &view, &mut target, &c.loaders)
+        inspect::inspect(&req, &view, &mut target, &c.loaders, &mut st.cache)
     })();
     let (verdict, inspection, error) = match result {
         Ok(i) => (

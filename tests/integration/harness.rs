@@ -84,6 +84,12 @@ pub fn fixture() -> &'static Fixture {
                 .arg(helpers.join("racer.c")),
         );
         run_ok(
+            Command::new("gcc")
+                .args(["-O2", "-o"])
+                .arg(bin.join("execstorm"))
+                .arg(helpers.join("execstorm.c")),
+        );
+        run_ok(
             Command::new("musl-gcc")
                 .arg("-o")
                 .arg(bin.join("payload-musl"))
