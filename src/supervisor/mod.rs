@@ -428,7 +428,8 @@ fn handle_exec(
                 what: "filesystem view",
                 errno,
             })?;
-        // The task's /proc entry is only its own while the notification is pending.
+        // One check covers the path just read and /proc/TID just opened: both are the task's
+        // own only while the notification is pending.
         target.check_valid()?;
         inspect::inspect(&req, &view, &mut target, &c.loaders, &mut st.cache)
     })();

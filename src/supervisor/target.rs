@@ -140,9 +140,10 @@ impl<'a> Target<'a> {
     }
 
     /// Reads the exec path (at most `PATH_MAX` bytes, as the kernel allows).
+    /// The caller checks the notification's validity before using the bytes (one check after
+    /// this read and the opening of `/proc/TID` covers both).
     pub fn read_path(&self, addr: u64) -> Result<Vec<u8>, InspectError> {
         let (bytes, complete) = self.read_cstr(addr, PATH_MAX, "path")?;
-        self.check_valid()?;
         if !complete {
             return Err(InspectError::Resolve {
                 errno: Errno::ENAMETOOLONG,
