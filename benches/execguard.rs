@@ -204,7 +204,7 @@ fn target(met: bool) -> &'static str {
 fn main() {
     let o = opts();
     let n = if o.quick { 300 } else { 2000 };
-    let reps = if o.quick { 1 } else { 3 };
+    let reps = if o.quick { 1 } else { 5 };
     fixture();
     let sup = Supervisor::start("audit", "");
     let mut out = json!({"quick": o.quick, "execs_per_run": n, "runs_per_mode": reps});
@@ -215,22 +215,31 @@ fn main() {
     let mut p50: Vec<Vec<f64>> = vec![Vec::new(); 3];
     let mut p99: Vec<Vec<f64>> = vec![Vec::new(); 3];
     let mut sup_lat = Vec::new();
+    // This machine's speed drifts between runs by ±20 %: each round runs the three modes back
+    // to back, and the ratio is taken within the round (paired), then the median of rounds.
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); 3];
     for rep in 0..reps {
+        let mut round = [0.0; 3];
         for (i, mode) in modes.iter().enumerate() {
             let (id, v) = storm(&sup, &format!("storm-{mode}-{rep}"), mode, n);
             per_exec[i].push(v["mean_ns"].as_f64().unwrap() / 1000.0);
             p50[i].push(v["p50_ns"].as_f64().unwrap() / 1000.0);
             p99[i].push(v["p99_ns"].as_f64().unwrap() / 1000.0);
+            round[i] = v["mean_ns"].as_f64().unwrap();
             if *mode == "enforce" {
                 sup_lat.extend(supervisor_latency(&sup, &id));
             }
+        }
+        for i in 0..3 {
+            ratios[i].push(round[i] / round[0]);
         }
     }
     let m: Vec<f64> = per_exec.into_iter().map(median).collect();
     let p50: Vec<f64> = p50.into_iter().map(median).collect();
     let p99: Vec<f64> = p99.into_iter().map(median).collect();
-    let ratio = |i: usize| m[i] / m[0];
-    println!("\nexec storm: {n} fork+exec of /bin/true per run, median of {reps} runs per mode");
+    let r: Vec<f64> = ratios.into_iter().map(median).collect();
+    let ratio = |i: usize| r[i];
+    println!("\nexec storm: {n} fork+exec of /bin/true per run, {reps} rounds of the three modes; medians, ratio paired per round");
     println!(
         "  {:<12} {:>12} {:>8} {:>10} {:>10}",
         "mode", "per exec", "ratio", "p50", "p99"

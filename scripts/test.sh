@@ -13,4 +13,6 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 # Every parser of hostile bytes, fuzzed for a bounded time.
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} ./scripts/fuzz.sh
+# The benchmark's short version, to keep it working (its numbers are not judged here).
+cargo bench --bench execguard -- --quick
 cargo test --all-targets

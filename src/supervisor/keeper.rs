@@ -203,6 +203,8 @@ fn start_worker(
     let channel_fd = nix::unistd::dup(&theirs).map_err(SupervisorError::Signals)?;
     let slots_fd = nix::unistd::dup(slots.file()).map_err(SupervisorError::Signals)?;
     let mut command = Command::new(&cmd.exe);
+    // One malloc arena: a thread per container must not mean an arena per thread.
+    command.env("MALLOC_ARENA_MAX", "1");
     command
         .arg("worker")
         .arg("--channel-fd")

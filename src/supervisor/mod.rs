@@ -172,12 +172,17 @@ pub fn run_worker(
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("container".into())
+            .stack_size(THREAD_STACK)
             .spawn(move || serve_fd(&shared, parsed, fd, slot));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start a thread for a container");
         }
     }
 }
+
+/// Stack of a notify fd's thread: inspection recurses at most a few levels (nested `#!`
+/// interpreters) and keeps its buffers on the heap.
+const THREAD_STACK: usize = 256 << 10;
 
 /// Serves one notify fd until every task behind it is gone.
 fn serve_fd(shared: &Shared, state: ContainerProcessState, fd: OwnedFd, slot: usize) {
