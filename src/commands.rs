@@ -30,6 +30,9 @@ pub fn supervise(config_path: Option<&Path>, events: Option<&Path>) -> Result<()
         exe: keeper::own_exe().context("finding the execguard binary")?,
         config: config_path.map(Path::to_owned),
         events: events.map(Path::to_owned),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     };
     keeper::run(config, cmd)?;
     Ok(())
@@ -37,12 +40,12 @@ pub fn supervise(config_path: Option<&Path>, events: Option<&Path>) -> Result<()
 
 /// `execguard worker` (started by the keeper, not by people).
 pub fn worker(
-    config: Option<&Path>,
+    config_path: Option<&Path>,
     events: Option<&Path>,
     channel_fd: i32,
     slots_fd: i32,
 ) -> Result<()> {
-    let config = Config::load_or_default(config)?;
+    let config = Config::load_or_default(config_path)?;
     let sink = match events {
         Some(p) => {
             EventSink::file(p).with_context(|| format!("opening events file {}", p.display()))?
@@ -51,7 +54,62 @@ pub fn worker(
     };
     let channel = crate::sys::adopt_inherited_fd(channel_fd).context("the keeper's channel")?;
     let slots = crate::sys::adopt_inherited_fd(slots_fd).context("the slot file")?;
-    crate::supervisor::run_worker(config, sink, channel, Slots::from_fd(slots))?;
+    crate::supervisor::run_worker(
+        config,
+        config_path.map(Path::to_owned),
+        sink,
+        channel,
+        Slots::from_fd(slots),
+    )?;
+    Ok(())
+}
+
+/// `execguard status [--json]`: the supervised containers, over the control socket.
+pub fn status(config: Option<&Path>, json: bool) -> Result<()> {
+    let config = Config::load_or_default(config)?;
+    let body = crate::supervisor::control::request(&config.control.socket, "GET", "/status")
+        .map_err(anyhow::Error::msg)?;
+    if json {
+        print!("{body}");
+        return Ok(());
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).context("the supervisor's status")?;
+    println!(
+        "execguard {}: supervisor up {} s (worker {} s), socket {}, default mode {}",
+        v["version"].as_str().unwrap_or("?"),
+        v["supervisor_uptime_s"],
+        v["worker_uptime_s"],
+        v["socket"].as_str().unwrap_or("?"),
+        v["default_mode"].as_str().unwrap_or("?"),
+    );
+    let containers = v["containers"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<40} {:<8} {:<21} {:>8} {:>8} {:>7} {:>7}",
+        "CONTAINER", "MODE", "GUARDED SINCE", "EXECS", "IMAGES", "EVENTS", "DENIED"
+    );
+    for c in &containers {
+        println!(
+            "{:<40} {:<8} {:<21} {:>8} {:>8} {:>7} {:>7}",
+            c["id"].as_str().unwrap_or("?"),
+            c["mode"].as_str().unwrap_or("?"),
+            c["guarded_since"].as_str().unwrap_or("?"),
+            c["execs_inspected"],
+            c["images_inspected"],
+            c["events"],
+            c["denials"]
+        );
+    }
+    println!("{} container(s) guarded", containers.len());
+    Ok(())
+}
+
+/// `execguard reload`: validates the config here (saying exactly what is wrong), then asks the
+/// supervisor to reload it.
+pub fn reload(config_path: Option<&Path>) -> Result<()> {
+    let config = Config::load_or_default(config_path)?;
+    let body = crate::supervisor::control::request(&config.control.socket, "POST", "/reload")
+        .map_err(anyhow::Error::msg)?;
+    print!("{body}");
     Ok(())
 }
 

@@ -12,6 +12,8 @@ use crate::event::{Importance, Rule};
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/execguard/config.toml";
 /// The supervisor's listener socket when the config does not name one.
 pub const DEFAULT_SOCKET: &str = "/run/execguard/execguard.sock";
+/// The control socket when the config does not name one.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/execguard/control.sock";
 /// Where the hook and the runtime wrapper report when the config does not say.
 pub const DEFAULT_REPORT_LOG: &str = "/var/log/execguard/report.log";
 /// The environment variable that names the config for `execguard-runtime` and the hook.
@@ -195,6 +197,29 @@ impl Default for RuntimeConfig {
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// `execguard status` and `execguard reload` talk to the supervisor here (mode 0600).
+    pub socket: PathBuf,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A TCP address for Prometheus to scrape `/metrics` from ("127.0.0.1:9464"); empty: off.
+    /// The control socket serves `/metrics` too.
+    pub listen: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The supervisor's Unix socket; runc connects to it (`linux.seccomp.listenerPath`).
@@ -221,6 +246,10 @@ pub struct Config {
     pub detect: DetectConfig,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 fn default_socket() -> PathBuf {
@@ -247,6 +276,8 @@ impl Default for Config {
             rules: RuleOverrides::default(),
             detect: DetectConfig::default(),
             runtime: RuntimeConfig::default(),
+            control: ControlConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -282,6 +313,21 @@ impl Config {
                 message: "key `mode`: \"off\" is only for the execguard.io/mode annotation; \
                           the default mode is \"audit\" or \"enforce\""
                     .to_owned(),
+            });
+        }
+        if !config.metrics.listen.is_empty()
+            && config
+                .metrics
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .map_or(true, |a| !a.ip().is_loopback())
+        {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "key `metrics.listen`: {:?} is not a loopback address and port (127.0.0.1:9464)",
+                    config.metrics.listen
+                ),
             });
         }
         if !config.socket.is_absolute() {

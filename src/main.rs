@@ -53,6 +53,19 @@ enum Command {
         #[arg(long)]
         slots_fd: i32,
     },
+    /// Show the supervised containers and the supervisor's state (over the control socket).
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the JSON the supervisor sends.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the config file, then make the running supervisor re-read it (like SIGHUP).
+    Reload {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// A podman precreate hook: the spec on stdin, the patched spec on stdout.
     Hook {
         #[arg(long)]
@@ -86,6 +99,8 @@ fn main() -> ExitCode {
         }
         Command::Inject { bundle, config } => commands::inject(&bundle, config.as_deref()),
         Command::Hook { config } => commands::hook(config.as_deref()),
+        Command::Status { config, json } => commands::status(config.as_deref(), json),
+        Command::Reload { config } => commands::reload(config.as_deref()),
         Command::Worker {
             config,
             events,

@@ -39,6 +39,8 @@ pub struct WorkerCommand {
     pub exe: PathBuf,
     pub config: Option<PathBuf>,
     pub events: Option<PathBuf>,
+    /// When the keeper started, in seconds since the epoch.
+    pub started: u64,
 }
 
 /// A container's notify fd, as the keeper holds it.
@@ -67,6 +69,7 @@ pub fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
         Signal::SIGINT,
         Signal::SIGUSR2,
         Signal::SIGCHLD,
+        Signal::SIGHUP,
     ] {
         signals.add(s);
     }
@@ -123,6 +126,28 @@ pub fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
                                     if let Ok(Some(status)) = w.child.try_wait() {
                                         tracing::warn!(%status, "worker ended; starting a new one");
                                         worker = None;
+                                    }
+                                }
+                            }
+                            Ok(Signal::SIGHUP) => {
+                                match Config::load_or_default(cmd.config.as_deref()) {
+                                    Ok(new) => {
+                                        if new.socket != config.socket {
+                                            tracing::warn!(
+                                                old = %config.socket.display(),
+                                                new = %new.socket.display(),
+                                                "the socket path changes only when the supervisor restarts"
+                                            );
+                                        }
+                                        tracing::info!("config reloaded; replacing the worker");
+                                        if let Some(w) = worker.as_mut() {
+                                            let _ = w.child.kill();
+                                            let _ = w.child.wait();
+                                        }
+                                        worker = None;
+                                    }
+                                    Err(e) => {
+                                        tracing::error!(error = %e, "reload refused; the running config stays")
                                     }
                                 }
                             }
@@ -203,6 +228,7 @@ fn start_worker(
     let channel_fd = nix::unistd::dup(&theirs).map_err(SupervisorError::Signals)?;
     let slots_fd = nix::unistd::dup(slots.file()).map_err(SupervisorError::Signals)?;
     let mut command = Command::new(&cmd.exe);
+    command.env(super::KEEPER_STARTED_ENV, cmd.started.to_string());
     // One malloc arena: a thread per container must not mean an arena per thread.
     command.env("MALLOC_ARENA_MAX", "1");
     command

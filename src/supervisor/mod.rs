@@ -7,6 +7,7 @@
 //! is gone. A container whose inspection is slow (a hung filesystem, a flood of execs) delays
 //! only its own execs.
 
+pub mod control;
 pub mod keeper;
 pub mod slots;
 pub mod state;
@@ -19,6 +20,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -58,16 +60,28 @@ struct Container {
     id: String,
     settings: Settings,
     loaders: SystemLoaders,
+    since: std::time::SystemTime,
+    counters: control::ContainerCounters,
 }
 
 /// What every worker thread shares.
 struct Shared {
     config: Config,
+    /// The config file, for `reload` to validate.
+    config_path: Option<PathBuf>,
     sink: EventSink,
     slots: Slots,
     /// Containers by id, while any of their notify fds is served.
     containers: Mutex<HashMap<String, Weak<Container>>>,
+    counters: Arc<control::Counters>,
+    events_by: Mutex<std::collections::BTreeMap<(&'static str, crate::event::Importance), u64>>,
+    started: Instant,
+    /// When the keeper started (the supervisor's uptime survives worker restarts).
+    keeper_started: Option<std::time::SystemTime>,
 }
+
+/// The environment variable that carries the keeper's start time (seconds since the epoch).
+pub const KEEPER_STARTED_ENV: &str = "EXECGUARD_KEEPER_STARTED";
 
 /// One notify fd (a container start, or a `runc exec`).
 struct Listener {
@@ -75,6 +89,7 @@ struct Listener {
     container: Arc<Container>,
     /// Its slot in the keeper's slot file.
     slot: usize,
+    counters: Arc<control::Counters>,
 }
 
 /// Binds the listener socket: only root may connect (mode 0600, peer uid checked).
@@ -101,6 +116,7 @@ fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
 /// its own. Ends when the keeper closes the channel.
 pub fn run_worker(
     config: Config,
+    config_path: Option<PathBuf>,
     sink: EventSink,
     channel: OwnedFd,
     slots: Slots,
@@ -122,12 +138,22 @@ pub fn run_worker(
     if nix::unistd::getppid().as_raw() == 1 {
         return Ok(());
     }
+    let keeper_started = std::env::var(KEEPER_STARTED_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
     let shared = Arc::new(Shared {
         config,
+        config_path,
         sink,
         slots,
         containers: Mutex::new(HashMap::new()),
+        counters: Arc::new(control::Counters::default()),
+        events_by: Mutex::new(std::collections::BTreeMap::new()),
+        started: Instant::now(),
+        keeper_started,
     });
+    control::start(shared.clone());
     let mut buf = vec![0u8; state::MAX_STATE_BYTES + 8];
     loop {
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
@@ -194,6 +220,7 @@ fn serve_fd(shared: &Shared, state: ContainerProcessState, fd: OwnedFd, slot: us
         notify,
         container: shared.admit(&state),
         slot,
+        counters: shared.counters.clone(),
     };
     serve(&l, shared);
     let id = l.container.id.clone();
@@ -210,9 +237,10 @@ fn serve_fd(shared: &Shared, state: ContainerProcessState, fd: OwnedFd, slot: us
 struct ListenerState {
     /// What each executable is, by file version (at the exec and at the image).
     cache: inspect::FileCache,
-    /// Loader findings allowed at the exec, by the pid the new image will have, so that the
-    /// image checkpoint does not log them twice.
-    allowed_at_exec: HashMap<u32, Rule>,
+    /// Loader findings allowed at the exec, by the pid the new image will have (with the
+    /// process's start time, since pids are reused), so that the image checkpoint does not
+    /// log them twice. Every image checkpoint consumes its pid's entry.
+    allowed_at_exec: HashMap<u32, (Rule, u64)>,
     /// Images already judged at their first thread-pointer setup (pid, AT_RANDOM).
     judged_images: HashSet<(u32, u64)>,
     /// Set while answering a notification whose event a dead worker already wrote.
@@ -260,6 +288,9 @@ fn serve_until_hangup(l: &Listener, st: &mut ListenerState, shared: &Shared) {
                 Ok(n) => n,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                 Err(e) => {
+                    l.counters
+                        .notification_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(container = %l.container.id, error = %e, "NOTIF_RECV failed");
                     continue;
                 }
@@ -310,6 +341,8 @@ impl Shared {
             id: id.clone(),
             settings,
             loaders,
+            since: std::time::SystemTime::now(),
+            counters: control::ContainerCounters::default(),
         });
         let mut containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
         // Another thread may have admitted the same container meanwhile; either is right.
@@ -407,9 +440,22 @@ fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, notif: &Seccomp
         None => respond(l, notif.id, Action::Continue),
     }
     let micros = started.elapsed().as_micros() as u64;
+    let counters = &shared.counters;
+    counters.record_latency(micros);
     match trapped {
-        Some(Trapped::Checkpoint { .. }) => st.image_latency.record(micros),
-        _ => st.exec_latency.record(micros),
+        Some(Trapped::Checkpoint { .. }) => {
+            st.image_latency.record(micros);
+            c.counters.images.fetch_add(1, Ordering::Relaxed);
+            counters.image_notifications.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Trapped::Exec { .. }) => {
+            st.exec_latency.record(micros);
+            c.counters.execs.fetch_add(1, Ordering::Relaxed);
+            counters.exec_notifications.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {
+            counters.other_notifications.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -452,10 +498,12 @@ fn handle_exec(
         if verdict.action == Action::Continue && finding.is_some_and(|f| f.loader.is_some()) {
             // The image checkpoint will see the same loader; it need not log it again.
             if let Some(tgid) = tgid_of(notif.pid) {
-                if st.allowed_at_exec.len() >= STATE_ENTRIES {
-                    st.allowed_at_exec.clear();
+                if let Some(start) = start_time_of(tgid) {
+                    if st.allowed_at_exec.len() >= STATE_ENTRIES {
+                        st.allowed_at_exec.clear();
+                    }
+                    st.allowed_at_exec.insert(tgid, (rule, start));
                 }
-                st.allowed_at_exec.insert(tgid, rule);
             }
         }
         let mut ev = base_event(c, notif, rule, importance, verdict.action, "exec");
@@ -522,6 +570,7 @@ fn handle_checkpoint(
             return;
         }
     };
+    let allowed_at_exec = st.allowed_at_exec.remove(&notif.pid);
     let Some(finding) = img.finding else {
         respond(l, notif.id, Action::Continue);
         return;
@@ -537,7 +586,9 @@ fn handle_checkpoint(
         }
     }
     let verdict = policy::decide(Some(finding.rule), &c.settings);
-    let seen_at_exec = st.allowed_at_exec.remove(&notif.pid) == Some(finding.rule);
+    let seen_at_exec = allowed_at_exec.is_some_and(|(rule, start)| {
+        rule == finding.rule && start_time_of(notif.pid) == Some(start)
+    });
     if let Some((rule, importance)) = verdict.event {
         if !seen_at_exec || verdict.action != Action::Continue {
             let mut ev = base_event(c, notif, rule, importance, verdict.action, "image");
@@ -575,6 +626,18 @@ fn deny_or_continue(l: &Listener, notif: &SeccompNotif, action: Action) {
     respond(l, notif.id, action);
 }
 
+/// A process's start time (clock ticks since boot): with the pid, an identity that a reused
+/// pid does not share.
+fn start_time_of(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 /// The thread-group id of a task (the pid its process has after an exec).
 fn tgid_of(tid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
@@ -609,6 +672,13 @@ fn emit(shared: &Shared, l: &Listener, st: &ListenerState, notif: &SeccompNotif,
     if let Err(e) = shared.sink.emit(ev) {
         tracing::error!(error = %e, "cannot write the event");
     }
+    l.container.counters.events.fetch_add(1, Ordering::Relaxed);
+    *shared
+        .events_by
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((ev.event, ev.importance))
+        .or_default() += 1;
     if notif.id != 0 {
         shared.slots.record(l.slot, SlotState::EventWritten, notif);
     }
@@ -634,11 +704,20 @@ fn respond(l: &Listener, id: u64, action: Action) {
             flags: 0,
         },
     };
+    if let Action::Deny(_) = action {
+        l.container.counters.denials.fetch_add(1, Ordering::Relaxed);
+        l.counters.denials.fetch_add(1, Ordering::Relaxed);
+    }
     match l.notify.send(&resp) {
         Ok(()) => {}
         // The task was interrupted or died; if interrupted, the exec arrives again.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-        Err(e) => tracing::warn!(container = %l.container.id, error = %e, "NOTIF_SEND failed"),
+        Err(e) => {
+            l.counters
+                .notification_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(container = %l.container.id, error = %e, "NOTIF_SEND failed");
+        }
     }
 }
 

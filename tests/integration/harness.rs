@@ -140,9 +140,10 @@ impl Supervisor {
         std::fs::write(
             &config,
             format!(
-                "socket = \"{}\"\nmode = \"{mode}\"\nreport_log = \"{}\"\n{extra}\n",
+                "socket = \"{}\"\nmode = \"{mode}\"\nreport_log = \"{}\"\n{extra}\n[control]\nsocket = \"{}\"\n",
                 socket.display(),
-                dir.path().join("report.log").display()
+                dir.path().join("report.log").display(),
+                dir.path().join("control.sock").display(),
             ),
         )
         .unwrap();

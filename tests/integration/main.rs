@@ -7,6 +7,7 @@ mod failsafe;
 mod harness;
 mod hostile;
 mod legit;
+mod operations;
 mod podman;
 mod profiles;
 mod races;

@@ -60,9 +60,18 @@ fn race(kind: &str) {
                 .filter_map(|a| a.strip_prefix("/work/").map(str::to_owned))
                 .collect();
             let missing: Vec<&String> = ran.difference(&logged).collect();
+            let others: Vec<&serde_json::Value> = events
+                .iter()
+                .filter(|e| e["event"] != "binary_executed_by_loader")
+                .collect();
+            let log = sup.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| missing.iter().any(|m| l.contains(m.as_str())))
+                .collect();
             assert!(
                 missing.is_empty(),
-                "runs without an event: {missing:?}\n{ctx}"
+                "runs without an event: {missing:?}\nother events: {others:#?}\nlog: {lines:#?}"
             );
         }
     }

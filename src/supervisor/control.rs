@@ -1,0 +1,369 @@
+//! The worker's control endpoint: `GET /status` (JSON), `GET /metrics` (Prometheus text),
+//! `POST /reload` (validate the config file, then ask the keeper to reload), over HTTP/1.0 on
+//! a Unix socket that only root may use (mode 0600, peer uid checked). The same `/metrics`
+//! can also be served on a loopback TCP port for Prometheus (`[metrics] listen`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use serde::Serialize;
+
+use super::Shared;
+use crate::config::Config;
+
+/// Upper bounds (µs) of the answer-latency histogram's buckets.
+pub const LATENCY_BUCKETS_US: [u64; 12] = [
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 100000,
+];
+/// Requests larger than this are refused.
+const MAX_REQUEST: u64 = 8 << 10;
+
+/// Counters every worker thread adds to, without locks.
+#[derive(Default)]
+pub struct Counters {
+    pub exec_notifications: AtomicU64,
+    pub image_notifications: AtomicU64,
+    pub other_notifications: AtomicU64,
+    pub denials: AtomicU64,
+    pub notification_errors: AtomicU64,
+    latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    latency_sum_us: AtomicU64,
+}
+
+impl Counters {
+    pub fn record_latency(&self, us: u64) {
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+}
+
+/// Per-container counters, shown by `execguard status`.
+#[derive(Default)]
+pub struct ContainerCounters {
+    pub execs: AtomicU64,
+    pub images: AtomicU64,
+    pub events: AtomicU64,
+    pub denials: AtomicU64,
+}
+
+#[derive(Serialize)]
+struct ContainerStatus {
+    id: String,
+    mode: crate::config::Mode,
+    guarded_since: String,
+    execs_inspected: u64,
+    images_inspected: u64,
+    events: u64,
+    denials: u64,
+}
+
+#[derive(Serialize)]
+struct Status {
+    version: &'static str,
+    supervisor_uptime_s: u64,
+    worker_uptime_s: u64,
+    socket: PathBuf,
+    default_mode: crate::config::Mode,
+    containers: Vec<ContainerStatus>,
+}
+
+fn status(shared: &Shared) -> Status {
+    let containers = shared.containers.lock().unwrap_or_else(|p| p.into_inner());
+    let mut list: Vec<ContainerStatus> = containers
+        .values()
+        .filter_map(std::sync::Weak::upgrade)
+        .map(|c| ContainerStatus {
+            id: c.id.clone(),
+            mode: c.settings.mode,
+            guarded_since: humantime::format_rfc3339_seconds(c.since).to_string(),
+            execs_inspected: c.counters.execs.load(Ordering::Relaxed),
+            images_inspected: c.counters.images.load(Ordering::Relaxed),
+            events: c.counters.events.load(Ordering::Relaxed),
+            denials: c.counters.denials.load(Ordering::Relaxed),
+        })
+        .collect();
+    list.sort_by(|a, b| a.id.cmp(&b.id));
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        supervisor_uptime_s: shared
+            .keeper_started
+            .and_then(|t| t.elapsed().ok())
+            .map_or(0, |d| d.as_secs()),
+        worker_uptime_s: shared.started.elapsed().as_secs(),
+        socket: shared.config.socket.clone(),
+        default_mode: shared.config.mode,
+        containers: list,
+    }
+}
+
+fn metrics(shared: &Shared) -> String {
+    let c = &shared.counters;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, u64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in lines {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    metric(
+        "execguard_notifications_total",
+        "counter",
+        "Notifications answered, by checkpoint.",
+        vec![
+            (
+                "{stage=\"exec\"}".into(),
+                c.exec_notifications.load(Ordering::Relaxed),
+            ),
+            (
+                "{stage=\"image\"}".into(),
+                c.image_notifications.load(Ordering::Relaxed),
+            ),
+            (
+                "{stage=\"syscall\"}".into(),
+                c.other_notifications.load(Ordering::Relaxed),
+            ),
+        ],
+    );
+    let events = shared.events_by.lock().unwrap_or_else(|p| p.into_inner());
+    metric(
+        "execguard_events_total",
+        "counter",
+        "Events written, by name and importance.",
+        events
+            .iter()
+            .map(|((name, imp), v)| {
+                (
+                    format!("{{event=\"{name}\",importance=\"{}\"}}", imp.as_str()),
+                    *v,
+                )
+            })
+            .collect(),
+    );
+    drop(events);
+    metric(
+        "execguard_denials_total",
+        "counter",
+        "Calls denied.",
+        vec![(String::new(), c.denials.load(Ordering::Relaxed))],
+    );
+    metric(
+        "execguard_notification_errors_total",
+        "counter",
+        "Receive or answer failures other than a task gone.",
+        vec![(String::new(), c.notification_errors.load(Ordering::Relaxed))],
+    );
+    let guarded = shared
+        .containers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter(|w| w.strong_count() > 0)
+        .count() as u64;
+    metric(
+        "execguard_containers_guarded",
+        "gauge",
+        "Containers with at least one notify fd served.",
+        vec![(String::new(), guarded)],
+    );
+    out.push_str("# HELP execguard_answer_latency_microseconds Time from receiving a notification to answering it.\n");
+    out.push_str("# TYPE execguard_answer_latency_microseconds histogram\n");
+    let mut cumulative = 0;
+    for (i, b) in LATENCY_BUCKETS_US.iter().enumerate() {
+        cumulative += c.latency[i].load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "execguard_answer_latency_microseconds_bucket{{le=\"{b}\"}} {cumulative}\n"
+        ));
+    }
+    cumulative += c.latency[LATENCY_BUCKETS_US.len()].load(Ordering::Relaxed);
+    out.push_str(&format!(
+        "execguard_answer_latency_microseconds_bucket{{le=\"+Inf\"}} {cumulative}\n"
+    ));
+    out.push_str(&format!(
+        "execguard_answer_latency_microseconds_sum {}\nexecguard_answer_latency_microseconds_count {cumulative}\n",
+        c.latency_sum_us.load(Ordering::Relaxed)
+    ));
+    out
+}
+
+/// Validates the config file for a reload.
+fn check_reload(shared: &Shared) -> Result<String, String> {
+    let path = shared.config_path.as_deref();
+    Config::load_or_default(path).map_err(|e| format!("{e}; the running config stays"))?;
+    Ok("reloading: a new worker starts with the new config; no container is dropped\n".into())
+}
+
+/// Asks the keeper (this worker's parent) to reload; it replaces this worker, so the answer
+/// to the client is written first.
+fn signal_reload() {
+    let keeper = nix::unistd::getppid();
+    if let Err(e) = nix::sys::signal::kill(keeper, nix::sys::signal::Signal::SIGHUP) {
+        tracing::error!(error = %e, "cannot signal the keeper to reload");
+    }
+}
+
+/// Starts the control endpoint and, when configured, the metrics port.
+pub(super) fn start(shared: Arc<Shared>) {
+    let path = shared.config.control.socket.clone();
+    match bind_unix(&path) {
+        Ok(listener) => {
+            let shared = shared.clone();
+            let _ = std::thread::Builder::new()
+                .name("control".into())
+                .spawn(move || {
+                    for stream in listener.incoming().flatten() {
+                        let root = getsockopt(&stream, PeerCredentials).is_ok_and(|c| c.uid() == 0);
+                        if !root {
+                            tracing::warn!("refused a non-root peer on the control socket");
+                            continue;
+                        }
+                        serve(stream, &shared, true);
+                    }
+                });
+        }
+        Err(e) => {
+            tracing::error!(socket = %path.display(), error = %e, "cannot open the control socket")
+        }
+    }
+    let listen = shared.config.metrics.listen.clone();
+    if !listen.is_empty() {
+        match TcpListener::bind(&listen) {
+            Ok(listener) => {
+                let _ = std::thread::Builder::new()
+                    .name("metrics".into())
+                    .spawn(move || {
+                        for stream in listener.incoming().flatten() {
+                            serve(stream, &shared, false);
+                        }
+                    });
+            }
+            Err(e) => tracing::error!(listen, error = %e, "cannot open the metrics port"),
+        }
+    }
+}
+
+fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Answers one HTTP/1.0 request. `full` allows /status and /reload (the root-only socket);
+/// the TCP port serves /metrics alone.
+fn serve<S: Read + Write + SetTimeout>(stream: S, shared: &Shared, full: bool) {
+    stream.set_timeouts(Duration::from_secs(2));
+    let mut reader = BufReader::new(stream.take_limit(MAX_REQUEST));
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let mut then_reload = false;
+    let (code, kind, body) = match (method, target, full) {
+        ("GET", "/metrics", _) => ("200 OK", "text/plain; version=0.0.4", metrics(shared)),
+        ("GET", "/status", true) => (
+            "200 OK",
+            "application/json",
+            serde_json::to_string_pretty(&status(shared)).unwrap_or_default() + "\n",
+        ),
+        ("POST", "/reload", true) => match check_reload(shared) {
+            Ok(m) => {
+                then_reload = true;
+                ("200 OK", "text/plain", m)
+            }
+            Err(m) => ("400 Bad Request", "text/plain", m + "\n"),
+        },
+        _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+    };
+    let mut stream = reader.into_inner().into_inner();
+    let _ = write!(
+        stream,
+        "HTTP/1.0 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.flush();
+    drop(stream);
+    if then_reload {
+        signal_reload();
+    }
+}
+
+/// What `serve` needs of a connection.
+trait SetTimeout: Sized {
+    fn set_timeouts(&self, d: Duration);
+    fn take_limit(self, n: u64) -> LimitedStream<Self> {
+        LimitedStream {
+            inner: self,
+            left: n,
+        }
+    }
+}
+
+impl SetTimeout for UnixStream {
+    fn set_timeouts(&self, d: Duration) {
+        let _ = self.set_read_timeout(Some(d));
+        let _ = self.set_write_timeout(Some(d));
+    }
+}
+
+impl SetTimeout for std::net::TcpStream {
+    fn set_timeouts(&self, d: Duration) {
+        let _ = self.set_read_timeout(Some(d));
+        let _ = self.set_write_timeout(Some(d));
+    }
+}
+
+/// A connection whose reads stop after `left` bytes, and that can still be written to.
+struct LimitedStream<S> {
+    inner: S,
+    left: u64,
+}
+
+impl<S> LimitedStream<S> {
+    fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Read> Read for LimitedStream<S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let max = buf.len().min(self.left as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A client request to the control socket: the body of the answer, or the error it carries.
+pub fn request(socket: &Path, method: &str, target: &str) -> Result<String, String> {
+    let mut s = UnixStream::connect(socket)
+        .map_err(|e| format!("cannot reach the supervisor at {}: {e}", socket.display()))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    write!(s, "{method} {target} HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    if head.starts_with("HTTP/1.0 200") {
+        Ok(body.to_owned())
+    } else {
+        Err(body.trim_end().to_owned())
+    }
+}

@@ -1,0 +1,145 @@
+//! Running it for real: status and metrics over the control socket, and reload without
+//! dropping a container.
+
+use std::process::Command;
+
+use crate::harness::{bundle, run_container, wait_for, Supervisor, EXECGUARD};
+
+fn execguard(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(EXECGUARD).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn status_and_metrics() {
+    let sup = Supervisor::start("audit", "");
+    let cfg = sup.config.to_str().unwrap().to_owned();
+    let b = bundle(
+        &sup.config,
+        "status",
+        "/lib64/ld-linux-x86-64.so.2 /bin/true; touch /work/started; while [ ! -e /work/done ]; do sleep 0.05; done",
+        &[("execguard.io/mode", "audit")],
+        None,
+    );
+    let work = b.work.clone();
+    let id = b.id.clone();
+    let child = b.spawn();
+    wait_for(&work.join("started"), "the container's start");
+
+    let (ok, out, err) = execguard(&["status", "--json", "--config", &cfg]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    let c = v["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(c["mode"], "audit");
+    assert!(c["execs_inspected"].as_u64().unwrap() >= 2, "{c}");
+    assert_eq!(c["events"], 1, "{c}");
+    assert_eq!(c["denials"], 0, "{c}");
+    let (ok, table, _) = execguard(&["status", "--config", &cfg]);
+    assert!(
+        ok && table.contains(&id) && table.contains("1 container(s) guarded"),
+        "{table}"
+    );
+
+    let metrics = execguard::supervisor::control::request(
+        &sup.dir.path().join("control.sock"),
+        "GET",
+        "/metrics",
+    )
+    .unwrap();
+    for needle in [
+        "execguard_notifications_total{stage=\"exec\"}",
+        "execguard_events_total{event=\"binary_executed_by_loader\",importance=\"critical\"} 1",
+        "execguard_denials_total 0",
+        "execguard_containers_guarded 1",
+        "execguard_answer_latency_microseconds_bucket{le=\"+Inf\"}",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
+    }
+    std::fs::write(work.join("done"), "").unwrap();
+    b.wait(child);
+}
+
+/// A good config is taken up by a new worker without dropping the running container; a bad
+/// one is refused with the reason, and the running config stays.
+#[test]
+fn reload_keeps_containers() {
+    let sup = Supervisor::start("audit", "");
+    let cfg = sup.config.to_str().unwrap().to_owned();
+    let b = bundle(
+        &sup.config,
+        "reload",
+        "touch /work/started; while [ ! -e /work/go ]; do sleep 0.05; done; \
+         /lib64/ld-linux-x86-64.so.2 /bin/touch /work/m; /bin/true && touch /work/alive",
+        &[],
+        None,
+    );
+    let work = b.work.clone();
+    let child = b.spawn();
+    wait_for(&work.join("started"), "the container's start");
+    let worker = sup.worker_pid();
+
+    // A bad config: refused, with the file, key and line.
+    let good = std::fs::read_to_string(&sup.config).unwrap();
+    std::fs::write(
+        &sup.config,
+        good.replace("mode = \"audit\"", "mode = \"enforcing\""),
+    )
+    .unwrap();
+    let (ok, _, err) = execguard(&["reload", "--config", &cfg]);
+    assert!(!ok);
+    assert!(err.contains("line 2") && err.contains("enforcing"), "{err}");
+    assert_eq!(sup.worker_pid(), worker);
+
+    // A good one: enforce from now on; the running container is kept and re-judged.
+    std::fs::write(
+        &sup.config,
+        good.replace("mode = \"audit\"", "mode = \"enforce\""),
+    )
+    .unwrap();
+    let (ok, out, err) = execguard(&["reload", "--config", &cfg]);
+    assert!(ok, "{err}");
+    assert!(out.contains("reloading"), "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sup.worker_pid() == worker {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker was not replaced\n{}",
+            sup.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::write(work.join("go"), "").unwrap();
+    let run = b.wait(child);
+    assert!(
+        run.marker("alive"),
+        "the container lost its supervisor\n{}\n{}",
+        run.describe(),
+        sup.log()
+    );
+    assert!(
+        !run.marker("m"),
+        "enforce did not apply after the reload\n{}",
+        sup.log()
+    );
+    let events = sup.events_of(&run.id);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["action"], "denied");
+    // A new container after the reload is in enforce mode too.
+    let after = run_container(
+        &sup,
+        "after-reload",
+        "/lib64/ld-linux-x86-64.so.2 /bin/touch /work/m",
+        &[],
+    );
+    assert!(!after.marker("m"));
+}
