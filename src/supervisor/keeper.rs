@@ -77,7 +77,10 @@ pub fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(SupervisorError::Signals)?;
 
-    let listener = bind(&config.socket)?;
+    let (listener, activated) = match activated_listener()? {
+        Some(l) => (l, true),
+        None => (bind(&config.socket)?, false),
+    };
     let slots = Slots::create().map_err(SupervisorError::Thread)?;
     let wake = Arc::new(
         EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
@@ -168,7 +171,11 @@ pub fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
                                     );
                                     let _ = w.child.wait();
                                 }
-                                let _ = std::fs::remove_file(&config.socket);
+                                // A socket systemd made stays: it queues runc's connections
+                                // until the supervisor is back.
+                                if !activated {
+                                    let _ = std::fs::remove_file(&config.socket);
+                                }
                                 return Ok(());
                             }
                             Err(_) => {}
@@ -193,6 +200,28 @@ pub fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
             }
         }
     }
+}
+
+/// The listener socket systemd passed (socket activation: `LISTEN_PID` is this process,
+/// `LISTEN_FDS` at least 1, the socket at fd 3), if any.
+fn activated_listener() -> Result<Option<UnixListener>, SupervisorError> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        .unwrap_or(0);
+    if !ours || count < 1 {
+        return Ok(None);
+    }
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_FDNAMES");
+    let fd = crate::sys::adopt_inherited_fd(3).map_err(SupervisorError::Thread)?;
+    tracing::info!("using the listener socket passed by systemd");
+    Ok(Some(UnixListener::from(fd)))
 }
 
 /// Starts a worker, retrying until one starts: without one, every guarded exec waits.

@@ -143,3 +143,79 @@ fn reload_keeps_containers() {
     );
     assert!(!after.marker("m"));
 }
+
+/// Socket activation (a systemd socket unit): the keeper takes the listener it is handed on
+/// fd 3, leaves it in place when it stops, and a container started while no keeper runs
+/// waits for the next one instead of failing.
+#[test]
+fn socket_activation_bridges_a_restart() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixListener;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("eg.sock");
+    let config = dir.path().join("config.toml");
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"{}\"\nreport_log = \"{}\"\n[control]\nsocket = \"{}\"\n",
+            socket.display(),
+            dir.path().join("report.log").display(),
+            dir.path().join("control.sock").display()
+        ),
+    )
+    .unwrap();
+    // The "systemd" side: a listening socket, passed without close-on-exec.
+    let listener = UnixListener::bind(&socket).unwrap();
+    let inherited = nix::unistd::dup(&listener).unwrap();
+    let start_keeper = || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "LISTEN_PID=$$ LISTEN_FDS=1 exec {EXECGUARD} supervise --config {} --events {} 3<&{}",
+                config.display(),
+                events.display(),
+                inherited.as_raw_fd()
+            ))
+            .stderr(std::fs::File::create(dir.path().join("keeper.log")).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let stop = |child: &mut std::process::Child| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = child.wait();
+    };
+    let script = "/lib64/ld-linux-x86-64.so.2 /bin/touch /work/m";
+
+    let mut keeper = start_keeper();
+    std::thread::sleep(Duration::from_millis(300));
+    let run = bundle(&config, "activated-1", script, &[], None).run();
+    assert!(run.marker("m"), "{}", run.describe());
+    stop(&mut keeper);
+    assert!(
+        socket.exists(),
+        "the keeper removed a socket it did not make"
+    );
+
+    // No keeper now: the container starts, and its first exec waits.
+    let b = bundle(&config, "activated-2", script, &[], None);
+    let child = b.spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut keeper = start_keeper();
+    let run = b.wait(child);
+    stop(&mut keeper);
+    let log = std::fs::read_to_string(dir.path().join("keeper.log")).unwrap_or_default();
+    assert!(run.marker("m"), "{}\n{log}", run.describe());
+    assert!(
+        log.contains("using the listener socket passed by systemd"),
+        "{log}"
+    );
+    let lines = std::fs::read_to_string(&events).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+    drop(listener);
+}
