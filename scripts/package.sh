@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the Debian package and checks, on this machine, that it installs (binaries that run,
+# config, hook, containers.conf drop-in, systemd units) and removes cleanly (purge leaves
+# nothing). Needs root. Leaves the system as it found it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
+deb=$(cargo deb --quiet 2>/dev/null | tail -n 1)
+[ -f "$deb" ] || deb=$(ls -t target/debian/execguard_*.deb | head -n 1)
+echo "== built $deb"
+dpkg-deb --contents "$deb" | awk '{print $6}'
+fail() { echo "package check failed: $*" >&2; exit 1; }
+dpkg -i "$deb" >/dev/null
+for f in /usr/bin/execguard /usr/bin/execguard-runtime /etc/execguard/config.toml \
+         /usr/share/execguard/hooks.d/execguard.json /etc/containers/containers.conf.d/50-execguard.conf \
+         /lib/systemd/system/execguard.service /lib/systemd/system/execguard.socket; do
+  [ -e "$f" ] || fail "$f is not installed"
+done
+/usr/bin/execguard --version | grep execguard > /dev/null || fail "execguard does not run"
+/usr/bin/execguard-runtime --version | grep execguard-runtime > /dev/null || fail "execguard-runtime does not run"
+/usr/bin/execguard explain -- /bin/true > /dev/null || fail "explain does not work with the shipped config"
+jq -e '.stages == ["precreate"] and .hook.path == "/usr/bin/execguard"' /usr/share/execguard/hooks.d/execguard.json >/dev/null \
+  || fail "the hook JSON is wrong"
+# A changed config survives an upgrade (reinstall) and a remove; purge takes it.
+echo '# local change' >> /etc/execguard/config.toml
+dpkg -i "$deb" >/dev/null
+grep -q 'local change' /etc/execguard/config.toml || fail "an upgrade replaced the changed config"
+dpkg -r execguard >/dev/null
+[ ! -e /usr/bin/execguard ] || fail "remove left the binary"
+[ -e /etc/execguard/config.toml ] || fail "remove took the config (a conffile)"
+dpkg -P execguard >/dev/null
+[ ! -e /etc/execguard/config.toml ] || fail "purge left the config"
+[ ! -e /usr/share/execguard/hooks.d/execguard.json ] || fail "purge left the hook"
+echo "package: installs, keeps a changed config on upgrade and remove, purges cleanly"
