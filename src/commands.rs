@@ -291,3 +291,34 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
     print!("{out}");
     Ok(())
 }
+
+/// `execguard setup ENGINE [--dry-run]`.
+pub fn setup(
+    engine: crate::setup::Engine,
+    layout: &crate::setup::Layout,
+    dry_run: bool,
+) -> Result<()> {
+    let changes = crate::setup::plan(engine, layout)?;
+    if dry_run {
+        for c in &changes {
+            let state = match &c.before {
+                Some(b) if *b == c.content => "unchanged",
+                Some(_) => "would be changed",
+                None => "would be created",
+            };
+            println!("== {} ({state})\n{}", c.path.display(), c.content);
+        }
+        println!("(dry run: nothing written)");
+        return Ok(());
+    }
+    let written = crate::setup::apply(&changes)?;
+    for c in &changes {
+        let state = if written.contains(&c.path) {
+            "written"
+        } else {
+            "already set up"
+        };
+        println!("{}: {state}", c.path.display());
+    }
+    Ok(())
+}

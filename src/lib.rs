@@ -8,6 +8,7 @@
 //! - [`inspect`]: resolves and classifies an exec's target, parses loader arguments;
 //! - [`policy`]: from an inspection and a container's settings to a verdict (no I/O);
 //! - [`event`]: the JSON event lines; [`config`]: the TOML config;
+//! - [`setup`]: writes podman's, containerd's and CRI-O's configuration for execguard;
 //! - [`commands`]: what the `execguard` binary's subcommands do;
 //! - [`sys`]: the only `unsafe` code, the seccomp notification ioctls.
 
@@ -18,6 +19,7 @@ pub mod guard;
 pub mod inspect;
 pub mod policy;
 pub mod runtime;
+pub mod setup;
 pub mod spec;
 pub mod supervisor;
 pub mod sys;

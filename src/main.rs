@@ -19,6 +19,13 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum SetupEngine {
+    Podman,
+    Containerd,
+    Crio,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ExplainMode {
     Audit,
     Enforce,
@@ -66,6 +73,27 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Write (or show, with --dry-run) the configuration an engine needs, keeping what its
+    /// files already say.
+    Setup {
+        #[arg(value_enum)]
+        engine: SetupEngine,
+        /// Show the files and their new content; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write under this directory instead of / (image builds, tests).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Where execguard-runtime is installed.
+        #[arg(long, default_value = "/usr/bin/execguard-runtime")]
+        runtime_path: PathBuf,
+        /// Where execguard is installed.
+        #[arg(long, default_value = "/usr/bin/execguard")]
+        execguard_path: PathBuf,
+        /// The config the hook reads.
+        #[arg(long, default_value = execguard::config::DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
     /// A podman precreate hook: the spec on stdin, the patched spec on stdout.
     Hook {
         #[arg(long)]
@@ -100,6 +128,28 @@ fn main() -> ExitCode {
         Command::Inject { bundle, config } => commands::inject(&bundle, config.as_deref()),
         Command::Hook { config } => commands::hook(config.as_deref()),
         Command::Status { config, json } => commands::status(config.as_deref(), json),
+        Command::Setup {
+            engine,
+            dry_run,
+            root,
+            runtime_path,
+            execguard_path,
+            config,
+        } => {
+            let engine = match engine {
+                SetupEngine::Podman => execguard::setup::Engine::Podman,
+                SetupEngine::Containerd => execguard::setup::Engine::Containerd,
+                SetupEngine::Crio => execguard::setup::Engine::Crio,
+            };
+            let layout = execguard::setup::Layout {
+                root,
+                execguard: execguard_path,
+                runtime: runtime_path,
+                config,
+                ..Default::default()
+            };
+            commands::setup(engine, &layout, dry_run)
+        }
         Command::Reload { config } => commands::reload(config.as_deref()),
         Command::Worker {
             config,

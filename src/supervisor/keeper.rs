@@ -16,7 +16,7 @@ use std::sync::{mpsc, Arc};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
     getsockopt, sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage, MsgFlags,
@@ -63,16 +63,7 @@ struct Worker {
 
 /// Runs the keeper until SIGTERM or SIGINT.
 pub fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
-    let mut signals = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGUSR2,
-        Signal::SIGCHLD,
-        Signal::SIGHUP,
-    ] {
-        signals.add(s);
-    }
+    let signals = super::keeper_signals();
     signals.thread_block().map_err(SupervisorError::Signals)?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(SupervisorError::Signals)?;

@@ -80,6 +80,22 @@ struct Shared {
     keeper_started: Option<std::time::SystemTime>,
 }
 
+/// The signals the keeper takes through its signalfd (blocked in the keeper, so inherited
+/// blocked by the worker, which unblocks them).
+fn keeper_signals() -> SigSet {
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR2,
+        Signal::SIGCHLD,
+        Signal::SIGHUP,
+    ] {
+        signals.add(s);
+    }
+    signals
+}
+
 /// The environment variable that carries the keeper's start time (seconds since the epoch).
 pub const KEEPER_STARTED_ENV: &str = "EXECGUARD_KEEPER_STARTED";
 
@@ -122,16 +138,9 @@ pub fn run_worker(
     slots: Slots,
 ) -> Result<(), SupervisorError> {
     // The keeper blocks its signals; a worker must die of SIGTERM like any process.
-    let mut signals = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGUSR2,
-        Signal::SIGCHLD,
-    ] {
-        signals.add(s);
-    }
-    signals.thread_unblock().map_err(SupervisorError::Signals)?;
+    keeper_signals()
+        .thread_unblock()
+        .map_err(SupervisorError::Signals)?;
     // A worker never outlives its keeper: the notify fds must close with the keeper, not
     // linger in an orphan that no one restarts.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SupervisorError::Signals)?;
@@ -523,21 +532,7 @@ fn handle_exec(
             argv: argv.items.iter().map(|a| event::lossy(a)).collect(),
             argv_truncated: argv.truncated,
         });
-        ev.loader = finding
-            .and_then(|f| f.loader.as_ref())
-            .map(|l| event::LoaderInfo {
-                path: event::lossy(&l.path),
-                kind: l.kind.as_str(),
-                program: l.invocation.program.as_deref().map(event::lossy),
-                mode: l.invocation.mode.as_str(),
-                options: l
-                    .invocation
-                    .options
-                    .iter()
-                    .map(|o| event::lossy(o))
-                    .collect(),
-                via: l.via.as_str(),
-            });
+        ev.loader = finding.and_then(|f| f.loader.as_ref()).map(loader_info);
         emit(shared, l, st, notif, &ev);
     }
     respond(l, notif.id, verdict.action);

@@ -2,16 +2,7 @@
 
 use std::process::Command;
 
-use crate::harness::{Supervisor, EXECGUARD};
-
-fn execguard(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(EXECGUARD).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::harness::{execguard, Supervisor};
 
 #[test]
 fn explain_says_what_and_why() {
@@ -172,4 +163,64 @@ fn containerd_accepts_the_example_handler() {
         text.contains("pod_annotations = [\"execguard.io/*\"]"),
         "{text}"
     );
+}
+
+/// `setup containerd` adds the handler to an existing config, keeps the rest, writes nothing
+/// with --dry-run, changes nothing the second time, and containerd accepts the result.
+#[test]
+fn setup_containerd_edits_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let cfg = dir.path().join("etc/containerd/config.toml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    let site = "# site settings\nversion = 2\noom_score = -999\n";
+    std::fs::write(&cfg, site).unwrap();
+
+    let (ok, out, err) = execguard(&["setup", "containerd", "--dry-run", "--root", root]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("would be changed") && out.contains("BinaryName"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), site);
+
+    let (ok, out, err) = execguard(&["setup", "containerd", "--root", root]);
+    assert!(ok, "{err}");
+    assert!(out.contains("written"), "{out}");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.starts_with(site), "{text}");
+    let (ok, out, _) = execguard(&["setup", "containerd", "--root", root]);
+    assert!(ok && out.contains("already set up"), "{out}");
+
+    let dump = Command::new("containerd")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["config", "dump"])
+        .output()
+        .unwrap();
+    let dumped = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(
+        dumped.contains("BinaryName = \"/usr/bin/execguard-runtime\""),
+        "{dumped}"
+    );
+    assert!(dumped.contains("oom_score = -999"), "{dumped}");
+
+    for engine in ["podman", "crio"] {
+        let (ok, out, err) = execguard(&["setup", engine, "--root", root]);
+        assert!(ok, "{engine}: {err}");
+        assert!(out.contains("written"), "{out}");
+    }
+    assert!(dir
+        .path()
+        .join("usr/share/execguard/hooks.d/execguard.json")
+        .exists());
+    assert!(dir
+        .path()
+        .join("etc/crio/crio.conf.d/50-execguard.conf")
+        .exists());
 }

@@ -611,3 +611,27 @@ pub fn which(name: &str) -> PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{name} is not on PATH"))
 }
+
+/// Runs `execguard ARGS`: (success, stdout, stderr).
+pub fn execguard(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(EXECGUARD).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The last argument of each event's argv (the tests put a marker name there).
+pub fn last_args(events: &[Value]) -> std::collections::HashSet<String> {
+    events
+        .iter()
+        .filter_map(|e| {
+            e["exec"]["argv"]
+                .as_array()?
+                .last()?
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}

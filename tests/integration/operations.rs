@@ -3,16 +3,7 @@
 
 use std::process::Command;
 
-use crate::harness::{bundle, run_container, wait_for, Supervisor, EXECGUARD};
-
-fn execguard(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(EXECGUARD).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::harness::{bundle, execguard, run_container, wait_for, Supervisor, EXECGUARD};
 
 #[test]
 fn status_and_metrics() {

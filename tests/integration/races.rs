@@ -48,15 +48,8 @@ fn race(kind: &str) {
             );
         } else {
             assert!(!ran.is_empty(), "the racer never won in audit mode\n{ctx}");
-            let logged: HashSet<String> = events
+            let logged: HashSet<String> = crate::harness::last_args(&events)
                 .iter()
-                .filter_map(|e| {
-                    e["exec"]["argv"]
-                        .as_array()?
-                        .last()?
-                        .as_str()
-                        .map(str::to_owned)
-                })
                 .filter_map(|a| a.strip_prefix("/work/").map(str::to_owned))
                 .collect();
             let missing: Vec<&String> = ran.difference(&logged).collect();

@@ -47,18 +47,12 @@ fn survive(name: &str, disrupt: impl Fn(&Supervisor)) {
         "the loop ended before the disruptions\n{ctx}"
     );
     // Every loader execution is logged.
-    let logged: HashSet<String> = sup
+    let loader_events: Vec<serde_json::Value> = sup
         .events_of(&run.id)
-        .iter()
+        .into_iter()
         .filter(|e| e["event"] == "binary_executed_by_loader")
-        .filter_map(|e| {
-            e["exec"]["argv"]
-                .as_array()?
-                .last()?
-                .as_str()
-                .map(str::to_owned)
-        })
         .collect();
+    let logged = crate::harness::last_args(&loader_events);
     let expected: HashSet<String> = (0..ITERATIONS)
         .step_by(LOADER_EVERY)
         .map(|i| i.to_string())

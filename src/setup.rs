@@ -1,0 +1,349 @@
+//! `execguard setup podman|containerd|crio [--dry-run]`: writes (or, with `--dry-run`, shows)
+//! the configuration each engine needs, keeping what its files already say.
+//!
+//! - podman: a containers.conf drop-in whose `hooks_dir` is every hooks directory podman
+//!   already uses (containers.conf files are merged key by key, so a drop-in's list replaces
+//!   the others') plus execguard's own, and the hook JSON there;
+//! - containerd: the `execguard` runtime handler (runc shim, `BinaryName` = execguard-runtime,
+//!   `execguard.io/*` annotations let through) added to `/etc/containerd/config.toml`, edited
+//!   in place with every other line, comment and table kept;
+//! - CRI-O: a drop-in with the `execguard` runtime handler.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use toml_edit::{value, Array, DocumentMut, Item, Table};
+
+/// The engines `setup` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Podman,
+    Containerd,
+    Crio,
+}
+
+/// Where execguard's binaries and files are (the package's layout by default).
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// Prefixes every path written or read (tests, image builds); `/` normally.
+    pub root: PathBuf,
+    pub execguard: PathBuf,
+    pub runtime: PathBuf,
+    pub config: PathBuf,
+    pub hooks_dir: PathBuf,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/"),
+            execguard: PathBuf::from("/usr/bin/execguard"),
+            runtime: PathBuf::from("/usr/bin/execguard-runtime"),
+            config: PathBuf::from(crate::config::DEFAULT_CONFIG_PATH),
+            hooks_dir: PathBuf::from("/usr/share/execguard/hooks.d"),
+        }
+    }
+}
+
+/// One file `setup` writes: its path (inside `root`) and its new content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub path: PathBuf,
+    pub content: String,
+    /// The file's content before, if it existed.
+    pub before: Option<String>,
+}
+
+impl Layout {
+    fn at(&self, p: &str) -> PathBuf {
+        self.root.join(p.trim_start_matches('/'))
+    }
+}
+
+/// What `setup` would write for `engine`.
+pub fn plan(engine: Engine, l: &Layout) -> Result<Vec<Change>> {
+    match engine {
+        Engine::Podman => podman(l),
+        Engine::Containerd => containerd(l).map(|c| vec![c]),
+        Engine::Crio => Ok(vec![crio(l)?]),
+    }
+}
+
+/// Writes the changes (temporary file, then rename), skipping files already as they should be.
+pub fn apply(changes: &[Change]) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for c in changes {
+        if c.before.as_deref() == Some(c.content.as_str()) {
+            continue;
+        }
+        if let Some(dir) = c.path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let tmp = c.path.with_extension("execguard-tmp");
+        std::fs::write(&tmp, &c.content).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &c.path)
+            .with_context(|| format!("replacing {}", c.path.display()))?;
+        written.push(c.path.clone());
+    }
+    Ok(written)
+}
+
+fn read_existing(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// podman's default hooks directories (used when no containers.conf names any).
+const PODMAN_DEFAULT_HOOKS: &[&str] = &[
+    "/usr/share/containers/oci/hooks.d",
+    "/etc/containers/oci/hooks.d",
+];
+const PODMAN_DROPIN: &str = "/etc/containers/containers.conf.d/50-execguard.conf";
+
+fn podman(l: &Layout) -> Result<Vec<Change>> {
+    // Every hooks_dir already configured, in the order podman reads the files.
+    let mut dirs: Vec<String> = Vec::new();
+    let mut sources = vec![
+        l.at("/usr/share/containers/containers.conf"),
+        l.at("/etc/containers/containers.conf"),
+    ];
+    if let Ok(entries) = std::fs::read_dir(l.at("/etc/containers/containers.conf.d")) {
+        let mut more: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+        more.sort();
+        sources.extend(more.into_iter().filter(|p| *p != l.at(PODMAN_DROPIN)));
+    }
+    for src in sources {
+        let Some(text) = read_existing(&src)? else {
+            continue;
+        };
+        let doc: DocumentMut = text
+            .parse()
+            .with_context(|| format!("{} is not valid TOML", src.display()))?;
+        if let Some(list) = doc
+            .get("engine")
+            .and_then(|e| e.get("hooks_dir"))
+            .and_then(Item::as_array)
+        {
+            // A later file's list replaces an earlier one's.
+            dirs = list
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+        }
+    }
+    if dirs.is_empty() {
+        dirs = PODMAN_DEFAULT_HOOKS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+    }
+    let ours = l.hooks_dir.to_string_lossy().into_owned();
+    if !dirs.contains(&ours) {
+        dirs.push(ours);
+    }
+    let mut list = Array::new();
+    for d in &dirs {
+        list.push(d.as_str());
+    }
+    let mut doc = DocumentMut::new();
+    let mut engine = Table::new();
+    engine.insert("hooks_dir", value(list));
+    doc.insert("engine", Item::Table(engine));
+    let dropin = format!(
+        "# Written by `execguard setup podman`: podman's hooks directories plus execguard's own\n\
+         # (not a shared one: CRI-O reads those and does not know the precreate stage).\n{doc}"
+    );
+    let hook = serde_json::json!({
+        "version": "1.0.0",
+        "hook": {
+            "path": l.execguard,
+            "args": ["execguard", "hook", "--config", l.config],
+        },
+        "when": {"always": true},
+        "stages": ["precreate"],
+    });
+    let hook_path = l.at(&l.hooks_dir.join("execguard.json").to_string_lossy());
+    Ok(vec![
+        Change {
+            before: read_existing(&l.at(PODMAN_DROPIN))?,
+            path: l.at(PODMAN_DROPIN),
+            content: dropin,
+        },
+        Change {
+            before: read_existing(&hook_path)?,
+            path: hook_path,
+            content: serde_json::to_string_pretty(&hook)? + "\n",
+        },
+    ])
+}
+
+const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
+
+fn containerd(l: &Layout) -> Result<Change> {
+    let path = l.at(CONTAINERD_CONFIG);
+    let before = read_existing(&path)?;
+    let mut doc: DocumentMut = match &before {
+        Some(t) => t
+            .parse()
+            .with_context(|| format!("{} is not valid TOML", path.display()))?,
+        None => "version = 2\n".parse()?,
+    };
+    match doc.get("version").and_then(Item::as_integer) {
+        None | Some(2) => {}
+        Some(v) => bail!(
+            "{}: config version {v}; `setup containerd` writes version 2 (containerd 1.x)",
+            path.display()
+        ),
+    }
+    if doc.get("version").is_none() {
+        doc.insert("version", value(2));
+    }
+    let handler = ensure_table(
+        &mut doc,
+        &[
+            "plugins",
+            "io.containerd.grpc.v1.cri",
+            "containerd",
+            "runtimes",
+            "execguard",
+        ],
+    )?;
+    handler.insert("runtime_type", value("io.containerd.runc.v2"));
+    let mut annotations = Array::new();
+    annotations.push("execguard.io/*");
+    handler.insert("pod_annotations", value(annotations.clone()));
+    handler.insert("container_annotations", value(annotations));
+    let options = ensure_sub(handler, "options")?;
+    options.insert("BinaryName", value(l.runtime.to_string_lossy().as_ref()));
+    Ok(Change {
+        path,
+        content: doc.to_string(),
+        before,
+    })
+}
+
+/// The table at `keys`, made (implicitly, like containerd's own config does) where missing.
+fn ensure_table<'a>(doc: &'a mut DocumentMut, keys: &[&str]) -> Result<&'a mut Table> {
+    let mut t = doc.as_table_mut();
+    for k in keys {
+        t = ensure_sub(t, k)?;
+    }
+    Ok(t)
+}
+
+fn ensure_sub<'a>(t: &'a mut Table, key: &str) -> Result<&'a mut Table> {
+    if !t.contains_key(key) {
+        let mut new = Table::new();
+        new.set_implicit(true);
+        t.insert(key, Item::Table(new));
+    }
+    t.get_mut(key)
+        .and_then(Item::as_table_mut)
+        .with_context(|| format!("`{key}` is not a table"))
+}
+
+const CRIO_DROPIN: &str = "/etc/crio/crio.conf.d/50-execguard.conf";
+
+fn crio(l: &Layout) -> Result<Change> {
+    let path = l.at(CRIO_DROPIN);
+    let content = format!(
+        "# Written by `execguard setup crio`: the execguard runtime handler (runc behind\n\
+         # execguard-runtime), with the execguard.io/mode annotation let through.\n\
+         [crio.runtime.runtimes.execguard]\n\
+         runtime_path = \"{}\"\n\
+         runtime_type = \"oci\"\n\
+         runtime_root = \"/run/runc\"\n\
+         allowed_annotations = [\"execguard.io/mode\"]\n",
+        l.runtime.display()
+    );
+    Ok(Change {
+        before: read_existing(&path)?,
+        path,
+        content,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(root: &Path) -> Layout {
+        Layout {
+            root: root.to_owned(),
+            ..Layout::default()
+        }
+    }
+
+    #[test]
+    fn containerd_keeps_everything_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(dir.path());
+        let cfg = dir.path().join("etc/containerd/config.toml");
+        std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        let original = "# site config, keep me\nversion = 2\nroot = \"/var/lib/containerd\"\n\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"pause:3.9\" # pinned\n";
+        std::fs::write(&cfg, original).unwrap();
+        let change = containerd(&l).unwrap();
+        assert!(change
+            .content
+            .starts_with("# site config, keep me\nversion = 2\n"));
+        assert!(change
+            .content
+            .contains("sandbox_image = \"pause:3.9\" # pinned"));
+        assert!(change
+            .content
+            .contains("BinaryName = \"/usr/bin/execguard-runtime\""));
+        assert!(change
+            .content
+            .contains("pod_annotations = [\"execguard.io/*\"]"));
+        apply(&[change]).unwrap();
+        let again = containerd(&l).unwrap();
+        assert_eq!(again.before.as_deref(), Some(again.content.as_str()));
+        assert!(apply(&[again]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn podman_keeps_the_configured_hooks_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(dir.path());
+        let etc = dir.path().join("etc/containers");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("containers.conf"),
+            "[engine]\nhooks_dir = [\"/opt/site-hooks\"]\n",
+        )
+        .unwrap();
+        let changes = podman(&l).unwrap();
+        let dropin = &changes[0].content;
+        assert!(dropin.contains("\"/opt/site-hooks\""), "{dropin}");
+        assert!(
+            dropin.contains("\"/usr/share/execguard/hooks.d\""),
+            "{dropin}"
+        );
+        assert!(
+            !dropin.contains("/usr/share/containers/oci/hooks.d"),
+            "{dropin}"
+        );
+        let hook: serde_json::Value = serde_json::from_str(&changes[1].content).unwrap();
+        assert_eq!(hook["stages"][0], "precreate");
+        // Without any configured list, podman's defaults are kept.
+        let empty = tempfile::tempdir().unwrap();
+        let dropin = &podman(&layout(empty.path())).unwrap()[0].content;
+        assert!(
+            dropin.contains("/usr/share/containers/oci/hooks.d"),
+            "{dropin}"
+        );
+    }
+
+    #[test]
+    fn containerd_refuses_a_config_version_it_does_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("etc/containerd/config.toml");
+        std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        std::fs::write(&cfg, "version = 3\n").unwrap();
+        let err = containerd(&layout(dir.path())).unwrap_err().to_string();
+        assert!(err.contains("version 3"), "{err}");
+    }
+}
