@@ -12,6 +12,11 @@ if ((${#missing[@]})); then
   apt-get update -q >&2
   apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
+# The Kubernetes manifests are checked against the API schemas (offline, bundled).
+if ! command -v kubernetes-validate >/dev/null; then
+  echo "execguard: installing kubernetes-validate (PyPI)" >&2
+  python3 -m pip install -q kubernetes-validate >&2
+fi
 if ! command -v cargo >/dev/null; then
   echo "execguard: cargo is not on PATH; install a Rust toolchain (1.85 or newer) first" >&2
   exit 1

@@ -15,6 +15,8 @@ cargo clippy --all-targets -- -D warnings
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} ./scripts/fuzz.sh
 # The benchmark's short version, to keep it working (its numbers are not judged here).
 cargo bench --bench execguard -- --quick
+# The Kubernetes manifests against the API schemas.
+kubernetes-validate --strict deploy/kubernetes/execguard.yaml examples/kubernetes/runtimeclass.yaml
 # The Debian package installs and removes cleanly on this machine.
 ./scripts/package.sh
 cargo test --all-targets
