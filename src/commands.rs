@@ -46,12 +46,18 @@ pub fn worker(
     slots_fd: i32,
 ) -> Result<()> {
     let config = Config::load_or_default(config_path)?;
-    let sink = match events {
+    let mut sink = match events {
         Some(p) => {
             EventSink::file(p).with_context(|| format!("opening events file {}", p.display()))?
         }
         None => EventSink::stdout(),
     };
+    if config.events.syslog {
+        let socket = &config.events.syslog_socket;
+        sink = sink
+            .with_syslog(Some(socket))
+            .with_context(|| format!("connecting to syslog at {}", socket.display()))?;
+    }
     let channel = crate::sys::adopt_inherited_fd(channel_fd).context("the keeper's channel")?;
     let slots = crate::sys::adopt_inherited_fd(slots_fd).context("the slot file")?;
     crate::supervisor::run_worker(

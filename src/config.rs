@@ -211,6 +211,29 @@ impl Default for ControlConfig {
     }
 }
 
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Also send every event to syslog (`/dev/log`, which journald reads too).
+    pub syslog: bool,
+    /// The syslog socket.
+    pub syslog_socket: PathBuf,
+    /// Identical events from one container (same event, action, path and argv) within this
+    /// many seconds are written once; the next one written says how many were suppressed
+    /// (`repeated`), and a container's last suppressed ones are written when it ends. 0: off.
+    pub rate_limit_seconds: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            syslog: false,
+            syslog_socket: PathBuf::from("/dev/log"),
+            rate_limit_seconds: 10,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
@@ -250,6 +273,8 @@ pub struct Config {
     pub control: ControlConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 fn default_socket() -> PathBuf {
@@ -278,6 +303,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             control: ControlConfig::default(),
             metrics: MetricsConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }

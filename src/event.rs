@@ -161,6 +161,10 @@ pub struct Event {
     pub mode: crate::config::Mode,
     /// `allowed` or `denied`.
     pub action: &'static str,
+    /// Identical events (same container, event, action, path and argv) suppressed by the rate
+    /// limit since the last one written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<u64>,
     /// Where it was seen: `exec` (the execve/execveat call), `image` (the new image's first
     /// thread-pointer setup, after the exec), or `syscall` (another trapped call).
     pub stage: &'static str,
@@ -195,28 +199,54 @@ pub fn lossy(bytes: &[u8]) -> String {
 /// flushed at once, so nothing is lost when the supervisor is killed after answering.
 pub struct EventSink {
     out: Mutex<Box<dyn Write + Send>>,
+    /// Also to syslog (`/dev/log`; journald reads it too), when configured.
+    syslog: Option<std::os::unix::net::UnixDatagram>,
 }
+
+/// The syslog socket.
+const DEV_LOG: &str = "/dev/log";
 
 impl EventSink {
     pub fn stdout() -> Self {
-        Self {
-            out: Mutex::new(Box::new(io::stdout())),
-        }
+        Self::from_writer(Box::new(io::stdout()))
     }
 
     pub fn file(path: &Path) -> io::Result<Self> {
         let f = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self {
-            out: Mutex::new(Box::new(f)),
-        })
+        Ok(Self::from_writer(Box::new(f)))
     }
 
     pub fn from_writer(w: Box<dyn Write + Send>) -> Self {
-        Self { out: Mutex::new(w) }
+        Self {
+            out: Mutex::new(w),
+            syslog: None,
+        }
+    }
+
+    /// Also sends every event to the syslog socket at `path` (default `/dev/log`).
+    pub fn with_syslog(mut self, path: Option<&Path>) -> io::Result<Self> {
+        let path = path.unwrap_or(Path::new(DEV_LOG));
+        let s = std::os::unix::net::UnixDatagram::unbound()?;
+        s.connect(path)?;
+        self.syslog = Some(s);
+        Ok(self)
     }
 
     pub fn emit(&self, event: &Event) -> io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+        if let Some(s) = &self.syslog {
+            // facility authpriv (10); severity from the importance.
+            let severity = match event.importance {
+                Importance::Critical => 2,
+                Importance::High => 3,
+                Importance::Medium => 4,
+                Importance::Low => 5,
+                Importance::Info => 6,
+            };
+            let mut msg = format!("<{}>execguard: ", 10 * 8 + severity).into_bytes();
+            msg.extend_from_slice(&line);
+            let _ = s.send(&msg);
+        }
         line.push(b'\n');
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         out.write_all(&line)?;
@@ -248,6 +278,7 @@ mod tests {
             importance: Importance::Critical,
             mode: crate::config::Mode::Audit,
             action: "allowed",
+            repeated: None,
             stage: "exec",
             errno: None,
             reason: String::new(),

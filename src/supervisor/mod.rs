@@ -254,6 +254,8 @@ struct ListenerState {
     judged_images: HashSet<(u32, u64)>,
     /// Set while answering a notification whose event a dead worker already wrote.
     suppress_events: bool,
+    /// The events rate limit, by event identity.
+    repeats: HashMap<u64, Repeat>,
     /// Time from receiving a notification to answering it, at the exec and at the image.
     exec_latency: stats::Histogram,
     image_latency: stats::Histogram,
@@ -267,6 +269,7 @@ fn serve(l: &Listener, shared: &Shared) {
     let mut st = ListenerState::default();
     recover(l, &mut st, shared);
     serve_until_hangup(l, &mut st, shared);
+    flush_repeats(shared, &mut st);
     tracing::info!(
         container = %l.container.id,
         execs = st.exec_latency.count(),
@@ -404,7 +407,7 @@ fn recover(l: &Listener, st: &mut ListenerState, shared: &Shared) {
                 );
                 ev.reason =
                     "a notification received by a worker that died before recording it".to_owned();
-                emit(shared, l, st, &unknown, &ev);
+                emit(shared, l, st, &unknown, ev);
             }
             respond(l, id, verdict.action);
         }
@@ -441,7 +444,7 @@ fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, notif: &Seccomp
                     name: "seccomp",
                     abi: abi.as_str(),
                 });
-                emit(shared, l, st, &notif, &ev);
+                emit(shared, l, st, &notif, ev);
             }
             respond(l, notif.id, verdict.action);
         }
@@ -533,7 +536,7 @@ fn handle_exec(
             argv_truncated: argv.truncated,
         });
         ev.loader = finding.and_then(|f| f.loader.as_ref()).map(loader_info);
-        emit(shared, l, st, notif, &ev);
+        emit(shared, l, st, notif, ev);
     }
     respond(l, notif.id, verdict.action);
 }
@@ -559,7 +562,7 @@ fn handle_checkpoint(
             if let Some((rule, importance)) = verdict.event {
                 let mut ev = base_event(c, notif, rule, importance, verdict.action, "image");
                 ev.reason = e.to_string();
-                emit(shared, l, st, notif, &ev);
+                emit(shared, l, st, notif, ev);
             }
             deny_or_continue(l, notif, verdict.action);
             return;
@@ -597,7 +600,7 @@ fn handle_checkpoint(
                 argv_truncated: img.argv.truncated,
             });
             ev.loader = finding.loader.as_ref().map(loader_info);
-            emit(shared, l, st, notif, &ev);
+            emit(shared, l, st, notif, ev);
         }
     }
     deny_or_continue(l, notif, verdict.action);
@@ -660,11 +663,21 @@ fn loader_info(l: &inspect::LoaderFinding) -> event::LoaderInfo {
 
 /// Writes an event and notes in the slot that it was written (a worker that takes over an
 /// unanswered notification then does not write it twice).
-fn emit(shared: &Shared, l: &Listener, st: &ListenerState, notif: &SeccompNotif, ev: &Event) {
+fn emit(
+    shared: &Shared,
+    l: &Listener,
+    st: &mut ListenerState,
+    notif: &SeccompNotif,
+    mut ev: Event,
+) {
     if st.suppress_events {
         return;
     }
-    if let Err(e) = shared.sink.emit(ev) {
+    if rate_limited(shared, st, &mut ev) {
+        l.container.counters.events.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if let Err(e) = shared.sink.emit(&ev) {
         tracing::error!(error = %e, "cannot write the event");
     }
     l.container.counters.events.fetch_add(1, Ordering::Relaxed);
@@ -676,6 +689,95 @@ fn emit(shared: &Shared, l: &Listener, st: &ListenerState, notif: &SeccompNotif,
         .or_default() += 1;
     if notif.id != 0 {
         shared.slots.record(l.slot, SlotState::EventWritten, notif);
+    }
+}
+
+/// One rate-limit key's state: when an event was last written, how many identical ones were
+/// suppressed since, and the last of those (written when the container ends).
+struct Repeat {
+    written: Instant,
+    suppressed: u64,
+    last: Option<Event>,
+}
+
+/// Applies `[events] rate_limit_seconds`: true when `ev` is suppressed (kept as the pending
+/// last one); otherwise `ev.repeated` says how many were suppressed before it.
+fn rate_limited(shared: &Shared, st: &mut ListenerState, ev: &mut Event) -> bool {
+    let window = shared.config.events.rate_limit_seconds;
+    if window == 0 {
+        return false;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (ev.event, ev.action, ev.stage).hash(&mut h);
+    if let Some(x) = &ev.exec {
+        (&x.path, &x.argv).hash(&mut h);
+    }
+    let key = h.finish();
+    let now = Instant::now();
+    if let Some(r) = st.repeats.get_mut(&key) {
+        if now.duration_since(r.written).as_secs() < window {
+            r.suppressed += 1;
+            r.last = Some(std::mem::replace(ev, placeholder_event()));
+            return true;
+        }
+        if r.suppressed > 0 {
+            ev.repeated = Some(r.suppressed);
+        }
+        *r = Repeat {
+            written: now,
+            suppressed: 0,
+            last: None,
+        };
+        return false;
+    }
+    if st.repeats.len() >= STATE_ENTRIES {
+        flush_repeats(shared, st);
+    }
+    st.repeats.insert(
+        key,
+        Repeat {
+            written: now,
+            suppressed: 0,
+            last: None,
+        },
+    );
+    false
+}
+
+/// Writes the last suppressed event of every key, with its count: nothing is lost to the
+/// rate limit, only folded.
+fn flush_repeats(shared: &Shared, st: &mut ListenerState) {
+    for (_, r) in st.repeats.drain() {
+        if let Some(mut ev) = r.last {
+            ev.repeated = Some(r.suppressed);
+            if let Err(e) = shared.sink.emit(&ev) {
+                tracing::error!(error = %e, "cannot write the event");
+            }
+        }
+    }
+}
+
+/// What a suppressed event is replaced by while it waits (never written).
+fn placeholder_event() -> Event {
+    Event {
+        time: String::new(),
+        event: "",
+        description: "",
+        category: "",
+        method: "",
+        importance: crate::event::Importance::Info,
+        mode: Mode::Off,
+        action: "",
+        repeated: None,
+        stage: "",
+        errno: None,
+        reason: String::new(),
+        container: event::ContainerInfo { id: String::new() },
+        process: event::ProcessInfo { pid: 0 },
+        exec: None,
+        syscall: None,
+        loader: None,
     }
 }
 
@@ -738,6 +840,7 @@ fn base_event(
         importance,
         mode: c.settings.mode,
         action: action_name,
+        repeated: None,
         stage,
         errno,
         reason: String::new(),

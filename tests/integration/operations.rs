@@ -210,3 +210,49 @@ fn socket_activation_bridges_a_restart() {
     assert_eq!(lines.lines().count(), 2, "{lines}");
     drop(listener);
 }
+
+/// Identical events from one container are folded: the first is written at once, the rest
+/// counted and written once, with the count, when the container ends. Each event also goes to
+/// syslog when configured.
+#[test]
+fn rate_limit_and_syslog() {
+    let dir = tempfile::tempdir().unwrap();
+    let syslog_path = dir.path().join("log.sock");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&syslog_path).unwrap();
+    syslog
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let sup = Supervisor::start(
+        "audit",
+        &format!(
+            "[events]\nsyslog = true\nsyslog_socket = \"{}\"\n",
+            syslog_path.display()
+        ),
+    );
+    let run = run_container(
+        &sup,
+        "repeats",
+        "for i in 1 2 3 4 5; do /lib64/ld-linux-x86-64.so.2 /bin/true; done; touch /work/m",
+        &[],
+    );
+    assert!(run.marker("m"), "{}", run.describe());
+    let events = sup.events_of(&run.id);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert!(events[0].get("repeated").is_none(), "{:#}", events[0]);
+    assert_eq!(events[1]["repeated"], 4, "{:#}", events[1]);
+    let mut buf = vec![0u8; 65536];
+    let n = syslog.recv(&mut buf).unwrap();
+    let msg = String::from_utf8_lossy(&buf[..n]);
+    assert!(msg.starts_with("<82>execguard: {"), "{msg}");
+    assert!(msg.contains("binary_executed_by_loader"), "{msg}");
+
+    // With the limit off, every one is written.
+    let sup = Supervisor::start("audit", "[events]\nrate_limit_seconds = 0\n");
+    let run = run_container(
+        &sup,
+        "repeats-off",
+        "for i in 1 2 3 4 5; do /lib64/ld-linux-x86-64.so.2 /bin/true; done",
+        &[],
+    );
+    assert_eq!(sup.events_of(&run.id).len(), 5);
+}
