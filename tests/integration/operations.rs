@@ -256,3 +256,32 @@ fn rate_limit_and_syslog() {
     );
     assert_eq!(sup.events_of(&run.id).len(), 5);
 }
+
+/// logrotate: after the events file is renamed, SIGHUP makes the supervisor write a new one.
+#[test]
+fn sighup_reopens_the_events_file() {
+    let sup = Supervisor::start("audit", "");
+    let script = "/lib64/ld-linux-x86-64.so.2 /bin/touch /work/m";
+    let first = run_container(&sup, "rotate-1", script, &[]);
+    let rotated = sup.events.with_extension("jsonl.1");
+    std::fs::rename(&sup.events, &rotated).unwrap();
+    let worker = sup.worker_pid();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup.pid()),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sup.worker_pid() == worker {
+        assert!(std::time::Instant::now() < deadline, "{}", sup.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = run_container(&sup, "rotate-2", script, &[]);
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(
+        old.contains(&first.id) && !old.contains(&second.id),
+        "{old}"
+    );
+    let new = sup.events_of(&second.id);
+    assert_eq!(new.len(), 1, "{}", sup.log());
+}
