@@ -202,6 +202,11 @@ fn target(met: bool) -> &'static str {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this binary too, without `--bench`: nothing to do then.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("execguard benchmark: run it with `cargo bench --bench execguard [-- --quick]`");
+        return;
+    }
     let o = opts();
     let n = if o.quick { 300 } else { 2000 };
     let reps = if o.quick { 1 } else { 5 };
