@@ -84,7 +84,8 @@ impl Slots {
         }
     }
 
-    /// What the slot holds.
+    /// What the slot holds: the last notification recorded there (its state `Empty` once it
+    /// was answered: its id still tells a new worker where to look for unrecorded ones).
     pub fn read(&self, index: usize) -> Option<(SlotState, SeccompNotif)> {
         if index >= MAX_SLOTS {
             return None;
@@ -98,6 +99,7 @@ impl Slots {
         let state = match u64_at(0) {
             1 => SlotState::Received,
             2 => SlotState::EventWritten,
+            _ if u64_at(8) != 0 => SlotState::Empty,
             _ => return None,
         };
         let mut args = [0u64; 6];
@@ -145,7 +147,7 @@ mod tests {
         slots.record(3, SlotState::EventWritten, &n);
         assert_eq!(slots.read(3).unwrap().0, SlotState::EventWritten);
         slots.clear(3);
-        assert_eq!(slots.read(3), None);
+        assert_eq!(slots.read(3), Some((SlotState::Empty, n)));
         assert_eq!(slots.read(MAX_SLOTS), None);
     }
 }
