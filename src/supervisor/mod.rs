@@ -575,12 +575,12 @@ fn handle_checkpoint(
     };
     // Later thread-pointer setups of the same image (a Go runtime's threads) were judged.
     if let Some(token) = img.token {
+        if st.judged_images.len() >= STATE_ENTRIES {
+            st.judged_images.clear();
+        }
         if !st.judged_images.insert((notif.pid, token)) {
             respond(l, notif.id, Action::Continue);
             return;
-        }
-        if st.judged_images.len() >= STATE_ENTRIES {
-            st.judged_images.clear();
         }
     }
     let verdict = policy::decide(Some(finding.rule), &c.settings);
