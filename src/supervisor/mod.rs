@@ -106,6 +106,11 @@ struct Listener {
     /// Its slot in the keeper's slot file.
     slot: usize,
     counters: Arc<control::Counters>,
+    /// The last notification whose answer found its task interrupted (SEND: ENOENT): the
+    /// kernel restarts the call, and the same notification comes again, not a new exec.
+    interrupted: std::cell::Cell<Option<(u32, i32, [u64; 6])>>,
+    /// The id of the last answer that found its task gone or interrupted.
+    answer_enoent: std::cell::Cell<Option<u64>>,
 }
 
 /// Binds the listener socket: only root may connect (mode 0600, peer uid checked).
@@ -230,6 +235,8 @@ fn serve_fd(shared: &Shared, state: ContainerProcessState, fd: OwnedFd, slot: us
         container: shared.admit(&state),
         slot,
         counters: shared.counters.clone(),
+        interrupted: std::cell::Cell::new(None),
+        answer_enoent: std::cell::Cell::new(None),
     };
     serve(&l, shared);
     let id = l.container.id.clone();
@@ -421,6 +428,10 @@ const RECOVERY_PROBES: u64 = 4;
 fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, notif: &SeccompNotif) {
     let notif = *notif;
     let started = Instant::now();
+    // A restarted call after an interruption was logged the first time.
+    let retry = l.interrupted.take() == Some((notif.pid, notif.data.nr, notif.data.args));
+    let suppressed_before = st.suppress_events;
+    st.suppress_events |= retry;
     let c = &l.container;
     let trapped = target::decode(&notif);
     match trapped.clone() {
@@ -450,6 +461,11 @@ fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, notif: &Seccomp
         }
         // Nothing else is trapped; let it run as the profile would.
         None => respond(l, notif.id, Action::Continue),
+    }
+    st.suppress_events = suppressed_before;
+    if l.answer_enoent.take() == Some(notif.id) {
+        l.interrupted
+            .set(Some((notif.pid, notif.data.nr, notif.data.args)));
     }
     let micros = started.elapsed().as_micros() as u64;
     let counters = &shared.counters;
@@ -807,8 +823,8 @@ fn respond(l: &Listener, id: u64, action: Action) {
     }
     match l.notify.send(&resp) {
         Ok(()) => {}
-        // The task was interrupted or died; if interrupted, the exec arrives again.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        // The task was interrupted or died; if interrupted, the call arrives again.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => l.answer_enoent.set(Some(id)),
         Err(e) => {
             l.counters
                 .notification_errors
