@@ -27,7 +27,9 @@ pub fn supervise(config_path: Option<&Path>, events: Option<&Path>) -> Result<()
         EventSink::file(p).with_context(|| format!("opening events file {}", p.display()))?;
     }
     let cmd = keeper::WorkerCommand {
-        exe: keeper::own_exe().context("finding the execguard binary")?,
+        // Resolved now, as a path: after an upgrade replaces the file, new workers are the
+        // new binary (`/proc/self/exe` would keep naming the old one).
+        exe: std::env::current_exe().context("finding the execguard binary")?,
         config: config_path.map(Path::to_owned),
         events: events.map(Path::to_owned),
         started: std::time::SystemTime::now()

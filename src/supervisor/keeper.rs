@@ -9,7 +9,7 @@
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::{mpsc, Arc};
 
@@ -377,11 +377,4 @@ fn receive(stream: &UnixStream) -> Option<(Vec<u8>, OwnedFd)> {
             None
         }
     }
-}
-
-/// The keeper's own binary, as a path that later execs will find (`/proc/self/exe` names
-/// the running file, which an upgrade replaces).
-pub fn own_exe() -> std::io::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    Ok(Path::new(&exe).to_owned())
 }

@@ -135,18 +135,8 @@ impl Supervisor {
     pub fn start(mode: &str, extra: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("eg-sup").tempdir().unwrap();
         let socket = dir.path().join("eg.sock");
-        let config = dir.path().join("config.toml");
+        let config = write_config(dir.path(), Some(mode), extra);
         let events = dir.path().join("events.jsonl");
-        std::fs::write(
-            &config,
-            format!(
-                "socket = \"{}\"\nmode = \"{mode}\"\nreport_log = \"{}\"\n{extra}\n[control]\nsocket = \"{}\"\n",
-                socket.display(),
-                dir.path().join("report.log").display(),
-                dir.path().join("control.sock").display(),
-            ),
-        )
-        .unwrap();
         let log = std::fs::File::create(dir.path().join("supervisor.log")).unwrap();
         let child = Command::new(EXECGUARD)
             .arg("supervise")
@@ -232,8 +222,28 @@ impl Supervisor {
     }
 }
 
+/// Writes DIR/config.toml: the socket (line 1), the mode (line 2, when given) and the report
+/// log in DIR, then `extra`, then the control socket in DIR.
+pub fn write_config(dir: &Path, mode: Option<&str>, extra: &str) -> PathBuf {
+    let config = dir.join("config.toml");
+    let mode = mode
+        .map(|m| format!("mode = \"{m}\"\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        &config,
+        format!(
+            "socket = \"{}\"\n{mode}report_log = \"{}\"\n{extra}\n[control]\nsocket = \"{}\"\n",
+            dir.join("eg.sock").display(),
+            dir.join("report.log").display(),
+            dir.join("control.sock").display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// Stops a daemon the way a service manager would: SIGTERM, then wait.
-fn terminate(child: &mut Child) {
+pub fn terminate(child: &mut Child) {
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

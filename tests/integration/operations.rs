@@ -146,18 +146,8 @@ fn socket_activation_bridges_a_restart() {
 
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("eg.sock");
-    let config = dir.path().join("config.toml");
+    let config = crate::harness::write_config(dir.path(), None, "");
     let events = dir.path().join("events.jsonl");
-    std::fs::write(
-        &config,
-        format!(
-            "socket = \"{}\"\nreport_log = \"{}\"\n[control]\nsocket = \"{}\"\n",
-            socket.display(),
-            dir.path().join("report.log").display(),
-            dir.path().join("control.sock").display()
-        ),
-    )
-    .unwrap();
     // The "systemd" side: a listening socket, passed without close-on-exec.
     let listener = UnixListener::bind(&socket).unwrap();
     let inherited = nix::unistd::dup(&listener).unwrap();
@@ -174,13 +164,7 @@ fn socket_activation_bridges_a_restart() {
             .spawn()
             .unwrap()
     };
-    let stop = |child: &mut std::process::Child| {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = child.wait();
-    };
+    let stop = crate::harness::terminate;
     let script = "/lib64/ld-linux-x86-64.so.2 /bin/touch /work/m";
 
     let mut keeper = start_keeper();
