@@ -67,7 +67,7 @@ pub fn worker(
         config_path.map(Path::to_owned),
         sink,
         channel,
-        Slots::from_fd(slots),
+        Slots::from_fd(slots).context("mapping the slot file")?,
     )?;
     Ok(())
 }
@@ -257,6 +257,7 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
         &mut args,
         &loaders,
         &mut inspect::FileCache::default(),
+        &mut crate::phases::PhaseClock::start(),
     ) {
         Ok(i) => {
             if let Some(r) = &i.resolved {

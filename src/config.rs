@@ -165,6 +165,12 @@ pub struct DetectConfig {
     /// Loader paths (inside the container) that count as the system's own, besides the
     /// built-in list: a binary whose `PT_INTERP` resolves to one of them is ordinary.
     pub extra_system_loaders: Vec<String>,
+    /// Also judge every exec at the `execve`/`execveat` call, besides the image checkpoint: a
+    /// denial is then a plain errno from the exec (`[enforce] errno`) instead of the process
+    /// being killed before its first instruction, and a binary whose `PT_INTERP` names a file
+    /// that is not a loader is refused before that file runs. Costs a second notification
+    /// per exec.
+    pub exec_checkpoint: bool,
 }
 
 /// What the hook and the runtime wrapper do when no supervisor listens at create time.

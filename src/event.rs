@@ -149,6 +149,18 @@ pub struct LoaderInfo {
     pub via: &'static str,
 }
 
+/// Where a detection was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// The `execve`/`execveat` call (with `[detect] exec_checkpoint`).
+    Exec,
+    /// The new image's first thread-pointer setup, after the exec.
+    Image,
+    /// Another trapped call.
+    Syscall,
+}
+
 /// One detection, as written to the event log.
 #[derive(Debug, Serialize)]
 pub struct Event {
@@ -165,9 +177,8 @@ pub struct Event {
     /// limit since the last one written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repeated: Option<u64>,
-    /// Where it was seen: `exec` (the execve/execveat call), `image` (the new image's first
-    /// thread-pointer setup, after the exec), or `syscall` (another trapped call).
-    pub stage: &'static str,
+    /// Where it was seen.
+    pub stage: Stage,
     /// For a denial, the errno the exec failed with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<String>,
@@ -279,7 +290,7 @@ mod tests {
             mode: crate::config::Mode::Audit,
             action: "allowed",
             repeated: None,
-            stage: "exec",
+            stage: Stage::Exec,
             errno: None,
             reason: String::new(),
             container: ContainerInfo { id: "c".into() },
@@ -314,6 +325,7 @@ mod tests {
         assert!(text.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(v["event"], "binary_executed_by_loader");
+        assert_eq!(v["stage"], "exec");
         assert_eq!(v["container"]["id"], "c");
         assert!(!text.contains('\x1b'));
     }

@@ -125,7 +125,8 @@ pub fn guard_spec(
             return Ok(Decision::NotGuarded { reason });
         }
     }
-    match spec::patch(spec, &config.socket)? {
+    let checkpoints = spec::Checkpoints::with_exec(config.detect.exec_checkpoint);
+    match spec::patch(spec, &config.socket, checkpoints)? {
         Outcome::Guarded { trapped } => Ok(Decision::Guarded { mode, trapped }),
         Outcome::Off => Ok(Decision::NotGuarded {
             reason: format!("annotation {} is off", spec::MODE_ANNOTATION),

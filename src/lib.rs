@@ -10,6 +10,7 @@
 //! - [`event`]: the JSON event lines; [`config`]: the TOML config;
 //! - [`setup`]: writes podman's, containerd's and CRI-O's configuration for execguard;
 //! - [`commands`]: what the `execguard` binary's subcommands do;
+//! - [`phases`]: where the handling of a notification spends its time;
 //! - [`sys`]: the only `unsafe` code, the seccomp notification ioctls.
 
 pub mod commands;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod event;
 pub mod guard;
 pub mod inspect;
+pub mod phases;
 pub mod policy;
 pub mod runtime;
 pub mod setup;

@@ -1,8 +1,12 @@
-//! The second checkpoint: a process image at its first thread-pointer setup
+//! The image checkpoint: a process image at its first thread-pointer setup
 //! (`arch_prctl(ARCH_SET_FS)`, `set_thread_area`), after the exec and before any of the image's
-//! own code runs. `/proc/PID/exe` is then what the kernel really exec'd and `/proc/PID/cmdline`
-//! the argv it really passed, so no race on the exec's path, argv or file can fool this look:
-//! a loader running a program is seen here whatever the exec-time check saw.
+//! own code runs. `/proc/PID/exe` is then what the kernel really exec'd, `/proc/PID/cmdline` the
+//! argv it really passed, and the interpreter the kernel loaded is mapped at `AT_BASE`: no race
+//! on the exec's path, argv, file or `PT_INTERP` can fool this look.
+//!
+//! The answer path for an ordinary exec is a `stat` of `/proc/PID/exe` (a file version seen
+//! before is not read again) and, for a dynamic executable, the auxiliary vector and one
+//! `PROCMAP_QUERY` ioctl that names the interpreter's file by device and inode.
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -10,15 +14,17 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, readlinkat, OFlag};
-use nix::sys::stat::{fstat, stat, Mode as StatMode};
+use nix::sys::stat::{fstat, stat, FileStat, Mode as StatMode};
 
-use super::file::{self, FileKind};
+use super::file::{self, FileKind, LoaderKind};
 use super::loader_args::LoaderEnv;
-use super::resolve::Resolved;
+use super::resolve::{FsView, Resolved};
 use super::{
-    loader_finding, parse_loader_args, version_of, Abi, Argv, FileCache, Finding, InspectError,
-    SystemLoaders, Via,
+    custom_interpreter, loader_finding, parse_loader_args, version_of, Abi, Argv, FileCache,
+    Finding, InspectError, SystemLoaders, Via,
 };
+use crate::phases::{Phase, PhaseClock};
+use crate::sys::Mapping;
 
 /// Bytes of `/proc/PID/cmdline` read (the loader's options come first).
 const MAX_CMDLINE_BYTES: u64 = 64 * 1024;
@@ -26,19 +32,80 @@ const MAX_CMDLINE_BYTES: u64 = 64 * 1024;
 const MAX_ARGS: usize = 128;
 /// Bytes of `/proc/PID/environ` scanned for `LD_TRACE_LOADED_OBJECTS` and `LD_AUDIT`.
 const MAX_ENVIRON_BYTES: u64 = 256 * 1024;
+/// Bytes of `/proc/PID/auxv` read: about 25 pairs on x86_64 today.
+const AUXV_BYTES: usize = 4096;
+/// Bytes of `/proc/PID/maps` read where the kernel has no `PROCMAP_QUERY` (before 6.11).
+const MAX_MAPS_BYTES: u64 = 1 << 20;
+/// `AT_BASE`: where the program interpreter is mapped (0 without one).
+const AT_BASE: u64 = 7;
 /// `AT_RANDOM`: the address of 16 random bytes, different for every image.
 const AT_RANDOM: u64 = 25;
 
 /// What a checkpoint found.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ImageInspection {
-    /// `/proc/PID/exe`, as the process's root shows it.
+    /// `/proc/PID/exe`, as the supervisor sees it (read only for a finding).
     pub exe: Vec<u8>,
-    /// The image's argv (only read when the image is a loader).
+    /// The image's argv (read only for a finding).
     pub argv: Argv,
-    /// An identity of this image (`AT_RANDOM`), when the image is a loader.
+    /// An identity of this image (`AT_RANDOM`), when it was read.
     pub token: Option<u64>,
     pub finding: Option<Finding>,
+}
+
+/// `/proc/TID/NAME` in a stack buffer: the answer path allocates nothing for an ordinary exec.
+struct ProcPath {
+    buf: [u8; 96],
+    len: usize,
+}
+
+impl ProcPath {
+    fn new(tid: u32, name: std::fmt::Arguments<'_>) -> Self {
+        use std::io::Write;
+        let mut buf = [0u8; 96];
+        let mut rest = &mut buf[..];
+        // The longest name (`map_files/START-END` with 64-bit addresses) fits in 96 bytes.
+        let _ = write!(rest, "/proc/{tid}/{name}");
+        let len = 96 - rest.len();
+        Self { buf, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// What the exe of an image is, as far as the checkpoint cares.
+enum ExeKind {
+    Loader(LoaderKind),
+    /// A dynamic executable: its interpreter must be one of the container's loaders.
+    Dynamic,
+    /// Anything else runs its own code: nothing more to see.
+    Ordinary,
+}
+
+impl ExeKind {
+    fn of(kind: &FileKind) -> Self {
+        match kind {
+            FileKind::Loader(k) => ExeKind::Loader(*k),
+            FileKind::Dynamic { .. } => ExeKind::Dynamic,
+            _ => ExeKind::Ordinary,
+        }
+    }
+}
+
+fn gone_or(what: &'static str) -> impl Fn(Errno) -> InspectError {
+    move |errno| {
+        if errno == Errno::ENOENT || errno == Errno::ESRCH {
+            InspectError::Gone
+        } else {
+            InspectError::ReadTarget { what, errno }
+        }
+    }
+}
+
+fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Inspects the image of task `tid` (pending on a checkpoint notification; `valid` says
@@ -49,39 +116,236 @@ pub fn inspect_image(
     loaders: &SystemLoaders,
     cache: &mut FileCache,
     valid: &dyn Fn() -> bool,
+    clock: &mut PhaseClock,
 ) -> Result<ImageInspection, InspectError> {
-    let read_err = |what| move |errno| InspectError::ReadTarget { what, errno };
-    // The common case in one system call: the new image is a file seen before, not a loader.
-    // (Read while the notification is pending, so the pid is still the task's.)
-    if let Ok(st) = stat(format!("/proc/{tid}/exe").as_str()) {
-        let key = (st.st_dev, st.st_ino);
-        let known = cache
-            .get(&version_of(&st))
-            .map(|k| matches!(k, FileKind::Loader(_)));
-        if loaders.kind_of(key).is_none() && known == Some(false) {
-            if !valid() {
-                return Err(InspectError::Gone);
+    // Read while the notification is pending, so the pid is still the task's (checked below).
+    let exe_path = ProcPath::new(tid, format_args!("exe"));
+    let st = stat(exe_path.as_bytes()).map_err(gone_or("exe"))?;
+    clock.lap(Phase::Resolve);
+    let version = version_of(&st);
+    let known = match loaders.kind_of((st.st_dev, st.st_ino)) {
+        Some(k) => Some(ExeKind::Loader(k)),
+        None => cache.get(&version).map(ExeKind::of),
+    };
+    let kind = match known {
+        Some(k) => k,
+        None => {
+            let file = nix::fcntl::open(
+                exe_path.as_bytes(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+                StatMode::empty(),
+            )
+            .map_err(gone_or("exe"))?;
+            let st = fstat(&file).map_err(gone_or("exe"))?;
+            let k = classify_fd(file, "/proc/PID/exe")?;
+            let kind = ExeKind::of(&k);
+            cache.put(version_of(&st), &k);
+            kind
+        }
+    };
+    clock.lap(Phase::Classify);
+    match kind {
+        ExeKind::Ordinary => {}
+        ExeKind::Dynamic => {
+            if let Some(found) = judge_interpreter(tid, abi, &st, loaders, cache, valid, clock)? {
+                return Ok(found);
             }
-            return Ok(ImageInspection {
-                exe: Vec::new(),
-                argv: Argv::default(),
-                token: None,
-                finding: None,
-            });
+        }
+        ExeKind::Loader(kind) => return inspect_loader_image(tid, abi, kind, valid),
+    }
+    if !valid() {
+        return Err(InspectError::Gone);
+    }
+    Ok(ImageInspection::default())
+}
+
+fn classify_fd(fd: OwnedFd, what: &str) -> Result<FileKind, InspectError> {
+    file::classify(&std::fs::File::from(fd)).map_err(|source| InspectError::File {
+        path: what.to_owned(),
+        source,
+    })
+}
+
+/// A dynamic executable's interpreter, as mapped: `None` when it is one of the container's
+/// loaders (the common case, answered from the mapping's device and inode), else the finding.
+fn judge_interpreter(
+    tid: u32,
+    abi: Abi,
+    exe: &FileStat,
+    loaders: &SystemLoaders,
+    cache: &mut FileCache,
+    valid: &dyn Fn() -> bool,
+    clock: &mut PhaseClock,
+) -> Result<Option<ImageInspection>, InspectError> {
+    let aux = read_auxv(tid, abi)?;
+    clock.lap(Phase::Read);
+    if aux.base == 0 {
+        // The kernel loaded no interpreter (the file was swapped for a static one since its
+        // version was classified cannot happen: the version includes the change time).
+        return Ok(None);
+    }
+    let mapping = interpreter_mapping(tid, aux.base)?;
+    clock.lap(Phase::Resolve);
+    if let Some(m) = &mapping {
+        if loaders.kind_of(m.key).is_some() || cache.is_mapped_loader(m.key) {
+            return Ok(None);
         }
     }
-    let proc_dir = nix::fcntl::open(
-        format!("/proc/{tid}").as_str(),
+    // Not known by its mapping: look at the mapped file itself.
+    let interp_name = match cache.get(&version_of(exe)) {
+        Some(FileKind::Dynamic { interp }) => interp.clone(),
+        _ => Vec::new(),
+    };
+    let file = match mapping {
+        Some(m) => open_mapped(tid, &m).or_else(|_| open_by_name(tid, &interp_name)),
+        None => open_by_name(tid, &interp_name),
+    }?;
+    let st = fstat(&file).map_err(gone_or("interpreter"))?;
+    if loaders.kind_of((st.st_dev, st.st_ino)).is_some() {
+        // The same file as one of the container's loaders, seen through another device
+        // number (an overlay filesystem shows its own; the mapping names the layer's).
+        if let Some(m) = mapping {
+            cache.add_mapped_loader(m.key);
+        }
+        return Ok(None);
+    }
+    let version = version_of(&st);
+    let kind = match cache.get(&version) {
+        Some(k) => k.clone(),
+        None => {
+            let k = classify_fd(file, "the interpreter")?;
+            cache.put(version, &k);
+            k
+        }
+    };
+    clock.lap(Phase::Classify);
+    let proc_dir = open_proc_dir(tid)?;
+    let exe_display = readlinkat(&proc_dir, "exe")
+        .map(|p| p.as_bytes().to_vec())
+        .unwrap_or_default();
+    let argv = read_cmdline(&proc_dir)?;
+    if !valid() {
+        return Err(InspectError::Gone);
+    }
+    clock.lap(Phase::Read);
+    let loader = match kind {
+        FileKind::Loader(k) => Some(k),
+        _ => None,
+    };
+    let shown = crate::event::lossy(&interp_name);
+    let program = argv
+        .items
+        .first()
+        .cloned()
+        .unwrap_or_else(|| exe_display.clone());
+    Ok(Some(ImageInspection {
+        exe: exe_display,
+        argv,
+        token: aux.random,
+        finding: Some(custom_interpreter(&interp_name, &shown, loader, &program)),
+    }))
+}
+
+/// The file mapped at the interpreter's base, by device and inode.
+fn interpreter_mapping(tid: u32, base: u64) -> Result<Option<Mapping>, InspectError> {
+    let maps = nix::fcntl::open(
+        ProcPath::new(tid, format_args!("maps")).as_bytes(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        StatMode::empty(),
+    )
+    .map_err(gone_or("maps"))?;
+    match crate::sys::procmap_query(&maps, base) {
+        Ok(m) => Ok(m),
+        // Before Linux 6.11: the same from the text.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
+            let mut text = Vec::new();
+            std::fs::File::from(maps)
+                .take(MAX_MAPS_BYTES)
+                .read_to_end(&mut text)
+                .map_err(|e| InspectError::ReadTarget {
+                    what: "maps",
+                    errno: io_errno(&e),
+                })?;
+            Ok(mapping_in_text(&text, base))
+        }
+        Err(e) => Err(InspectError::ReadTarget {
+            what: "maps",
+            errno: io_errno(&e),
+        }),
+    }
+}
+
+/// The line of `/proc/PID/maps` that starts at `start`, as a mapping (`None` without a file).
+fn mapping_in_text(text: &[u8], start: u64) -> Option<Mapping> {
+    let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+    text.split(|b| *b == b'\n').find_map(|line| {
+        let line = std::str::from_utf8(line).ok()?;
+        let mut f = line.split_whitespace();
+        let (lo, hi) = f.next()?.split_once('-')?;
+        if hex(lo)? != start {
+            return None;
+        }
+        let (_perms, _offset) = (f.next()?, f.next()?);
+        let (major, minor) = f.next()?.split_once(':')?;
+        let inode: u64 = f.next()?.parse().ok()?;
+        let (major, minor) = (
+            u32::try_from(hex(major)?).ok()?,
+            u32::try_from(hex(minor)?).ok()?,
+        );
+        let (start, end) = (hex(lo)?, hex(hi)?);
+        (inode != 0).then_some(Mapping {
+            start,
+            end,
+            key: (libc::makedev(major, minor), inode),
+        })
+    })
+}
+
+/// The file behind a mapping, opened through `/proc/PID/map_files` (the file that is mapped,
+/// whatever its name says now). Needs `CAP_SYS_ADMIN` or `CAP_CHECKPOINT_RESTORE`.
+fn open_mapped(tid: u32, m: &Mapping) -> Result<OwnedFd, InspectError> {
+    nix::fcntl::open(
+        ProcPath::new(tid, format_args!("map_files/{:x}-{:x}", m.start, m.end)).as_bytes(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        StatMode::empty(),
+    )
+    .map_err(gone_or("the interpreter's mapping"))
+}
+
+/// The interpreter by its `PT_INTERP` name, resolved in the process's root now: what the kernel
+/// found at the exec unless it was renamed since. Only where the mapping cannot be opened.
+fn open_by_name(tid: u32, name: &[u8]) -> Result<OwnedFd, InspectError> {
+    let errno = |errno| InspectError::Resolve { errno };
+    let view = FsView::of_task(tid).map_err(gone_or("filesystem view"))?;
+    let found = match super::resolve::resolve_absolute_fast(&view, name, true) {
+        Some(r) => r.map_err(errno)?,
+        None => {
+            let start = view.start_dir(None).map_err(errno)?;
+            super::resolve::resolve(&view, start, b"", name, true).map_err(errno)?
+        }
+    };
+    super::resolve::open_for_read(&found)
+        .map(OwnedFd::from)
+        .map_err(errno)
+}
+
+fn open_proc_dir(tid: u32) -> Result<OwnedFd, InspectError> {
+    nix::fcntl::open(
+        ProcPath::new(tid, format_args!("")).as_bytes(),
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         StatMode::empty(),
     )
-    .map_err(|e| {
-        if e == Errno::ENOENT {
-            InspectError::Gone
-        } else {
-            read_err("/proc entry")(e)
-        }
-    })?;
+    .map_err(gone_or("/proc entry"))
+}
+
+/// An image whose exe is a loader: what it runs, from its real argv and environment.
+fn inspect_loader_image(
+    tid: u32,
+    abi: Abi,
+    kind: LoaderKind,
+    valid: &dyn Fn() -> bool,
+) -> Result<ImageInspection, InspectError> {
+    let proc_dir = open_proc_dir(tid)?;
     // From here on, /proc/TID is the notifying task's own, not a reused pid's.
     if !valid() {
         return Err(InspectError::Gone);
@@ -92,48 +356,14 @@ pub fn inspect_image(
         OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
         StatMode::empty(),
     )
-    .map_err(read_err("exe"))?;
-    let stat = fstat(&exe).map_err(read_err("exe"))?;
-    let version = version_of(&stat);
-    let kind = match loaders.kind_of((stat.st_dev, stat.st_ino)) {
-        Some(k) => Some(k),
-        None => {
-            let known = cache.get(&version).cloned();
-            let kind = match known {
-                Some(k) => k,
-                None => {
-                    let file = std::fs::File::from(exe.try_clone().map_err(|e| {
-                        read_err("exe")(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-                    })?);
-                    let k = file::classify(&file).map_err(|source| InspectError::File {
-                        path: "/proc/self/exe".to_owned(),
-                        source,
-                    })?;
-                    cache.put(version, &k);
-                    k
-                }
-            };
-            match kind {
-                FileKind::Loader(k) => Some(k),
-                _ => None,
-            }
-        }
-    };
-    let Some(kind) = kind else {
-        return Ok(ImageInspection {
-            exe: Vec::new(),
-            argv: Argv::default(),
-            token: None,
-            finding: None,
-        });
-    };
+    .map_err(gone_or("exe"))?;
+    let stat = fstat(&exe).map_err(gone_or("exe"))?;
     let display = readlinkat(&proc_dir, "exe")
         .map(|p| p.as_bytes().to_vec())
         .unwrap_or_default();
-
     let argv = read_cmdline(&proc_dir)?;
     let env = read_loader_env(&proc_dir)?;
-    let token = read_at_random(&proc_dir, abi)?;
+    let token = read_auxv(tid, abi)?.random;
     if !valid() {
         return Err(InspectError::Gone);
     }
@@ -159,14 +389,14 @@ fn read_proc(dir: &OwnedFd, name: &'static str, max: u64) -> Result<(Vec<u8>, bo
         OFlag::O_RDONLY | OFlag::O_CLOEXEC,
         StatMode::empty(),
     )
-    .map_err(|errno| InspectError::ReadTarget { what: name, errno })?;
+    .map_err(gone_or(name))?;
     let mut bytes = Vec::new();
     std::fs::File::from(fd)
         .take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| InspectError::ReadTarget {
             what: name,
-            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            errno: io_errno(&e),
         })?;
     let truncated = bytes.len() as u64 > max;
     bytes.truncate(max as usize);
@@ -184,31 +414,141 @@ fn read_cmdline(dir: &OwnedFd) -> Result<Argv, InspectError> {
 
 fn read_loader_env(dir: &OwnedFd) -> Result<LoaderEnv, InspectError> {
     let (bytes, _) = read_proc(dir, "environ", MAX_ENVIRON_BYTES)?;
-    let mut env = LoaderEnv::default();
-    for entry in bytes.split(|b| *b == 0) {
-        if entry.starts_with(b"LD_TRACE_LOADED_OBJECTS=") {
-            env.trace = true;
-        } else if entry.starts_with(b"LD_AUDIT=") && entry.len() > b"LD_AUDIT=".len() {
-            env.audit = true;
-        }
-    }
-    Ok(env)
+    Ok(LoaderEnv::scan(bytes.split(|b| *b == 0)))
 }
 
-/// The image's `AT_RANDOM` address: unique per exec, so it tells images of one pid apart.
-fn read_at_random(dir: &OwnedFd, abi: Abi) -> Result<Option<u64>, InspectError> {
-    let (bytes, _) = read_proc(dir, "auxv", 4096)?;
-    let size = abi.pointer_size();
-    let word = |c: &[u8]| -> u64 {
-        if size == 8 {
-            u64::from_le_bytes(c.try_into().unwrap_or_default())
-        } else {
-            u64::from(u32::from_le_bytes(c.try_into().unwrap_or_default()))
+/// What the checkpoint reads of the auxiliary vector.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Auxv {
+    /// `AT_BASE`: the interpreter's load address (0 without one).
+    base: u64,
+    /// `AT_RANDOM`: unique per exec, so it tells images of one pid apart.
+    random: Option<u64>,
+}
+
+/// Reads the image's auxiliary vector into a stack buffer.
+fn read_auxv(tid: u32, abi: Abi) -> Result<Auxv, InspectError> {
+    let fd = nix::fcntl::open(
+        ProcPath::new(tid, format_args!("auxv")).as_bytes(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        StatMode::empty(),
+    )
+    .map_err(gone_or("auxv"))?;
+    let mut buf = [0u8; AUXV_BYTES];
+    let mut len = 0;
+    while len < buf.len() {
+        match nix::unistd::read(&fd, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(gone_or("auxv")(e)),
         }
-    };
-    Ok(bytes
-        .chunks_exact(2 * size)
-        .map(|pair| (word(&pair[..size]), word(&pair[size..])))
-        .find(|(t, _)| *t == AT_RANDOM)
-        .map(|(_, v)| v))
+    }
+    Ok(parse_auxv(&buf[..len], abi))
+}
+
+fn parse_auxv(bytes: &[u8], abi: Abi) -> Auxv {
+    let size = abi.pointer_size();
+    let mut aux = Auxv::default();
+    for pair in bytes.chunks_exact(2 * size) {
+        let (key, value) = (abi.word(&pair[..size]), abi.word(&pair[size..]));
+        match key {
+            AT_BASE => aux.base = value,
+            AT_RANDOM => aux.random = Some(value),
+            0 => break,
+            _ => {}
+        }
+    }
+    aux
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auxv_of_both_pointer_sizes() {
+        let mut v64 = Vec::new();
+        for (k, v) in [
+            (6u64, 4096u64),
+            (AT_BASE, 0x7f00_0000_1000),
+            (AT_RANDOM, 0x7ffd_0000_0010),
+            (0, 0),
+        ] {
+            v64.extend(k.to_le_bytes());
+            v64.extend(v.to_le_bytes());
+        }
+        assert_eq!(
+            parse_auxv(&v64, Abi::X86_64),
+            Auxv {
+                base: 0x7f00_0000_1000,
+                random: Some(0x7ffd_0000_0010)
+            }
+        );
+        let mut v32 = Vec::new();
+        for (k, v) in [
+            (AT_RANDOM as u32, 0xffd0_0010u32),
+            (0, 0),
+            (AT_BASE as u32, 5),
+        ] {
+            v32.extend(k.to_le_bytes());
+            v32.extend(v.to_le_bytes());
+        }
+        // Nothing after AT_NULL counts.
+        assert_eq!(
+            parse_auxv(&v32, Abi::I386),
+            Auxv {
+                base: 0,
+                random: Some(0xffd0_0010)
+            }
+        );
+    }
+
+    #[test]
+    fn maps_text_gives_the_mapping_at_an_address() {
+        let text = b"55d0c0a00000-55d0c0a02000 r--p 00000000 fe:00 10199068 /usr/bin/true\n\
+7f997f7c2000-7f997f7c3000 r--p 00000000 fe:00 325843 /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2\n\
+7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]\n";
+        assert_eq!(
+            mapping_in_text(text, 0x7f99_7f7c_2000),
+            Some(Mapping {
+                start: 0x7f99_7f7c_2000,
+                end: 0x7f99_7f7c_3000,
+                key: (libc::makedev(0xfe, 0), 325_843)
+            })
+        );
+        assert_eq!(mapping_in_text(text, 0x7ffd_1000), None);
+        assert_eq!(mapping_in_text(text, 0x1234), None);
+        assert_eq!(mapping_in_text(b"garbage\n-\n", 0), None);
+    }
+
+    /// The interpreter of a running dynamic program, found from its auxiliary vector and its
+    /// mapping, is this machine's loader.
+    #[test]
+    fn the_interpreter_of_a_running_program_is_found_by_its_mapping() {
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Wait until the image is sleep's, not the forked test binary's.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| !p.ends_with("sleep"))
+            .unwrap_or(true)
+        {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let aux = read_auxv(pid, Abi::X86_64).unwrap();
+        assert_ne!(aux.base, 0);
+        assert!(aux.random.is_some());
+        let m = interpreter_mapping(pid, aux.base).unwrap().unwrap();
+        let ld = std::fs::metadata("/lib64/ld-linux-x86-64.so.2").unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(m.key, (ld.dev(), ld.ino()));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

@@ -42,6 +42,30 @@ pub struct LoaderEnv {
     pub audit: bool,
 }
 
+impl LoaderEnv {
+    /// Bytes of an environment entry that [`LoaderEnv::note`] needs: the name, `=`, and
+    /// whether a value follows.
+    pub const ENTRY_PREFIX_BYTES: usize = 32;
+
+    /// Notes one `NAME=value` entry (its first [`LoaderEnv::ENTRY_PREFIX_BYTES`] are enough).
+    pub fn note(&mut self, entry: &[u8]) {
+        if entry.starts_with(b"LD_TRACE_LOADED_OBJECTS=") {
+            self.trace = true;
+        } else if entry.starts_with(b"LD_AUDIT=") && entry.len() > b"LD_AUDIT=".len() {
+            self.audit = true;
+        }
+    }
+
+    /// The settings of a whole environment.
+    pub fn scan<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut env = Self::default();
+        for e in entries {
+            env.note(e);
+        }
+        env
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoaderInvocation {
     pub mode: LoaderMode,

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use nix::errno::Errno;
 
 use crate::event::Rule;
+use crate::phases::{Phase, PhaseClock};
 use file::{FileError, FileKind, LoaderKind};
 use loader_args::{LoaderEnv, LoaderInvocation};
 use resolve::{FsView, Resolved};
@@ -78,6 +79,15 @@ impl Abi {
             Abi::X86_64 => 8,
             Abi::I386 | Abi::X32 => 4,
         }
+    }
+
+    /// A pointer-sized little-endian word of this ABI (`bytes` is `pointer_size()` long;
+    /// missing bytes read as zero).
+    pub fn word(self, bytes: &[u8]) -> u64 {
+        let mut w = [0u8; 8];
+        let n = bytes.len().min(self.pointer_size());
+        w[..n].copy_from_slice(&bytes[..n]);
+        u64::from_le_bytes(w)
     }
 }
 
@@ -205,6 +215,9 @@ pub fn version_of(st: &nix::sys::stat::FileStat) -> FileVersion {
 #[derive(Default)]
 pub struct FileCache {
     kinds: HashMap<FileVersion, FileKind>,
+    /// Device and inode of mappings found to be one of the container's loaders, where the
+    /// mapping names the file differently from `stat` (an overlay's layer).
+    mapped_loaders: std::collections::HashSet<(u64, u64)>,
 }
 
 /// Entries kept before the cache is emptied.
@@ -228,6 +241,18 @@ impl FileCache {
             self.kinds.clear();
         }
         self.kinds.insert(v, kind.clone());
+    }
+
+    /// Whether a mapping with this device and inode was found to be a loader of the container.
+    pub fn is_mapped_loader(&self, key: (u64, u64)) -> bool {
+        self.mapped_loaders.contains(&key)
+    }
+
+    pub fn add_mapped_loader(&mut self, key: (u64, u64)) {
+        if self.mapped_loaders.len() >= FILE_CACHE_ENTRIES {
+            self.mapped_loaders.clear();
+        }
+        self.mapped_loaders.insert(key);
     }
 }
 
@@ -274,15 +299,17 @@ pub struct Inspection {
     pub finding: Option<Finding>,
 }
 
-/// Inspects one exec.
+/// Inspects one exec; `clock` is charged for resolving and classifying.
 pub fn inspect(
     req: &ExecRequest,
     view: &FsView,
     args: &mut dyn ExecArgs,
     loaders: &SystemLoaders,
     cache: &mut FileCache,
+    clock: &mut PhaseClock,
 ) -> Result<Inspection, InspectError> {
     let target = resolve_target(req, view)?;
+    clock.lap(Phase::Resolve);
     let mut inspection = Inspection {
         resolved: Some(target.display.clone()),
         finding: None,
@@ -297,6 +324,7 @@ pub fn inspect(
         cache: std::cell::RefCell::new(cache),
     };
     let kind = ctx.kind_of(&target)?;
+    clock.lap(Phase::Classify);
     inspection.finding = match kind {
         FileKind::Loader(kind) => {
             let argv = args.argv()?;
@@ -491,36 +519,44 @@ impl Ctx<'_> {
         let found = self.canonical(found, interp, None);
         let shown = crate::event::lossy(&found.display);
         let loader = match self.kind_of(&found)? {
-            FileKind::Loader(kind) => Some(LoaderFinding {
-                path: interp.to_vec(),
-                kind,
-                invocation: LoaderInvocation {
-                    mode: loader_args::LoaderMode::Run,
-                    program: Some(program.to_vec()),
-                    options: Vec::new(),
-                    audit: false,
-                    unknown_option: false,
-                },
-                via: Via::PtInterp,
-            }),
+            FileKind::Loader(kind) => Some(kind),
             _ => None,
         };
-        let reason = match &loader {
-            Some(l) => format!(
-                "PT_INTERP names {} ({shown}), a {} loader that is not one of the container's own",
-                crate::event::lossy(interp),
-                l.kind.as_str()
-            ),
-            None => format!(
-                "PT_INTERP names {} ({shown}), which is not a loader",
-                crate::event::lossy(interp)
-            ),
-        };
-        Ok(Some(Finding {
-            rule: Rule::CustomInterpreter,
-            reason,
-            loader,
-        }))
+        Ok(Some(custom_interpreter(interp, &shown, loader, program)))
+    }
+}
+
+/// A binary whose `PT_INTERP` (`interp`, found at `shown`) is not one of the container's own
+/// loaders; `loader` says what kind of loader it is, if it is one.
+pub(crate) fn custom_interpreter(
+    interp: &[u8],
+    shown: &str,
+    loader: Option<LoaderKind>,
+    program: &[u8],
+) -> Finding {
+    let named = crate::event::lossy(interp);
+    let reason = match loader {
+        Some(kind) => format!(
+            "PT_INTERP names {named} ({shown}), a {} loader that is not one of the container's own",
+            kind.as_str()
+        ),
+        None => format!("PT_INTERP names {named} ({shown}), which is not a loader"),
+    };
+    Finding {
+        rule: Rule::CustomInterpreter,
+        reason,
+        loader: loader.map(|kind| LoaderFinding {
+            path: interp.to_vec(),
+            kind,
+            invocation: LoaderInvocation {
+                mode: loader_args::LoaderMode::Run,
+                program: Some(program.to_vec()),
+                options: Vec::new(),
+                audit: false,
+                unknown_option: false,
+            },
+            via: Via::PtInterp,
+        }),
     }
 }
 
@@ -611,7 +647,15 @@ mod tests {
             },
             env,
         };
-        inspect(&req, &view, &mut args, &loaders, &mut FileCache::default()).unwrap()
+        inspect(
+            &req,
+            &view,
+            &mut args,
+            &loaders,
+            &mut FileCache::default(),
+            &mut PhaseClock::start(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -91,19 +91,26 @@ pub fn on_error(err: &InspectError, s: &Settings) -> Verdict {
             event: None,
         },
         InspectError::ReadTarget { .. } | InspectError::File { .. } | InspectError::Open { .. } => {
-            if s.mode == Mode::Off {
-                return Verdict::CONTINUE;
-            }
-            let rule = Rule::InspectionFailed;
-            Verdict {
-                action: if enforce {
-                    Action::Deny(s.enforce.errno.0)
-                } else {
-                    Action::Continue
-                },
-                event: Some((rule, s.rules.importance(rule))),
-            }
+            on_unknown(s)
         }
+    }
+}
+
+/// The verdict for an exec whose content is unknown: it could not be read, or the worker that
+/// received it died before recording it. The mode's fail-safe rule: deny in enforce mode,
+/// allow in audit mode, an `inspection_failed` event in both.
+pub fn on_unknown(s: &Settings) -> Verdict {
+    if s.mode == Mode::Off {
+        return Verdict::CONTINUE;
+    }
+    let rule = Rule::InspectionFailed;
+    Verdict {
+        action: if s.mode == Mode::Enforce {
+            Action::Deny(s.enforce.errno.0)
+        } else {
+            Action::Continue
+        },
+        event: Some((rule, s.rules.importance(rule))),
     }
 }
 

@@ -20,6 +20,18 @@ pub struct Trap {
     pub when: Option<Cond>,
     /// An exec: the profile is guarded only if at least one of these runs under it.
     pub is_exec: bool,
+    pub role: Role,
+}
+
+/// What a trap is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The exec checkpoint (`execve`, `execveat`).
+    Exec,
+    /// The image checkpoint: a new image's first thread-pointer setup.
+    Image,
+    /// A second seccomp listener, which the kernel refuses; logged.
+    Listener,
 }
 
 /// A condition on one system call argument.
@@ -57,11 +69,13 @@ pub const TRAPS: &[Trap] = &[
         name: "execve",
         when: None,
         is_exec: true,
+        role: Role::Exec,
     },
     Trap {
         name: "execveat",
         when: None,
         is_exec: true,
+        role: Role::Exec,
     },
     Trap {
         name: "arch_prctl",
@@ -70,11 +84,13 @@ pub const TRAPS: &[Trap] = &[
             value: ARCH_SET_FS,
         }),
         is_exec: false,
+        role: Role::Image,
     },
     Trap {
         name: "set_thread_area",
         when: None,
         is_exec: false,
+        role: Role::Image,
     },
     Trap {
         name: "seccomp",
@@ -83,8 +99,37 @@ pub const TRAPS: &[Trap] = &[
             bit: NEW_LISTENER,
         }),
         is_exec: false,
+        role: Role::Listener,
     },
 ];
+
+/// Where an exec is judged, which decides what is trapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checkpoints {
+    /// Only at the new image's first thread-pointer setup, where the kernel has done the exec
+    /// and nothing of the image has run: one notification per exec (the default).
+    #[default]
+    Image,
+    /// Also at the `execve`/`execveat` call: a denial is then a plain errno from the exec, at
+    /// the price of a second notification per exec (`[detect] exec_checkpoint = true`).
+    ExecAndImage,
+}
+
+impl Checkpoints {
+    /// `[detect] exec_checkpoint`.
+    pub fn with_exec(exec: bool) -> Self {
+        if exec {
+            Checkpoints::ExecAndImage
+        } else {
+            Checkpoints::Image
+        }
+    }
+
+    /// Whether `trap` is installed.
+    fn traps(self, trap: &Trap) -> bool {
+        trap.role != Role::Exec || self == Checkpoints::ExecAndImage
+    }
+}
 
 /// The annotation that sets a container's mode.
 pub const MODE_ANNOTATION: &str = "execguard.io/mode";
@@ -154,8 +199,13 @@ pub fn annotated_mode(spec: &Value) -> Result<Option<Mode>, SpecError> {
     }
 }
 
-/// Patches `spec` for the supervisor listening on `socket`. On error the spec is unchanged.
-pub fn patch(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
+/// Patches `spec` for the supervisor listening on `socket`, trapping what `checkpoints` needs.
+/// On error the spec is unchanged.
+pub fn patch(
+    spec: &mut Value,
+    socket: &Path,
+    checkpoints: Checkpoints,
+) -> Result<Outcome, SpecError> {
     if !spec.is_object() {
         return Err(wrong_type("(root)", "object"));
     }
@@ -165,7 +215,7 @@ pub fn patch(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
     let mut work = spec.clone();
     let mut outcome = Outcome::AlreadyBlocked;
     for step in [Step::RemoveInjected, Step::Inject] {
-        if let Some(o) = step.apply(&mut work, socket)? {
+        if let Some(o) = step.apply(&mut work, socket, checkpoints)? {
             outcome = o;
         }
     }
@@ -174,10 +224,15 @@ pub fn patch(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
 }
 
 impl Step {
-    fn apply(self, spec: &mut Value, socket: &Path) -> Result<Option<Outcome>, SpecError> {
+    fn apply(
+        self,
+        spec: &mut Value,
+        socket: &Path,
+        checkpoints: Checkpoints,
+    ) -> Result<Option<Outcome>, SpecError> {
         match self {
             Step::RemoveInjected => remove_injected(spec).map(|()| None),
-            Step::Inject => inject(spec, socket).map(Some),
+            Step::Inject => inject(spec, socket, checkpoints).map(Some),
         }
     }
 }
@@ -319,11 +374,12 @@ fn remove_injected(spec: &mut Value) -> Result<(), SpecError> {
     Ok(())
 }
 
-fn inject(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
+fn inject(spec: &mut Value, socket: &Path, checkpoints: Checkpoints) -> Result<Outcome, SpecError> {
     let socket = socket.to_string_lossy().into_owned();
     let Some(seccomp) = seccomp_mut(spec)? else {
         let all: Vec<(String, String)> = TRAPS
             .iter()
+            .filter(|t| checkpoints.traps(t))
             .map(|t| (t.name.to_owned(), "SCMP_ACT_ALLOW".to_owned()))
             .collect();
         let obj = spec
@@ -361,39 +417,64 @@ fn inject(spec: &mut Value, socket: &Path) -> Result<Outcome, SpecError> {
     let mut empty = Vec::new();
     let rules = rules.unwrap_or(&mut empty);
 
-    // Which trapped syscalls run under the profile today, and under which action: only those
-    // are handed over, and that action is kept where a conditional trap does not apply.
-    let mut trapped: Vec<(String, String)> = Vec::new();
-    for t in TRAPS {
-        let mut action = default_action.clone();
-        for (index, rule) in rules.iter().enumerate() {
-            if !rule_names(rule).any(|n| n == t.name) {
-                continue;
-            }
-            let conditional = rule
-                .get("args")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
-            if conditional {
-                return Err(SpecError::ConditionalRule {
-                    index,
-                    syscall: t.name.to_owned(),
-                });
-            }
-            if let Some(a) = rule.get("action").and_then(Value::as_str) {
-                action = a.to_owned();
-            }
-        }
-        if RUNNING_ACTIONS.contains(&action.as_str()) {
-            trapped.push((t.name.to_owned(), action));
-        }
-    }
-    if !trapped
+    // How the profile treats each trappable syscall today: the action of its unconditional
+    // rules (or the default), and the first rule with argument conditions, if any.
+    let profile: Vec<(&Trap, String, Option<usize>)> = TRAPS
         .iter()
-        .any(|(n, _)| trap(n).is_some_and(|t| t.is_exec))
+        .map(|t| {
+            let mut action = default_action.clone();
+            let mut conditional = None;
+            for (index, rule) in rules.iter().enumerate() {
+                if !rule_names(rule).any(|n| n == t.name) {
+                    continue;
+                }
+                if rule
+                    .get("args")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty())
+                {
+                    conditional.get_or_insert(index);
+                } else if let Some(a) = rule.get("action").and_then(Value::as_str) {
+                    action = a.to_owned();
+                }
+            }
+            (t, action, conditional)
+        })
+        .collect();
+    let runs = |action: &str| RUNNING_ACTIONS.contains(&action);
+    // An exec that is not trapped only has to be able to run; with a conditional rule it may.
+    if !profile
+        .iter()
+        .any(|(t, action, cond)| t.is_exec && (runs(action) || cond.is_some()))
     {
         // No exec runs under this profile: there is nothing to guard.
         return Ok(Outcome::AlreadyBlocked);
+    }
+    // A profile that blocks the image checkpoint's calls leaves only the exec to judge.
+    let checkpoints = if profile
+        .iter()
+        .all(|(t, action, _)| t.role != Role::Image || runs(action))
+    {
+        checkpoints
+    } else {
+        Checkpoints::ExecAndImage
+    };
+    // Only the syscalls that run under the profile are handed over, and their action is kept
+    // where a conditional trap does not apply.
+    let mut trapped: Vec<(String, String)> = Vec::new();
+    for (t, action, conditional) in profile {
+        if !checkpoints.traps(t) {
+            continue;
+        }
+        if let Some(index) = conditional {
+            return Err(SpecError::ConditionalRule {
+                index,
+                syscall: t.name.to_owned(),
+            });
+        }
+        if runs(&action) {
+            trapped.push((t.name.to_owned(), action));
+        }
     }
 
     // Take the trapped syscalls out of every rule, drop rules left with no name, add ours.
@@ -438,7 +519,12 @@ mod tests {
     const SOCK: &str = "/run/execguard/execguard.sock";
 
     fn patched(mut spec: Value) -> Value {
-        patch(&mut spec, Path::new(SOCK)).unwrap();
+        patch(&mut spec, Path::new(SOCK), Checkpoints::ExecAndImage).unwrap();
+        spec
+    }
+
+    fn patched_image_only(mut spec: Value) -> Value {
+        patch(&mut spec, Path::new(SOCK), Checkpoints::Image).unwrap();
         spec
     }
 
@@ -558,7 +644,7 @@ mod tests {
         let mut spec = podman_like();
         spec["linux"]["seccomp"]["listenerPath"] = json!("/run/other.sock");
         let before = spec.clone();
-        let err = patch(&mut spec, Path::new(SOCK)).unwrap_err();
+        let err = patch(&mut spec, Path::new(SOCK), Checkpoints::ExecAndImage).unwrap_err();
         assert!(matches!(err, SpecError::ForeignListener { .. }));
         assert!(err.to_string().contains("/run/other.sock"));
         assert_eq!(spec, before);
@@ -570,22 +656,27 @@ mod tests {
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["execve", "execveat"], "action": "SCMP_ACT_ERRNO"}]}}});
         let before = spec.clone();
-        assert_eq!(
-            patch(&mut spec, Path::new(SOCK)).unwrap(),
-            Outcome::AlreadyBlocked
-        );
-        assert_eq!(spec, before);
+        for checkpoints in [Checkpoints::Image, Checkpoints::ExecAndImage] {
+            assert_eq!(
+                patch(&mut spec, Path::new(SOCK), checkpoints).unwrap(),
+                Outcome::AlreadyBlocked
+            );
+            assert_eq!(spec, before);
+        }
     }
 
     #[test]
     fn off_annotation_leaves_the_spec_alone() {
         let mut spec = json!({"annotations": {"execguard.io/mode": "off"}});
         let before = spec.clone();
-        assert_eq!(patch(&mut spec, Path::new(SOCK)).unwrap(), Outcome::Off);
+        assert_eq!(
+            patch(&mut spec, Path::new(SOCK), Checkpoints::ExecAndImage).unwrap(),
+            Outcome::Off
+        );
         assert_eq!(spec, before);
         let mut bad = json!({"annotations": {"execguard.io/mode": "maybe"}});
         assert!(matches!(
-            patch(&mut bad, Path::new(SOCK)),
+            patch(&mut bad, Path::new(SOCK), Checkpoints::Image),
             Err(SpecError::BadAnnotation { .. })
         ));
     }
@@ -596,7 +687,7 @@ mod tests {
             "syscalls": [{"names": ["execve"], "action": "SCMP_ACT_ALLOW",
                           "args": [{"index": 1, "value": 0, "op": "SCMP_CMP_EQ"}]}]}}});
         assert_eq!(
-            patch(&mut spec, Path::new(SOCK)).unwrap_err(),
+            patch(&mut spec, Path::new(SOCK), Checkpoints::ExecAndImage).unwrap_err(),
             SpecError::ConditionalRule {
                 index: 0,
                 syscall: "execve".into()
@@ -607,7 +698,68 @@ mod tests {
     #[test]
     fn wrong_types_are_named() {
         let mut spec = json!({"linux": {"seccomp": []}});
-        let err = patch(&mut spec, Path::new(SOCK)).unwrap_err();
+        let err = patch(&mut spec, Path::new(SOCK), Checkpoints::ExecAndImage).unwrap_err();
         assert!(err.to_string().contains("linux.seccomp"), "{err}");
+    }
+
+    #[test]
+    fn by_default_only_the_image_checkpoint_and_the_listener_are_trapped() {
+        let s = patched_image_only(json!({"ociVersion": "1.0.2"}));
+        let rules = s["linux"]["seccomp"]["syscalls"].as_array().unwrap();
+        assert_eq!(rules[0]["action"], "SCMP_ACT_NOTIFY");
+        assert_eq!(rules[0]["names"], json!(["set_thread_area"]));
+        assert_eq!(rules[1]["names"], json!(["arch_prctl"]));
+        assert_eq!(rules[2]["names"], json!(["seccomp"]));
+        assert_eq!(rules.len(), 3);
+        // A profile's exec rules are left as they are, conditions included.
+        let spec = json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [
+                {"names": ["execve"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 1, "value": 0, "op": "SCMP_CMP_NE"}]},
+                {"names": ["arch_prctl", "set_thread_area", "read"], "action": "SCMP_ACT_ALLOW"}]}}});
+        let s = patched_image_only(spec);
+        let rules = s["linux"]["seccomp"]["syscalls"].as_array().unwrap();
+        assert_eq!(rules[0]["names"], json!(["execve"]));
+        assert_eq!(rules[0]["args"][0]["op"], "SCMP_CMP_NE");
+        assert_eq!(rules[1]["names"], json!(["read"]));
+        assert!(rules
+            .iter()
+            .all(|r| r["action"] != "SCMP_ACT_NOTIFY" || r["names"] != json!(["execve"])));
+        assert_eq!(patched_image_only(s.clone()), s);
+        // Switching the setting re-injects cleanly, both ways.
+        let mut podman = podman_like();
+        podman["linux"]["seccomp"]["syscalls"][0]["names"] =
+            json!(["read", "execve", "arch_prctl", "set_thread_area"]);
+        let image = patched_image_only(podman);
+        let both = patched(image.clone());
+        assert_ne!(both, image);
+        // Undoing the exec traps restores one plain rule per trapped call (duplicates of the
+        // original profile are folded), and from there the cycle is a fixed point.
+        let back = patched_image_only(both);
+        let notify_on_exec = |s: &Value| {
+            s["linux"]["seccomp"]["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["action"] == "SCMP_ACT_NOTIFY" && rule_names(r).any(|n| n == "execve"))
+        };
+        assert!(notify_on_exec(&patched(back.clone())));
+        assert!(!notify_on_exec(&back));
+        assert_eq!(patched_image_only(patched(back.clone())), back);
+    }
+
+    /// Without the image checkpoint's calls (the profile blocks them) only the exec can be
+    /// judged: the exec is trapped whatever the setting.
+    #[test]
+    fn a_profile_that_blocks_the_image_checkpoint_gets_the_exec_trapped() {
+        let s = patched_image_only(podman_like());
+        let rules = s["linux"]["seccomp"]["syscalls"].as_array().unwrap();
+        assert!(
+            rules
+                .iter()
+                .any(|r| r["action"] == "SCMP_ACT_NOTIFY"
+                    && r["names"] == json!(["execve", "execveat"])),
+            "{rules:#?}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde::Serialize;
 
-use super::Shared;
+use super::registry::Shared;
 use crate::config::Config;
 
 /// Upper bounds (µs) of the answer-latency histogram's buckets.

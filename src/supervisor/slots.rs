@@ -5,12 +5,12 @@
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::sys::{SeccompData, SeccompNotif};
+use crate::sys::{SeccompData, SeccompNotif, SharedWords};
 
-/// Bytes per slot: a state word and one `struct seccomp_notif`.
-const SLOT_BYTES: u64 = 128;
+/// Words per slot: a state word and one `struct seccomp_notif` (10 words), with room to spare.
+const SLOT_WORDS: usize = 16;
 /// Notify fds (container starts and `runc exec`s) one keeper can hold at once.
 pub const MAX_SLOTS: usize = 4096;
 
@@ -24,9 +24,10 @@ pub enum SlotState {
     EventWritten = 2,
 }
 
-/// The slot file.
+/// The slot file, mapped: recording a notification is a few stores, no system call.
 pub struct Slots {
     file: File,
+    map: SharedWords,
 }
 
 impl Slots {
@@ -37,85 +38,87 @@ impl Slots {
             nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
         )?;
         let file = File::from(fd);
-        file.set_len(SLOT_BYTES * MAX_SLOTS as u64)?;
-        Ok(Self { file })
+        file.set_len((SLOT_WORDS * MAX_SLOTS * 8) as u64)?;
+        Self::from_file(file)
     }
 
     /// The slot file a keeper handed over.
-    pub fn from_fd(fd: OwnedFd) -> Self {
-        Self {
-            file: File::from(fd),
+    pub fn from_fd(fd: OwnedFd) -> std::io::Result<Self> {
+        let file = File::from(fd);
+        let len = file.metadata()?.len();
+        if len < (SLOT_WORDS * MAX_SLOTS * 8) as u64 {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
         }
+        Self::from_file(file)
+    }
+
+    fn from_file(file: File) -> std::io::Result<Self> {
+        let map = SharedWords::map(&file, SLOT_WORDS * MAX_SLOTS)?;
+        Ok(Self { file, map })
     }
 
     pub fn file(&self) -> &File {
         &self.file
     }
 
-    fn offset(index: usize) -> u64 {
-        index as u64 * SLOT_BYTES
+    fn slot(&self, index: usize) -> Option<&[AtomicU64]> {
+        self.map
+            .words()
+            .get(index * SLOT_WORDS..(index + 1) * SLOT_WORDS)
     }
 
-    /// Records a notification as received (or its event as written).
+    /// Records a notification as received (or its event as written). The state word is
+    /// written last, so a slot never says "received" over a half-written notification.
     pub fn record(&self, index: usize, state: SlotState, n: &SeccompNotif) {
-        if index >= MAX_SLOTS {
+        let Some(slot) = self.slot(index) else {
             return;
+        };
+        let words = [
+            n.id,
+            u64::from(n.pid) | u64::from(n.flags) << 32,
+            u64::from(n.data.nr as u32) | u64::from(n.data.arch) << 32,
+            n.data.instruction_pointer,
+        ];
+        for (w, v) in slot[1..].iter().zip(words.iter().chain(&n.data.args)) {
+            w.store(*v, Ordering::Relaxed);
         }
-        let mut buf = [0u8; SLOT_BYTES as usize];
-        buf[..8].copy_from_slice(&(state as u64).to_le_bytes());
-        buf[8..16].copy_from_slice(&n.id.to_le_bytes());
-        buf[16..20].copy_from_slice(&n.pid.to_le_bytes());
-        buf[20..24].copy_from_slice(&n.flags.to_le_bytes());
-        buf[24..28].copy_from_slice(&n.data.nr.to_le_bytes());
-        buf[28..32].copy_from_slice(&n.data.arch.to_le_bytes());
-        buf[32..40].copy_from_slice(&n.data.instruction_pointer.to_le_bytes());
-        for (i, a) in n.data.args.iter().enumerate() {
-            buf[40 + 8 * i..48 + 8 * i].copy_from_slice(&a.to_le_bytes());
-        }
-        if let Err(e) = self.file.write_all_at(&buf, Self::offset(index)) {
-            tracing::warn!(slot = index, error = %e, "cannot record an in-flight notification");
-        }
+        slot[0].store(state as u64, Ordering::Release);
     }
 
     /// Marks the slot answered.
     pub fn clear(&self, index: usize) {
-        if index < MAX_SLOTS {
-            let _ = self.file.write_all_at(&[0u8; 8], Self::offset(index));
+        if let Some(slot) = self.slot(index) {
+            slot[0].store(SlotState::Empty as u64, Ordering::Release);
         }
     }
 
     /// What the slot holds: the last notification recorded there (its state `Empty` once it
     /// was answered: its id still tells a new worker where to look for unrecorded ones).
     pub fn read(&self, index: usize) -> Option<(SlotState, SeccompNotif)> {
-        if index >= MAX_SLOTS {
-            return None;
-        }
-        let mut buf = [0u8; SLOT_BYTES as usize];
-        self.file
-            .read_exact_at(&mut buf, Self::offset(index))
-            .ok()?;
-        let u64_at = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().unwrap_or_default());
-        let u32_at = |o: usize| u32::from_le_bytes(buf[o..o + 4].try_into().unwrap_or_default());
-        let state = match u64_at(0) {
+        let slot = self.slot(index)?;
+        let state = slot[0].load(Ordering::Acquire);
+        let w = |i: usize| slot[i].load(Ordering::Relaxed);
+        let state = match state {
             1 => SlotState::Received,
             2 => SlotState::EventWritten,
-            _ if u64_at(8) != 0 => SlotState::Empty,
+            _ if w(1) != 0 => SlotState::Empty,
             _ => return None,
         };
+        let low = |v: u64| (v & 0xffff_ffff) as u32;
         let mut args = [0u64; 6];
         for (i, a) in args.iter_mut().enumerate() {
-            *a = u64_at(40 + 8 * i);
+            *a = w(5 + i);
         }
         Some((
             state,
             SeccompNotif {
-                id: u64_at(8),
-                pid: u32_at(16),
-                flags: u32_at(20),
+                id: w(1),
+                pid: low(w(2)),
+                flags: (w(2) >> 32) as u32,
                 data: SeccompData {
-                    nr: u32_at(24) as i32,
-                    arch: u32_at(28),
-                    instruction_pointer: u64_at(32),
+                    nr: low(w(3)) as i32,
+                    arch: (w(3) >> 32) as u32,
+                    instruction_pointer: w(4),
                     args,
                 },
             },
@@ -130,6 +133,8 @@ mod tests {
     #[test]
     fn slots_round_trip_and_clear() {
         let slots = Slots::create().unwrap();
+        // What one mapping writes, another mapping of the same file (the next worker's) reads.
+        let other = Slots::from_fd(slots.file().try_clone().unwrap().into()).unwrap();
         let n = SeccompNotif {
             id: 0xdead_beef_0000_0001,
             pid: 4242,
@@ -144,6 +149,7 @@ mod tests {
         assert_eq!(slots.read(3), None);
         slots.record(3, SlotState::Received, &n);
         assert_eq!(slots.read(3), Some((SlotState::Received, n)));
+        assert_eq!(other.read(3), Some((SlotState::Received, n)));
         slots.record(3, SlotState::EventWritten, &n);
         assert_eq!(slots.read(3).unwrap().0, SlotState::EventWritten);
         slots.clear(3);

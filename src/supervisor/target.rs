@@ -106,6 +106,26 @@ pub fn decode(notif: &SeccompNotif) -> Option<Trapped> {
     })
 }
 
+/// The audit architecture under which `nr` (with these arguments) is a call execguard traps.
+/// The numbers of the trapped calls of the two ABIs do not overlap, so a task's current call as
+/// `/proc/TID/syscall` shows it (a number, no ABI) names one at most.
+pub fn trapped_arch(nr: i32, args: [u64; 6]) -> Option<u32> {
+    [AUDIT_ARCH_X86_64, AUDIT_ARCH_I386]
+        .into_iter()
+        .find(|arch| {
+            let probe = SeccompNotif {
+                data: crate::sys::SeccompData {
+                    nr,
+                    arch: *arch,
+                    instruction_pointer: 0,
+                    args,
+                },
+                ..Default::default()
+            };
+            decode(&probe).is_some()
+        })
+}
+
 /// The notifying task's memory, for one notification.
 pub struct Target<'a> {
     pub notify: &'a NotifyFd,
@@ -202,11 +222,7 @@ impl<'a> Target<'a> {
             let want = (in_page / size).clamp(1, max - out.len()) * size;
             self.read_exact(at, &mut buf[..want], what)?;
             for chunk in buf[..want].chunks_exact(size) {
-                let p = if size == 8 {
-                    u64::from_le_bytes(chunk.try_into().unwrap_or_default())
-                } else {
-                    u64::from(u32::from_le_bytes(chunk.try_into().unwrap_or_default()))
-                };
+                let p = self.abi.word(chunk);
                 if p == 0 {
                     return Ok((out, true));
                 }
@@ -269,13 +285,8 @@ impl ExecArgs for Target<'_> {
         let (ptrs, _) = self.read_ptr_array(self.envp_addr, MAX_ENV_ITEMS, "envp")?;
         let mut env = LoaderEnv::default();
         for p in ptrs {
-            // Only the start of each entry matters: the name and whether a value follows.
-            let (s, _) = self.read_cstr(p, 32, "envp")?;
-            if s.starts_with(b"LD_TRACE_LOADED_OBJECTS=") {
-                env.trace = true;
-            } else if s.starts_with(b"LD_AUDIT=") && s.len() > b"LD_AUDIT=".len() {
-                env.audit = true;
-            }
+            let (s, _) = self.read_cstr(p, LoaderEnv::ENTRY_PREFIX_BYTES, "envp")?;
+            env.note(&s);
         }
         self.check_valid()?;
         Ok(env)
@@ -362,6 +373,21 @@ mod tests {
                 syscall: "set_thread_area"
             })
         );
+    }
+
+    #[test]
+    fn trapped_calls_name_their_abi() {
+        let set_fs = crate::spec::ARCH_SET_FS;
+        assert_eq!(
+            trapped_arch(158, [set_fs, 0, 0, 0, 0, 0]),
+            Some(AUDIT_ARCH_X86_64)
+        );
+        // arch_prctl(ARCH_GET_FS) is not trapped.
+        assert_eq!(trapped_arch(158, [0x1003, 0, 0, 0, 0, 0]), None);
+        assert_eq!(trapped_arch(243, [0; 6]), Some(AUDIT_ARCH_I386));
+        assert_eq!(trapped_arch(59, [0; 6]), Some(AUDIT_ARCH_X86_64));
+        assert_eq!(trapped_arch(11, [0; 6]), Some(AUDIT_ARCH_I386));
+        assert_eq!(trapped_arch(0, [0; 6]), None);
     }
 
     #[test]

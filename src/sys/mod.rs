@@ -19,6 +19,13 @@ pub const SECCOMP_IOCTL_NOTIF_SET_FLAGS: u64 = 0x4008_2104;
 pub const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
 /// Answer "let the system call run".
 pub const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
+/// Words of the stack buffer that RECV and SEND go through: room for notification structures
+/// six times the size of today's.
+const IOCTL_BUF_WORDS: usize = 64;
+/// `_IOWR('f', 17, struct procmap_query)` (`<linux/fs.h>`, Linux 6.11 and later).
+pub const PROCMAP_QUERY: u64 = 0xc068_6611;
+/// `_IO(0xb7, 0x2)` (`<linux/nsfs.h>`): the parent of a pid namespace.
+pub const NS_GET_PARENT: u64 = 0xb702;
 /// `seccomp(2)` operation that reports the kernel's notification structure sizes.
 const SECCOMP_GET_NOTIF_SIZES: libc::c_uint = 3;
 
@@ -104,11 +111,15 @@ impl NotifyFd {
     /// normal, and the caller simply moves on.
     pub fn recv(&self) -> io::Result<SeccompNotif> {
         let (notif_size, _) = notif_sizes()?;
-        // The kernel requires a zeroed buffer and writes `notif_size` bytes into it.
+        // The kernel requires a zeroed buffer and writes `notif_size` bytes into it; a stack
+        // buffer keeps the answer path free of allocations.
+        let mut buf = [0u64; IOCTL_BUF_WORDS];
         let len = notif_size.max(std::mem::size_of::<SeccompNotif>());
-        let mut buf = vec![0u64; len.div_ceil(8)];
+        if len > std::mem::size_of_val(&buf) {
+            return Err(io::Error::from_raw_os_error(libc::E2BIG));
+        }
         // SAFETY: `buf` is a zeroed, 8-byte aligned buffer of at least the kernel's
-        // `sizeof(struct seccomp_notif)` bytes, alive for the duration of the call.
+        // `sizeof(struct seccomp_notif)` bytes (checked above), alive for the call.
         let rc = unsafe {
             libc::ioctl(
                 self.0.as_raw_fd(),
@@ -127,13 +138,16 @@ impl NotifyFd {
     /// Sends one answer. `ENOENT` means the task is gone or was interrupted: normal.
     pub fn send(&self, resp: &SeccompNotifResp) -> io::Result<()> {
         let (_, resp_size) = notif_sizes()?;
+        let mut buf = [0u64; IOCTL_BUF_WORDS];
         let len = resp_size.max(std::mem::size_of::<SeccompNotifResp>());
-        let mut buf = vec![0u64; len.div_ceil(8)];
+        if len > std::mem::size_of_val(&buf) {
+            return Err(io::Error::from_raw_os_error(libc::E2BIG));
+        }
         // SAFETY: `buf` holds at least `size_of::<SeccompNotifResp>()` aligned bytes; we write
         // one plain-data value at its start.
         unsafe { std::ptr::write(buf.as_mut_ptr().cast::<SeccompNotifResp>(), *resp) };
-        // SAFETY: `buf` is at least the kernel's `sizeof(struct seccomp_notif_resp)`, zero
-        // beyond our structure, and alive for the call; the kernel only reads it.
+        // SAFETY: `buf` is at least the kernel's `sizeof(struct seccomp_notif_resp)` (checked
+        // above), zero beyond our structure, and alive for the call; the kernel only reads it.
         let rc = unsafe {
             libc::ioctl(
                 self.0.as_raw_fd(),
@@ -228,6 +242,142 @@ impl PidFd {
     }
 }
 
+/// `struct procmap_query` (`<linux/fs.h>`, Linux 6.11 and later).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct ProcmapQuery {
+    size: u64,
+    query_flags: u64,
+    query_addr: u64,
+    vma_start: u64,
+    vma_end: u64,
+    vma_flags: u64,
+    vma_page_size: u64,
+    vma_offset: u64,
+    inode: u64,
+    dev_major: u32,
+    dev_minor: u32,
+    vma_name_size: u32,
+    build_id_size: u32,
+    vma_name_addr: u64,
+    build_id_addr: u64,
+}
+
+/// The file behind one mapping of a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// The file's device and inode, as `stat` reports them (`st_dev`, `st_ino`).
+    pub key: (u64, u64),
+}
+
+/// Which file backs the mapping that contains `addr`, asked of an open `/proc/PID/maps` with
+/// one `PROCMAP_QUERY` ioctl instead of reading and parsing the whole text. `Ok(None)` when no
+/// mapping contains `addr` or the one that does has no file behind it. Kernels before 6.11
+/// answer `ENOTTY`.
+pub fn procmap_query(maps: &impl std::os::fd::AsFd, addr: u64) -> io::Result<Option<Mapping>> {
+    let mut q = ProcmapQuery {
+        size: std::mem::size_of::<ProcmapQuery>() as u64,
+        query_addr: addr,
+        ..Default::default()
+    };
+    // SAFETY: PROCMAP_QUERY reads and writes one `struct procmap_query`, whose layout this
+    // struct has (pinned by a test); the name and build-id buffers are not asked for (sizes 0).
+    let rc = unsafe {
+        libc::ioctl(
+            maps.as_fd().as_raw_fd(),
+            PROCMAP_QUERY as _,
+            &mut q as *mut ProcmapQuery,
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    if q.inode == 0 && q.dev_major == 0 && q.dev_minor == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Mapping {
+        start: q.vma_start,
+        end: q.vma_end,
+        key: (libc::makedev(q.dev_major, q.dev_minor), q.inode),
+    }))
+}
+
+/// The parent of the pid namespace `ns` (an open `/proc/PID/ns/pid`). Fails with `EPERM` at
+/// the top of what this process may see.
+pub fn pid_ns_parent(ns: &impl std::os::fd::AsFd) -> io::Result<OwnedFd> {
+    // SAFETY: NS_GET_PARENT takes no argument and returns a new descriptor or -1.
+    let fd = unsafe { libc::ioctl(ns.as_fd().as_raw_fd(), NS_GET_PARENT as _) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this new descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A shared mapping of a file as 64-bit atomic words: the slot file, which the keeper holds
+/// and each worker maps, so that recording an in-flight notification costs no system call.
+#[derive(Debug)]
+pub struct SharedWords {
+    ptr: std::ptr::NonNull<std::ffi::c_void>,
+    words: usize,
+}
+
+// SAFETY: the mapping is only ever accessed through `AtomicU64`s, which may be shared and sent
+// between threads; the pointer itself is never handed out mutably.
+unsafe impl Send for SharedWords {}
+// SAFETY: as above: every access is atomic.
+unsafe impl Sync for SharedWords {}
+
+impl SharedWords {
+    /// Maps the first `words` 64-bit words of `file` (which must be at least that long),
+    /// readable and writable, shared with every other process that maps it.
+    pub fn map(file: &impl std::os::fd::AsFd, words: usize) -> io::Result<Self> {
+        let len = std::num::NonZeroUsize::new(words * 8)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: a new shared mapping of the file, at an address the kernel chooses; nothing
+        // else in this process refers to that range, and it is unmapped only on drop.
+        let ptr = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                len,
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_SHARED,
+                file,
+                0,
+            )
+        }?;
+        Ok(Self { ptr, words })
+    }
+
+    /// The words. Other processes may change them at any time: read and write them only
+    /// atomically.
+    pub fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: the mapping is `words * 8` bytes, page-aligned (so 8-byte aligned), lives as
+        // long as `self`, and `AtomicU64` has the layout of `u64`; every access through the
+        // slice is atomic, so concurrent writers (other threads, other processes) are sound.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.as_ptr().cast::<std::sync::atomic::AtomicU64>(),
+                self.words,
+            )
+        }
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        // SAFETY: the range was mapped by `map` with this length, and no reference into it
+        // outlives `self` (the slice borrows `self`).
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.words * 8) };
+    }
+}
+
 /// Takes ownership of a descriptor this process inherited, by number, from the process that
 /// started it (the keeper passes the worker its channel and slot file this way). Fails unless
 /// `fd` is open; marks it close-on-exec. Call once per inherited fd.
@@ -289,10 +439,17 @@ mod tests {
             r#"#include <stdio.h>
 #include <sys/ioctl.h>
 #include <linux/seccomp.h>
+#include <linux/nsfs.h>
+#include <linux/types.h>
+struct procmap_query {{ __u64 size, query_flags, query_addr, vma_start, vma_end, vma_flags,
+  vma_page_size, vma_offset, inode; __u32 dev_major, dev_minor, vma_name_size, build_id_size;
+  __u64 vma_name_addr, build_id_addr; }};
 int main(void) {{
-  printf("%lx %lx %lx %lx\n", (unsigned long)SECCOMP_IOCTL_NOTIF_RECV,
+  printf("%lx %lx %lx %lx %lx %zu %lx\n", (unsigned long)SECCOMP_IOCTL_NOTIF_RECV,
          (unsigned long)SECCOMP_IOCTL_NOTIF_SEND, (unsigned long)SECCOMP_IOCTL_NOTIF_ID_VALID,
-         (unsigned long)SECCOMP_IOW(4, __u64));
+         (unsigned long)SECCOMP_IOW(4, __u64),
+         (unsigned long)_IOWR('f', 17, struct procmap_query), sizeof(struct procmap_query),
+         (unsigned long)NS_GET_PARENT);
   return 0;
 }}"#
         )
@@ -307,12 +464,61 @@ int main(void) {{
         let out = Command::new(&bin).output().unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         let expected = format!(
-            "{:x} {:x} {:x} {:x}\n",
+            "{:x} {:x} {:x} {:x} {:x} {} {:x}\n",
             SECCOMP_IOCTL_NOTIF_RECV,
             SECCOMP_IOCTL_NOTIF_SEND,
             SECCOMP_IOCTL_NOTIF_ID_VALID,
-            SECCOMP_IOCTL_NOTIF_SET_FLAGS
+            SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            PROCMAP_QUERY,
+            std::mem::size_of::<ProcmapQuery>(),
+            NS_GET_PARENT
         );
         assert_eq!(text, expected);
+    }
+
+    /// The mapping that holds this function's code is this executable.
+    #[test]
+    fn procmap_query_names_the_file_behind_an_address() {
+        let maps = std::fs::File::open("/proc/self/maps").unwrap();
+        let addr = procmap_query_names_the_file_behind_an_address as *const () as usize as u64;
+        let found = match procmap_query(&maps, addr) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
+                eprintln!("skipped: this kernel has no PROCMAP_QUERY (Linux 6.11+)");
+                return;
+            }
+            r => r.unwrap().expect("a file-backed mapping"),
+        };
+        let st = nix::sys::stat::stat("/proc/self/exe").unwrap();
+        assert_eq!(found.key, (st.st_dev, st.st_ino));
+        assert!(found.start <= addr && addr < found.end);
+        // A stack address has no file behind it.
+        let local = 0u8;
+        assert_eq!(
+            procmap_query(&maps, &local as *const u8 as u64).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn shared_words_are_shared_between_mappings() {
+        let fd =
+            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&fd, 4096).unwrap();
+        let a = SharedWords::map(&fd, 512).unwrap();
+        let b = SharedWords::map(&fd, 512).unwrap();
+        a.words()[7].store(42, std::sync::atomic::Ordering::Release);
+        assert_eq!(b.words()[7].load(std::sync::atomic::Ordering::Acquire), 42);
+        assert_eq!(b.words().len(), 512);
+    }
+
+    /// This process's pid namespace has a parent only inside a nested one; at the top the
+    /// kernel says EPERM.
+    #[test]
+    fn pid_ns_parent_stops_at_the_top() {
+        let ns = std::fs::File::open("/proc/self/ns/pid").unwrap();
+        match pid_ns_parent(&ns) {
+            Ok(parent) => assert!(nix::sys::stat::fstat(&parent).is_ok()),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}"),
+        }
     }
 }

@@ -103,6 +103,19 @@ pub fn fixture() -> &'static Fixture {
                 .arg(bin.join("payload-interp")),
         );
 
+        // The PT_INTERP race's payload: its interpreter is whatever /tmp/race/i is at the exec.
+        run_ok(
+            Command::new("gcc")
+                .args(["-O1", "-o"])
+                .arg(bin.join("interp-payload"))
+                .arg(helpers.join("interp-payload.c")),
+        );
+        run_ok(
+            Command::new("patchelf")
+                .args(["--set-interpreter", "/tmp/race/i"])
+                .arg(bin.join("interp-payload")),
+        );
+
         let spec_dir = dir.join("spec-template");
         std::fs::create_dir_all(&spec_dir).unwrap();
         run_ok(
@@ -133,6 +146,11 @@ pub struct Supervisor {
 impl Supervisor {
     /// Starts a supervisor whose config is `mode` plus `extra` TOML lines.
     pub fn start(mode: &str, extra: &str) -> Self {
+        Self::start_with_env(mode, extra, &[])
+    }
+
+    /// The same, with more environment variables for the supervisor.
+    pub fn start_with_env(mode: &str, extra: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new().prefix("eg-sup").tempdir().unwrap();
         let socket = dir.path().join("eg.sock");
         let config = write_config(dir.path(), Some(mode), extra);
@@ -145,6 +163,7 @@ impl Supervisor {
             .arg("--events")
             .arg(&events)
             .env("EXECGUARD_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -19,8 +19,13 @@ fn importance_rank(s: &str) -> u8 {
 /// Runs the script in enforce mode (default config) and in audit mode: it must succeed (it
 /// creates /work/m last) and no event may be above `low`.
 fn check_legit(name: &str, script: &str) -> Vec<serde_json::Value> {
+    check_legit_with(name, "", script)
+}
+
+/// The same with more config lines.
+fn check_legit_with(name: &str, config: &str, script: &str) -> Vec<serde_json::Value> {
     let mut all = Vec::new();
-    let sup = Supervisor::start("enforce", "");
+    let sup = Supervisor::start("enforce", config);
     for mode in ["enforce", "audit"] {
         let run = run_container(
             &sup,
@@ -68,15 +73,33 @@ fn ldd_on_a_32_bit_binary() {
     assert_queries_seen(&events);
 }
 
+fn queries() -> String {
+    format!(
+        "{LD} --list /bin/true | grep -q libc.so.6 && {LD} --verify /bin/true && \
+         {LD} --help > /dev/null && {LD} --version > /dev/null && \
+         {LD} --list-tunables > /dev/null && {LD} --list-diagnostics > /dev/null && touch /work/m"
+    )
+}
+
+/// Only `--list` loads objects and so sets up a thread pointer; `--verify`, `--help`,
+/// `--version`, `--list-tunables` and `--list-diagnostics` exit before, run nothing, and never
+/// reach the image checkpoint.
 #[test]
 fn loader_queries() {
-    let events = check_legit(
-        "queries",
-        &format!(
-            "{LD} --list /bin/true | grep -q libc.so.6 && {LD} --verify /bin/true && \
-             {LD} --help > /dev/null && {LD} --version > /dev/null && \
-             {LD} --list-tunables > /dev/null && {LD} --list-diagnostics > /dev/null && touch /work/m"
-        ),
+    let events = check_legit("queries", &queries());
+    // One query seen, in each of the two modes.
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_queries_seen(&events);
+    assert!(events.iter().all(|e| e["loader"]["mode"] == "list"));
+}
+
+/// The exec checkpoint sees every one.
+#[test]
+fn loader_queries_at_the_exec() {
+    let events = check_legit_with(
+        "queries-exec",
+        "[detect]\nexec_checkpoint = true\n",
+        &queries(),
     );
     // Six queries, in each of the two modes.
     assert_eq!(events.len(), 12, "{events:#?}");

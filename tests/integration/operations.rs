@@ -32,7 +32,9 @@ fn status_and_metrics() {
         .find(|c| c["id"] == id.as_str())
         .unwrap_or_else(|| panic!("{out}"));
     assert_eq!(c["mode"], "audit");
-    assert!(c["execs_inspected"].as_u64().unwrap() >= 2, "{c}");
+    // Every exec passes the image checkpoint; the exec checkpoint is off by default.
+    assert!(c["images_inspected"].as_u64().unwrap() >= 2, "{c}");
+    assert_eq!(c["execs_inspected"], 0, "{c}");
     assert_eq!(c["events"], 1, "{c}");
     assert_eq!(c["denials"], 0, "{c}");
     let (ok, table, _) = execguard(&["status", "--config", &cfg]);

@@ -1,7 +1,8 @@
-//! Race-proof enforcement: racers that change the exec's path between the supervisor's read
-//! and the kernel's, thousands of times. In enforce mode no loader execution gets through
-//! (what the exec-time check misses, the image checkpoint stops); in audit mode every one that
-//! runs is logged.
+//! Race-proof enforcement: racers that change the exec's path, or what a binary's `PT_INTERP`
+//! names, between the supervisor's look and the kernel's, thousands of times; with the image
+//! checkpoint alone (the default) and with the exec checkpoint too (which the racers fool; the
+//! image checkpoint then stops what it missed). In enforce mode no loader execution gets
+//! through; in audit mode every one that runs is logged.
 
 use std::collections::HashSet;
 
@@ -9,12 +10,30 @@ use crate::harness::{run_container, Supervisor};
 
 const ATTEMPTS: usize = 2000;
 
+/// The event every loader run of this racer must have.
+fn expected_event(kind: &str) -> &'static str {
+    if kind == "interp" {
+        "custom_interpreter"
+    } else {
+        "binary_executed_by_loader"
+    }
+}
+
 fn race(kind: &str) {
-    let sup = Supervisor::start("audit", "");
+    for (setting, config) in [
+        ("image", ""),
+        ("exec", "[detect]\nexec_checkpoint = true\n"),
+    ] {
+        race_with(kind, setting, config);
+    }
+}
+
+fn race_with(kind: &str, setting: &str, config: &str) {
+    let sup = Supervisor::start("audit", config);
     for mode in ["enforce", "audit"] {
         let run = run_container(
             &sup,
-            &format!("race-{kind}-{mode}"),
+            &format!("race-{kind}-{setting}-{mode}"),
             &format!(
                 "/opt/eg/racer {kind} {ATTEMPTS} /work > /work/out 2>&1; echo done > /work/done"
             ),
@@ -31,7 +50,7 @@ fn race(kind: &str) {
         let events = sup.events_of(&run.id);
         let by_stage = |stage: &str| events.iter().filter(|e| e["stage"] == stage).count();
         eprintln!(
-            "{kind} {mode}: {} loader runs, {} events at the exec, {} at the image",
+            "{kind} ({setting} checkpoint) {mode}: {} loader runs, {} events at the exec, {} at the image",
             ran.len(),
             by_stage("exec"),
             by_stage("image")
@@ -55,7 +74,7 @@ fn race(kind: &str) {
             let missing: Vec<&String> = ran.difference(&logged).collect();
             let others: Vec<&serde_json::Value> = events
                 .iter()
-                .filter(|e| e["event"] != "binary_executed_by_loader")
+                .filter(|e| e["event"] != expected_event(kind))
                 .collect();
             let log = sup.log();
             let lines: Vec<&str> = log
@@ -78,4 +97,9 @@ fn path_flipped_by_a_thread_sharing_a_vfork_childs_memory() {
 #[test]
 fn loader_renamed_over_an_allowed_path() {
     race("rename");
+}
+
+#[test]
+fn pt_interp_swapped_between_the_loader_and_a_copy() {
+    race("interp");
 }

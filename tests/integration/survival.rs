@@ -81,3 +81,56 @@ fn worker_replaced_mid_build() {
         let _ = kill(Pid::from_raw(sup.pid()), Signal::SIGUSR2);
     });
 }
+
+/// The worst moment to die: right after the kernel handed the worker a notification, before it
+/// was recorded (forced here by fault injection, at the fifth notification). The next worker
+/// finds the notification pending, rebuilds it from its waiting task, and judges it like any
+/// other: no exec fails, every loader run is logged in audit mode, none runs in enforce mode.
+#[test]
+fn a_notification_received_but_not_recorded_is_rebuilt() {
+    for mode in ["audit", "enforce"] {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("fired");
+        let fault = format!("5:{}", marker.display());
+        let sup = Supervisor::start_with_env(
+            mode,
+            "",
+            &[(execguard::supervisor::fault::DIE_AFTER_RECV_ENV, &fault)],
+        );
+        let run = crate::harness::run_container(
+            &sup,
+            &format!("lost-{mode}"),
+            "fails=0; for i in $(seq 20); do /bin/true || fails=$((fails+1)); \
+             /lib64/ld-linux-x86-64.so.2 /bin/touch /work/m-$i; done; echo $fails > /work/fails",
+            &[],
+        );
+        let ctx = format!("{mode}: {}\n{}", run.describe(), sup.log());
+        assert!(marker.exists(), "the fault did not fire\n{ctx}");
+        assert!(
+            sup.log().contains("rebuilt from its task"),
+            "the lost notification was not rebuilt\n{ctx}"
+        );
+        let fails = std::fs::read_to_string(run.work.join("fails")).unwrap_or_default();
+        assert_eq!(fails.trim(), "0", "{ctx}");
+        let ran = (1..=20).filter(|i| run.marker(&format!("m-{i}"))).count();
+        let events: Vec<serde_json::Value> = sup
+            .events_of(&run.id)
+            .into_iter()
+            .filter(|e| e["event"] == "binary_executed_by_loader")
+            .collect();
+        assert!(
+            sup.events_of(&run.id)
+                .iter()
+                .all(|e| e["event"] != "inspection_failed"),
+            "{ctx}"
+        );
+        if mode == "audit" {
+            assert_eq!(ran, 20, "{ctx}");
+            assert_eq!(events.len(), 20, "{events:#?}\n{ctx}");
+        } else {
+            assert_eq!(ran, 0, "{ctx}");
+            assert_eq!(events.len(), 20, "{events:#?}\n{ctx}");
+            assert!(events.iter().all(|e| e["action"] == "denied"));
+        }
+    }
+}

@@ -9,18 +9,43 @@ const LD: &str = "/lib64/ld-linux-x86-64.so.2";
 
 struct Expect {
     rule: &'static str,
+    /// The ABI of the exec call (what the exec checkpoint reports).
     abi: &'static str,
+    /// The ABI of the new image (what the image checkpoint reports).
+    image_abi: &'static str,
 }
 
 const LOADER: Expect = Expect {
     rule: "binary_executed_by_loader",
     abi: "x86_64",
+    image_abi: "x86_64",
 };
 
-/// Runs `script` once in audit and once in enforce mode and checks both outcomes.
+/// The two places an exec can be judged: the image checkpoint alone (the default), and the
+/// exec call as well (`[detect] exec_checkpoint = true`).
+const CHECKPOINTS: [(&str, &str); 2] = [
+    ("image", ""),
+    ("exec", "[detect]\nexec_checkpoint = true\n"),
+];
+// The name of each setting is also the stage its events come from.
+
+/// Runs `script` in audit and in enforce mode, with each checkpoint setting, and checks every
+/// outcome.
 fn check(name: &str, script: &str, expect: Expect) {
+    for (checkpoints, config) in CHECKPOINTS {
+        check_with(
+            &format!("{name}-{checkpoints}"),
+            config,
+            checkpoints,
+            script,
+            &expect,
+        );
+    }
+}
+
+fn check_with(name: &str, config: &str, stage: &str, script: &str, expect: &Expect) {
     // One supervisor in audit mode by default; the enforce run is switched by annotation.
-    let sup = Supervisor::start("audit", "");
+    let sup = Supervisor::start("audit", config);
     let audit = run_container(&sup, &format!("{name}-audit"), script, &[]);
     let enforce = run_container(
         &sup,
@@ -55,7 +80,13 @@ fn check(name: &str, script: &str, expect: Expect) {
                 )
             });
         check_event_fields(hit, mode, action, &run.id);
-        assert_eq!(hit["exec"]["abi"], expect.abi, "{hit:#}");
+        assert_eq!(hit["stage"], stage, "{hit:#}");
+        let abi = if stage == "exec" {
+            expect.abi
+        } else {
+            expect.image_abi
+        };
+        assert_eq!(hit["exec"]["abi"], abi, "{hit:#}");
         let imp = hit["importance"].as_str().unwrap();
         assert!(imp == "critical" || imp == "high", "{hit:#}");
     }
@@ -158,6 +189,7 @@ fn memfd_copy() {
         Expect {
             rule: "fileless_loader_execution",
             abi: "x86_64",
+            image_abi: "x86_64",
         },
     );
 }
@@ -176,7 +208,10 @@ fn i386_loader() {
     check(
         "i386",
         "/lib/ld-linux.so.2 /opt/eg/payload32 /work/m",
-        LOADER,
+        Expect {
+            image_abi: "i386",
+            ..LOADER
+        },
     );
 }
 
@@ -188,6 +223,7 @@ fn int80_from_a_64_bit_process() {
         Expect {
             rule: "binary_executed_by_loader",
             abi: "i386",
+            image_abi: "x86_64",
         },
     );
 }
@@ -200,6 +236,7 @@ fn execve_from_a_32_bit_process() {
         Expect {
             rule: "binary_executed_by_loader",
             abi: "i386",
+            image_abi: "i386",
         },
     );
 }
@@ -221,6 +258,7 @@ fn custom_pt_interp() {
         Expect {
             rule: "custom_interpreter",
             abi: "x86_64",
+            image_abi: "x86_64",
         },
     );
 }
@@ -277,10 +315,14 @@ fn no_shadow_listener() {
     }
 }
 
-/// The config's mode applies when there is no annotation, and the configured errno is used.
+/// The config's mode applies when there is no annotation, and with the exec checkpoint the
+/// configured errno is what the denied exec fails with.
 #[test]
 fn configured_enforce_mode_and_errno() {
-    let sup = Supervisor::start("enforce", "[enforce]\nerrno = \"EPERM\"\n");
+    let sup = Supervisor::start(
+        "enforce",
+        "[enforce]\nerrno = \"EPERM\"\n[detect]\nexec_checkpoint = true\n",
+    );
     let run: Run = run_container(
         &sup,
         "cfg-enforce",
@@ -303,6 +345,35 @@ fn configured_enforce_mode_and_errno() {
     );
     assert!(run.marker("m"), "{}", run.describe());
     assert_eq!(sup.events_of(&run.id)[0]["action"], "allowed");
+}
+
+/// By default a loader execution is judged at the new image: the process is killed before
+/// the payload runs (the shell sees SIGKILL), and the event says where it was seen.
+#[test]
+fn denied_at_the_image_by_default() {
+    let sup = Supervisor::start("enforce", "");
+    let run = run_container(
+        &sup,
+        "image-kill",
+        &format!("{LD} /bin/touch /work/m; echo $? > /work/rc"),
+        &[],
+    );
+    assert!(!run.marker("m"), "{}", run.describe());
+    let rc = std::fs::read_to_string(run.work.join("rc")).unwrap();
+    assert_eq!(rc.trim(), "137", "killed by SIGKILL\n{}", run.describe());
+    let events = sup.events_of(&run.id);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["stage"], "image");
+    assert_eq!(events[0]["action"], "denied");
+    assert_eq!(events[0]["exec"]["syscall"], "arch_prctl");
+    assert_eq!(events[0]["loader"]["program"], "/bin/touch");
+    assert!(
+        events[0]["exec"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/ld-linux-x86-64.so.2"),
+        "{events:#?}"
+    );
 }
 
 /// More loader options than the supervisor reads: the program may hide beyond them, so it is

@@ -104,8 +104,10 @@ static int shadow_listener(void) {
 
 #define LOADER "/lib64/ld-linux-x86-64.so.2"
 
-/* Each hostile exec runs in a child, so that one that succeeds does not end the series. */
+/* Each hostile exec runs in a child, so that one that succeeds does not end the series. The
+ * outcome is printed: the exec's error, or the signal that killed the new image. */
 static void try_exec(const char *what, const char *path, char **av, char **ev) {
+    fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
         syscall(SYS_execve, path, av, ev);
@@ -115,6 +117,12 @@ static void try_exec(const char *what, const char *path, char **av, char **ev) {
     }
     int status;
     waitpid(pid, &status, 0);
+    if (WIFSIGNALED(status)) {
+        printf("%s: killed by signal %d\n", what, WTERMSIG(status));
+    } else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+        printf("%s: exited %d\n", what, WEXITSTATUS(status));
+    }
+    fflush(stdout);
 }
 
 static int hostile(void) {

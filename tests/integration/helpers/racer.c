@@ -6,6 +6,10 @@
  *                        while a vfork child (CLONE_VM|CLONE_VFORK, sharing the buffer) execs it
  *   racer rename N DIR   a thread swaps (RENAME_EXCHANGE) a loader copy and a /bin/true copy at
  *                        the exec'd path while the main thread forks and execs it
+ *   racer interp N DIR   a thread swaps (RENAME_EXCHANGE) a symlink to the system loader and a
+ *                        loader copy at /tmp/race/i, the PT_INTERP of /opt/eg/interp-payload,
+ *                        which the main thread forks and execs with argv [p, DIR/m-<i>] (it
+ *                        creates the marker only when a loader copy is its interpreter)
  * Prints how many attempts the kernel answered with an error (denied at the exec).
  */
 #define _GNU_SOURCE
@@ -46,10 +50,12 @@ static void *flipper(void *arg) {
     return NULL;
 }
 
+static const char *swap_a = "/tmp/race/ld", *swap_b = "/tmp/race/x";
+
 static void *swapper(void *arg) {
     (void)arg;
     while (!atomic_load(&stop))
-        syscall(SYS_renameat2, AT_FDCWD, "/tmp/race/ld", AT_FDCWD, "/tmp/race/x", 2 /* RENAME_EXCHANGE */);
+        syscall(SYS_renameat2, AT_FDCWD, swap_a, AT_FDCWD, swap_b, 2 /* RENAME_EXCHANGE */);
     return NULL;
 }
 
@@ -67,13 +73,25 @@ static int copy(const char *from, const char *to) {
 
 int main(int argc, char **argv) {
     if (argc != 4) {
-        fprintf(stderr, "usage: racer flip|rename N DIR\n");
+        fprintf(stderr, "usage: racer flip|rename|interp N DIR\n");
         return 2;
     }
     int n = atoi(argv[2]);
     int flip = !strcmp(argv[1], "flip");
+    int interp = !strcmp(argv[1], "interp");
     const char *exec_path = "/tmp/race/x";
-    if (!flip) {
+    char *first = "x";
+    if (interp) {
+        mkdir("/tmp/race", 0755);
+        if (symlink(LOADER, "/tmp/race/i") || copy(LOADER, "/tmp/race/j")) {
+            perror("setup");
+            return 2;
+        }
+        swap_a = "/tmp/race/i";
+        swap_b = "/tmp/race/j";
+        exec_path = "/opt/eg/interp-payload";
+        first = "p";
+    } else if (!flip) {
         mkdir("/tmp/race", 0755);
         if (copy(LOADER, "/tmp/race/ld") || copy("/bin/true", "/tmp/race/x")) {
             perror("copy");
@@ -86,7 +104,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) {
         char marker[256];
         snprintf(marker, sizeof marker, "%s/m-%d", argv[3], i);
-        char *child_argv[] = {"x", "/bin/touch", marker, NULL};
+        char *child_argv[] = {first, "/bin/touch", marker, NULL};
+        if (interp) child_argv[1] = marker, child_argv[2] = NULL;
         pid_t pid = flip ? vfork() : fork();
         if (pid == 0) {
             execve(flip ? path : exec_path, child_argv, environ);

@@ -1,0 +1,121 @@
+//! The exec checkpoint (with `[detect] exec_checkpoint`): the `execve`/`execveat` call itself.
+//! The path and argv are read from the task's memory and the file resolved in its root; a
+//! denial fails the exec with the configured errno. Findings allowed here are remembered so
+//! that the image checkpoint, which sees the same image, does not log them again.
+
+use super::registry::Shared;
+use super::report;
+use super::serve::{respond, Listener, ListenerState, STATE_ENTRIES};
+use super::target::Target;
+use crate::event::{self, Stage};
+use crate::inspect::{self, resolve::FsView, ExecArgs, Inspection};
+use crate::phases::{Phase, PhaseClock};
+use crate::policy::{self, Action};
+use crate::sys::SeccompNotif;
+
+/// Where the exec's path, argv and envp are in the task's memory.
+pub(super) struct Addresses {
+    pub path: u64,
+    pub argv: u64,
+    pub envp: u64,
+}
+
+pub(super) fn handle(
+    l: &Listener,
+    st: &mut ListenerState,
+    shared: &Shared,
+    notif: &SeccompNotif,
+    mut req: inspect::ExecRequest,
+    addrs: Addresses,
+    clock: &mut PhaseClock,
+) {
+    let c = &l.container;
+    let mut target = Target::new(&l.notify, notif, req.abi, addrs.argv, addrs.envp);
+    let result = (|| -> Result<Inspection, inspect::InspectError> {
+        req.path = target.read_path(addrs.path)?;
+        clock.lap(Phase::Read);
+        let view =
+            FsView::of_task(notif.pid).map_err(|errno| inspect::InspectError::ReadTarget {
+                what: "filesystem view",
+                errno,
+            })?;
+        // One check covers the path just read and /proc/TID just opened: both are the task's
+        // own only while the notification is pending.
+        target.check_valid()?;
+        inspect::inspect(&req, &view, &mut target, &c.loaders, &mut st.cache, clock)
+    })();
+    let (verdict, inspection, error) = match result {
+        Ok(i) => (
+            policy::decide(i.finding.as_ref().map(|f| f.rule), &c.settings),
+            Some(i),
+            None,
+        ),
+        Err(e) => (policy::on_error(&e, &c.settings), None, Some(e)),
+    };
+    clock.lap(Phase::Answer);
+    if let Some((rule, importance)) = verdict.event {
+        let argv = target.argv().unwrap_or_default();
+        let finding = inspection.as_ref().and_then(|i| i.finding.as_ref());
+        if verdict.action == Action::Continue && finding.is_some() {
+            // The image checkpoint will see the same image; it need not log it again.
+            remember_allowed(st, notif.pid, rule);
+        }
+        let mut ev = report::base_event(c, notif, rule, importance, verdict.action, Stage::Exec);
+        ev.reason = match (finding, &error) {
+            (Some(f), _) => f.reason.clone(),
+            (None, Some(e)) => e.to_string(),
+            (None, None) => String::new(),
+        };
+        ev.exec = Some(event::ExecInfo {
+            syscall: req.syscall.as_str(),
+            abi: req.abi.as_str(),
+            path: event::lossy(&req.path),
+            resolved: inspection
+                .as_ref()
+                .and_then(|i| i.resolved.as_deref())
+                .map(event::lossy),
+            argv: argv.items.iter().map(|a| event::lossy(a)).collect(),
+            argv_truncated: argv.truncated,
+        });
+        ev.loader = finding
+            .and_then(|f| f.loader.as_ref())
+            .map(report::loader_info);
+        report::emit(shared, l, st, notif, ev, clock);
+    }
+    respond(l, notif.id, verdict.action, clock);
+}
+
+/// Notes a finding allowed at the exec of task `tid`, by the pid its new image will have.
+fn remember_allowed(st: &mut ListenerState, tid: u32, rule: crate::event::Rule) {
+    let Some(tgid) = tgid_of(tid) else {
+        return;
+    };
+    let Some(start) = start_time_of(tgid) else {
+        return;
+    };
+    if st.allowed_at_exec.len() >= STATE_ENTRIES {
+        st.allowed_at_exec.clear();
+    }
+    st.allowed_at_exec.insert(tgid, (rule, start));
+}
+
+/// A process's start time (clock ticks since boot): with the pid, an identity that a reused
+/// pid does not share.
+pub(super) fn start_time_of(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// The thread-group id of a task (the pid its process has after an exec).
+fn tgid_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}

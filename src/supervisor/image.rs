@@ -1,0 +1,106 @@
+//! The image checkpoint, the one every exec passes: a new image's first thread-pointer setup.
+//! A loader found running a program here, or a binary whose interpreter is not one of the
+//! container's loaders, is judged like one found at the exec; in enforce mode the process is
+//! killed (it has run none of its own code yet) and the call fails.
+
+use super::registry::Shared;
+use super::serve::{respond, Listener, ListenerState, STATE_ENTRIES};
+use super::{exec, report};
+use crate::event::Stage;
+use crate::inspect::{self, image};
+use crate::phases::{Phase, PhaseClock};
+use crate::policy::{self, Action};
+use crate::sys::SeccompNotif;
+
+pub(super) fn handle(
+    l: &Listener,
+    st: &mut ListenerState,
+    shared: &Shared,
+    notif: &SeccompNotif,
+    abi: inspect::Abi,
+    syscall: &'static str,
+    clock: &mut PhaseClock,
+) {
+    let c = &l.container;
+    let valid = || l.notify.id_valid(notif.id);
+    let result = image::inspect_image(notif.pid, abi, &c.loaders, &mut st.cache, &valid, clock);
+    let img = match result {
+        Ok(img) => img,
+        Err(e) => {
+            let verdict = policy::on_error(&e, &c.settings);
+            if let Some((rule, importance)) = verdict.event {
+                let mut ev =
+                    report::base_event(c, notif, rule, importance, verdict.action, Stage::Image);
+                ev.reason = e.to_string();
+                report::emit(shared, l, st, notif, ev, clock);
+            }
+            deny_or_continue(l, notif, verdict.action, clock);
+            return;
+        }
+    };
+    let allowed_at_exec = if st.allowed_at_exec.is_empty() {
+        None
+    } else {
+        st.allowed_at_exec.remove(&notif.pid)
+    };
+    let Some(finding) = img.finding else {
+        respond(l, notif.id, Action::Continue, clock);
+        return;
+    };
+    // Later thread-pointer setups of the same image (a Go runtime's threads) were judged.
+    if let Some(token) = img.token {
+        if st.judged_images.len() >= STATE_ENTRIES {
+            st.judged_images.clear();
+        }
+        if !st.judged_images.insert((notif.pid, token)) {
+            respond(l, notif.id, Action::Continue, clock);
+            return;
+        }
+    }
+    let verdict = policy::decide(Some(finding.rule), &c.settings);
+    let seen_at_exec = allowed_at_exec.is_some_and(|(rule, start)| {
+        rule == finding.rule && exec::start_time_of(notif.pid) == Some(start)
+    });
+    clock.lap(Phase::Answer);
+    if let Some((rule, importance)) = verdict.event {
+        if !seen_at_exec || verdict.action != Action::Continue {
+            let mut ev =
+                report::base_event(c, notif, rule, importance, verdict.action, Stage::Image);
+            ev.reason = finding.reason.clone();
+            ev.exec = Some(crate::event::ExecInfo {
+                syscall,
+                abi: abi.as_str(),
+                path: crate::event::lossy(&img.exe),
+                resolved: None,
+                argv: img
+                    .argv
+                    .items
+                    .iter()
+                    .map(|a| crate::event::lossy(a))
+                    .collect(),
+                argv_truncated: img.argv.truncated,
+            });
+            ev.loader = finding.loader.as_ref().map(report::loader_info);
+            report::emit(shared, l, st, notif, ev, clock);
+        }
+    }
+    deny_or_continue(l, notif, verdict.action, clock);
+}
+
+/// At the image checkpoint a denial also kills the process: a loader that ignored the failed
+/// call must not go on to run the program.
+fn deny_or_continue(l: &Listener, notif: &SeccompNotif, action: Action, clock: &mut PhaseClock) {
+    if let Action::Deny(_) = action {
+        match crate::sys::PidFd::open(notif.pid) {
+            // The pidfd names the notifying process only if the notification is still pending.
+            Ok(pidfd) if l.notify.id_valid(notif.id) => {
+                if let Err(e) = pidfd.kill() {
+                    tracing::warn!(pid = notif.pid, error = %e, "cannot kill a denied image");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(pid = notif.pid, error = %e, "no pidfd for a denied image"),
+        }
+    }
+    respond(l, notif.id, action, clock);
+}

@@ -1,0 +1,126 @@
+//! Building and writing the events of the answer path. An event is data, written by the event
+//! sink; the slot file notes it was written, so that a worker that takes over an unanswered
+//! notification does not write it twice.
+
+use std::sync::atomic::Ordering;
+
+use super::ratelimit;
+use super::registry::{Container, Shared};
+use super::serve::{Listener, ListenerState};
+use super::slots::SlotState;
+use crate::event::{self, Event, Importance, Rule, Stage};
+use crate::inspect;
+use crate::phases::{Phase, PhaseClock};
+use crate::policy::{Action, Verdict};
+use crate::sys::SeccompNotif;
+
+/// The fields every event has; the caller fills in what it is about.
+pub(super) fn base_event(
+    c: &Container,
+    notif: &SeccompNotif,
+    rule: Rule,
+    importance: Importance,
+    action: Action,
+    stage: Stage,
+) -> Event {
+    let (action_name, errno) = match action {
+        Action::Continue => ("allowed", None),
+        Action::Deny(e) => ("denied", Some(crate::config::Errno(e).name())),
+    };
+    Event {
+        time: event::now_rfc3339(),
+        event: rule.name(),
+        description: rule.description(),
+        category: rule.category(),
+        method: rule.method(),
+        importance,
+        mode: c.settings.mode,
+        action: action_name,
+        repeated: None,
+        stage,
+        errno,
+        reason: String::new(),
+        container: event::ContainerInfo { id: c.id.clone() },
+        process: event::ProcessInfo { pid: notif.pid },
+        exec: None,
+        syscall: None,
+        loader: None,
+    }
+}
+
+pub(super) fn loader_info(l: &inspect::LoaderFinding) -> event::LoaderInfo {
+    event::LoaderInfo {
+        path: event::lossy(&l.path),
+        kind: l.kind.as_str(),
+        program: l.invocation.program.as_deref().map(event::lossy),
+        mode: l.invocation.mode.as_str(),
+        options: l
+            .invocation
+            .options
+            .iter()
+            .map(|o| event::lossy(o))
+            .collect(),
+        via: l.via.as_str(),
+    }
+}
+
+/// The event of a `seccomp(…, NEW_LISTENER)` inside a guarded container, if the verdict has one.
+pub(super) fn listener_attempt(
+    l: &Listener,
+    st: &mut ListenerState,
+    shared: &Shared,
+    notif: &SeccompNotif,
+    abi: inspect::Abi,
+    verdict: &Verdict,
+    clock: &mut PhaseClock,
+) {
+    let Some((rule, importance)) = verdict.event else {
+        return;
+    };
+    let mut ev = base_event(
+        &l.container,
+        notif,
+        rule,
+        importance,
+        verdict.action,
+        Stage::Syscall,
+    );
+    ev.reason = "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER) inside a guarded container".to_owned();
+    ev.syscall = Some(event::SyscallInfo {
+        name: "seccomp",
+        abi: abi.as_str(),
+    });
+    emit(shared, l, st, notif, ev, clock);
+}
+
+/// Writes an event (through the rate limit) and notes in the slot that it was written.
+pub(super) fn emit(
+    shared: &Shared,
+    l: &Listener,
+    st: &mut ListenerState,
+    notif: &SeccompNotif,
+    ev: Event,
+    clock: &mut PhaseClock,
+) {
+    if st.suppress_events {
+        return;
+    }
+    l.container.counters.events.fetch_add(1, Ordering::Relaxed);
+    let Some(ev) = ratelimit::admit(shared, st, ev) else {
+        clock.lap(Phase::Log);
+        return;
+    };
+    if let Err(e) = shared.sink.emit(&ev) {
+        tracing::error!(error = %e, "cannot write the event");
+    }
+    *shared
+        .events_by
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((ev.event, ev.importance))
+        .or_default() += 1;
+    if notif.id != 0 {
+        shared.slots.record(l.slot, SlotState::EventWritten, notif);
+    }
+    clock.lap(Phase::Log);
+}
