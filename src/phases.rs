@@ -46,6 +46,8 @@ pub struct PhaseClock {
     last: Instant,
     /// Nanoseconds per phase, in [`Phase::ALL`] order.
     pub nanos: [u64; 5],
+    /// When the answer was handed to the kernel.
+    pub answered: Option<Instant>,
 }
 
 impl Default for PhaseClock {
@@ -59,7 +61,21 @@ impl PhaseClock {
         Self {
             last: Instant::now(),
             nanos: [0; 5],
+            answered: None,
         }
+    }
+
+    /// Charges the time so far to [`Phase::Answer`] and notes that the answer goes to the kernel
+    /// now. The answer call itself is charged to no phase: with the synchronous wake-up it hands
+    /// this CPU to the woken task, so its length is the task's time, not the supervisor's.
+    pub fn answering(&mut self) {
+        self.lap(Phase::Answer);
+        self.answered = Some(self.last);
+    }
+
+    /// Starts the next lap now, charging the time since the last one to no phase.
+    pub fn skip(&mut self) {
+        self.last = Instant::now();
     }
 
     /// Charges the time since the last lap (or the start) to `phase`.

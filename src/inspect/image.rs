@@ -5,8 +5,12 @@
 //! on the exec's path, argv, file or `PT_INTERP` can fool this look.
 //!
 //! The answer path for an ordinary exec is a `stat` of `/proc/PID/exe` (a file version seen
-//! before is not read again) and, for a dynamic executable, the auxiliary vector and one
-//! `PROCMAP_QUERY` ioctl that names the interpreter's file by device and inode.
+//! before is not read again) and, for a dynamic executable, one `PROCMAP_QUERY` ioctl that
+//! names the file whose code makes the call (at the notification's instruction pointer): one of
+//! the container's loaders, or the slow path, which judges the interpreter the kernel mapped at
+//! `AT_BASE`. A look that finds nothing needs no `NOTIF_ID_VALID` check: if the task died and
+//! its pid was reused meanwhile, the answer goes to a notification that no longer exists. Every
+//! finding is checked before it is returned.
 
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -110,9 +114,11 @@ fn io_errno(e: &std::io::Error) -> Errno {
 
 /// Inspects the image of task `tid` (pending on a checkpoint notification; `valid` says
 /// whether it still is, so that what was read belongs to it).
+/// `ip` is the instruction pointer of the trapped call.
 pub fn inspect_image(
     tid: u32,
     abi: Abi,
+    ip: u64,
     loaders: &SystemLoaders,
     cache: &mut FileCache,
     valid: &dyn Fn() -> bool,
@@ -144,19 +150,28 @@ pub fn inspect_image(
         }
     };
     clock.lap(Phase::Classify);
+    let image = Image {
+        tid,
+        abi,
+        ip,
+        exe: &st,
+    };
     match kind {
-        ExeKind::Ordinary => {}
+        ExeKind::Ordinary => Ok(ImageInspection::default()),
         ExeKind::Dynamic => {
-            if let Some(found) = judge_interpreter(tid, abi, &st, loaders, cache, valid, clock)? {
-                return Ok(found);
-            }
+            judge_interpreter(&image, loaders, cache, valid, clock).map(Option::unwrap_or_default)
         }
-        ExeKind::Loader(kind) => return inspect_loader_image(tid, abi, kind, valid),
+        ExeKind::Loader(kind) => inspect_loader_image(tid, abi, kind, valid),
     }
-    if !valid() {
-        return Err(InspectError::Gone);
-    }
-    Ok(ImageInspection::default())
+}
+
+/// The image a checkpoint looks at.
+struct Image<'a> {
+    tid: u32,
+    abi: Abi,
+    /// The instruction pointer of the trapped call.
+    ip: u64,
+    exe: &'a FileStat,
 }
 
 fn classify_fd(fd: OwnedFd, what: &str) -> Result<FileKind, InspectError> {
@@ -167,32 +182,41 @@ fn classify_fd(fd: OwnedFd, what: &str) -> Result<FileKind, InspectError> {
 }
 
 /// A dynamic executable's interpreter, as mapped: `None` when it is one of the container's
-/// loaders (the common case, answered from the mapping's device and inode), else the finding.
+/// loaders, else the finding. The common case is answered from the file whose code makes the
+/// call: the system loader setting up the program's thread pointer.
 fn judge_interpreter(
-    tid: u32,
-    abi: Abi,
-    exe: &FileStat,
+    image: &Image<'_>,
     loaders: &SystemLoaders,
     cache: &mut FileCache,
     valid: &dyn Fn() -> bool,
     clock: &mut PhaseClock,
 ) -> Result<Option<ImageInspection>, InspectError> {
-    let aux = read_auxv(tid, abi)?;
-    clock.lap(Phase::Read);
-    if aux.base == 0 {
-        // The kernel loaded no interpreter (the file was swapped for a static one since its
-        // version was classified cannot happen: the version includes the change time).
+    let tid = image.tid;
+    let maps = open_maps(tid)?;
+    let known = |m: &Option<Mapping>, cache: &FileCache| {
+        m.as_ref()
+            .is_some_and(|m| loaders.kind_of(m.key).is_some() || cache.is_mapped_loader(m.key))
+    };
+    let caller = mapping_at(&maps, image.ip)?;
+    clock.lap(Phase::Resolve);
+    if known(&caller, cache) {
         return Ok(None);
     }
-    let mapping = interpreter_mapping(tid, aux.base)?;
+    // Someone else sets up the thread pointer: judge the interpreter the kernel mapped.
+    let aux = read_auxv(tid, image.abi)?;
+    clock.lap(Phase::Read);
+    if aux.base == 0 {
+        // No interpreter was loaded (a version of the file is classified once, and a new
+        // version has a new change time).
+        return Ok(None);
+    }
+    let mapping = mapping_at(&maps, aux.base)?;
     clock.lap(Phase::Resolve);
-    if let Some(m) = &mapping {
-        if loaders.kind_of(m.key).is_some() || cache.is_mapped_loader(m.key) {
-            return Ok(None);
-        }
+    if known(&mapping, cache) {
+        return Ok(None);
     }
     // Not known by its mapping: look at the mapped file itself.
-    let interp_name = match cache.get(&version_of(exe)) {
+    let interp_name = match cache.get(&version_of(image.exe)) {
         Some(FileKind::Dynamic { interp }) => interp.clone(),
         _ => Vec::new(),
     };
@@ -246,27 +270,39 @@ fn judge_interpreter(
     }))
 }
 
-/// The file mapped at the interpreter's base, by device and inode.
-fn interpreter_mapping(tid: u32, base: u64) -> Result<Option<Mapping>, InspectError> {
-    let maps = nix::fcntl::open(
+fn open_maps(tid: u32) -> Result<OwnedFd, InspectError> {
+    nix::fcntl::open(
         ProcPath::new(tid, format_args!("maps")).as_bytes(),
         OFlag::O_RDONLY | OFlag::O_CLOEXEC,
         StatMode::empty(),
     )
-    .map_err(gone_or("maps"))?;
-    match crate::sys::procmap_query(&maps, base) {
+    .map_err(gone_or("maps"))
+}
+
+/// The file mapped at `addr` in the process whose `/proc/PID/maps` is open, by device and
+/// inode (`None` for anonymous memory).
+fn mapping_at(maps: &OwnedFd, addr: u64) -> Result<Option<Mapping>, InspectError> {
+    match crate::sys::procmap_query(maps, addr) {
         Ok(m) => Ok(m),
         // Before Linux 6.11: the same from the text.
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
             let mut text = Vec::new();
-            std::fs::File::from(maps)
-                .take(MAX_MAPS_BYTES)
+            let copy = maps.try_clone().map_err(|e| InspectError::ReadTarget {
+                what: "maps",
+                errno: io_errno(&e),
+            })?;
+            let mut file = std::fs::File::from(copy);
+            std::io::Seek::rewind(&mut file).map_err(|e| InspectError::ReadTarget {
+                what: "maps",
+                errno: io_errno(&e),
+            })?;
+            file.take(MAX_MAPS_BYTES)
                 .read_to_end(&mut text)
                 .map_err(|e| InspectError::ReadTarget {
                     what: "maps",
                     errno: io_errno(&e),
                 })?;
-            Ok(mapping_in_text(&text, base))
+            Ok(mapping_in_text(&text, addr))
         }
         Err(e) => Err(InspectError::ReadTarget {
             what: "maps",
@@ -275,14 +311,15 @@ fn interpreter_mapping(tid: u32, base: u64) -> Result<Option<Mapping>, InspectEr
     }
 }
 
-/// The line of `/proc/PID/maps` that starts at `start`, as a mapping (`None` without a file).
-fn mapping_in_text(text: &[u8], start: u64) -> Option<Mapping> {
+/// The line of `/proc/PID/maps` whose range holds `addr`, as a mapping (`None` without a file).
+fn mapping_in_text(text: &[u8], addr: u64) -> Option<Mapping> {
     let hex = |s: &str| u64::from_str_radix(s, 16).ok();
     text.split(|b| *b == b'\n').find_map(|line| {
         let line = std::str::from_utf8(line).ok()?;
         let mut f = line.split_whitespace();
         let (lo, hi) = f.next()?.split_once('-')?;
-        if hex(lo)? != start {
+        let (start, end) = (hex(lo)?, hex(hi)?);
+        if !(start..end).contains(&addr) {
             return None;
         }
         let (_perms, _offset) = (f.next()?, f.next()?);
@@ -292,7 +329,6 @@ fn mapping_in_text(text: &[u8], start: u64) -> Option<Mapping> {
             u32::try_from(hex(major)?).ok()?,
             u32::try_from(hex(minor)?).ok()?,
         );
-        let (start, end) = (hex(lo)?, hex(hi)?);
         (inode != 0).then_some(Mapping {
             start,
             end,
@@ -436,12 +472,16 @@ fn read_auxv(tid: u32, abi: Abi) -> Result<Auxv, InspectError> {
     .map_err(gone_or("auxv"))?;
     let mut buf = [0u8; AUXV_BYTES];
     let mut len = 0;
-    while len < buf.len() {
+    // procfs hands over the whole vector in one read; a full buffer means there may be more.
+    loop {
         match nix::unistd::read(&fd, &mut buf[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
-            Err(Errno::EINTR) => {}
+            Err(Errno::EINTR) => continue,
             Err(e) => return Err(gone_or("auxv")(e)),
+        }
+        if len < buf.len() / 2 || len == buf.len() {
+            break;
         }
     }
     Ok(parse_auxv(&buf[..len], abi))
@@ -517,6 +557,10 @@ mod tests {
                 key: (libc::makedev(0xfe, 0), 325_843)
             })
         );
+        assert_eq!(
+            mapping_in_text(text, 0x7f99_7f7c_2abc).map(|m| m.key.1),
+            Some(325_843)
+        );
         assert_eq!(mapping_in_text(text, 0x7ffd_1000), None);
         assert_eq!(mapping_in_text(text, 0x1234), None);
         assert_eq!(mapping_in_text(b"garbage\n-\n", 0), None);
@@ -544,7 +588,8 @@ mod tests {
         let aux = read_auxv(pid, Abi::X86_64).unwrap();
         assert_ne!(aux.base, 0);
         assert!(aux.random.is_some());
-        let m = interpreter_mapping(pid, aux.base).unwrap().unwrap();
+        let maps = open_maps(pid).unwrap();
+        let m = mapping_at(&maps, aux.base).unwrap().unwrap();
         let ld = std::fs::metadata("/lib64/ld-linux-x86-64.so.2").unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!(m.key, (ld.dev(), ld.ino()));

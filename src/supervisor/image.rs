@@ -23,7 +23,15 @@ pub(super) fn handle(
 ) {
     let c = &l.container;
     let valid = || l.notify.id_valid(notif.id);
-    let result = image::inspect_image(notif.pid, abi, &c.loaders, &mut st.cache, &valid, clock);
+    let result = image::inspect_image(
+        notif.pid,
+        abi,
+        notif.data.instruction_pointer,
+        &c.loaders,
+        &mut st.cache,
+        &valid,
+        clock,
+    );
     let img = match result {
         Ok(img) => img,
         Err(e) => {

@@ -262,7 +262,10 @@ pub(super) fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, noti
         l.interrupted
             .set(Some((notif.pid, notif.data.nr, notif.data.args)));
     }
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    // Receive to answer: until the answer was handed to the kernel, not until that call
+    // returned (see `PhaseClock::answering`).
+    let answered = clock.answered.unwrap_or_else(Instant::now);
+    let micros = u64::try_from(answered.duration_since(started).as_micros()).unwrap_or(u64::MAX);
     st.phases.add(&clock);
     let counters = &shared.counters;
     counters.record_latency(micros);
@@ -303,7 +306,10 @@ pub(super) fn respond(l: &Listener, id: u64, action: Action, clock: &mut PhaseCl
         l.container.counters.denials.fetch_add(1, Ordering::Relaxed);
         l.counters.denials.fetch_add(1, Ordering::Relaxed);
     }
-    match l.notify.send(&resp) {
+    clock.answering();
+    let sent = l.notify.send(&resp);
+    clock.skip();
+    match sent {
         Ok(()) => {}
         // The task was interrupted or died; if interrupted, the call arrives again.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => l.answer_enoent.set(Some(id)),
@@ -314,5 +320,4 @@ pub(super) fn respond(l: &Listener, id: u64, action: Action, clock: &mut PhaseCl
             tracing::warn!(container = %l.container.id, error = %e, "NOTIF_SEND failed");
         }
     }
-    clock.lap(Phase::Answer);
 }

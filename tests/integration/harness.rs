@@ -403,6 +403,19 @@ impl Bundle {
             .unwrap()
     }
 
+    /// Points the injected filter's listener at another socket (the benchmark's null
+    /// responder), leaving the filter as `inject` wrote it.
+    #[allow(dead_code)] // the benchmark's
+    pub fn set_listener(&self, socket: &Path) {
+        let mut spec = self.spec();
+        spec["linux"]["seccomp"]["listenerPath"] = json!(socket);
+        std::fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_vec_pretty(&spec).unwrap(),
+        )
+        .unwrap();
+    }
+
     fn runc(&self) -> Command {
         let mut cmd = Command::new("timeout");
         cmd.args(["-k", "5", "120", "runc", "--root"])
