@@ -1,11 +1,12 @@
 //! `cargo bench --bench execguard [-- --quick] [-- --json PATH]`: execguard's cost, measured
 //! side by side in one run against unguarded containers (runc, the same root filesystem):
 //!
-//! 1. exec storm: N fork+exec of a dynamic /bin/true inside a container, in rounds that rotate
-//!    the order of: unguarded; a null responder (answers CONTINUE at once, on exactly the
-//!    filter `inject` writes, with the synchronous wake-up); execguard in audit and in enforce
-//!    mode (default config); and enforce with `[detect] exec_checkpoint = true`. Ratios are
-//!    taken within each round (paired), then the median of the rounds;
+//! 1. exec storm: fork+exec of a dynamic /bin/true inside a container, one container per kind
+//!    of guard: unguarded; a null responder (answers CONTINUE at once, on exactly the filter
+//!    `inject` writes, with the synchronous wake-up); execguard in audit and in enforce mode
+//!    (default config); and enforce with `[detect] exec_checkpoint = true`. The containers run
+//!    in lockstep, a step of N execs each in an order that rotates, ratios are taken within
+//!    each step (paired), then the median of the steps;
 //! 2. where the supervisor's time goes: system calls per exec (`strace -c -f` on the worker,
 //!    in a separate storm, when strace is installed) and a per-phase breakdown (read, resolve,
 //!    classify, answer, log) from the worker's own clock;
@@ -14,7 +15,7 @@
 //!    the containers see it (p50/p99) beside the supervisor's receive-to-answer p99; and the
 //!    supervisor's RSS with 50 idle guarded containers.
 //!
-//! `--execs N` and `--rounds N` change the storm's size; `--storm-only` stops after part 2,
+//! `--execs N` (per step) and `--rounds N` (steps) change the storm; `--storm-only` stops after part 2,
 //! `--no-build` skips part 3.
 //! Prints a table and writes the numbers as JSON (default target/bench/execguard.json) for
 //! comparison between commits. Not a timed test: it reports the targets met or missed, and
@@ -216,6 +217,16 @@ impl Guards {
 
 /// A container running the exec storm, ready to start.
 fn storm_bundle(guards: &Guards, g: Guard, name: &str, n: usize) -> harness::Bundle {
+    storm_bundle_script(
+        guards,
+        g,
+        name,
+        &format!("/opt/eg/execstorm {n} /work/storm.json"),
+    )
+}
+
+/// A container guarded as `g` that runs `script`.
+fn storm_bundle_script(guards: &Guards, g: Guard, name: &str, script: &str) -> harness::Bundle {
     let mode = match g {
         Guard::Unguarded => "off",
         Guard::Audit => "audit",
@@ -225,7 +236,7 @@ fn storm_bundle(guards: &Guards, g: Guard, name: &str, n: usize) -> harness::Bun
     let b = bundle(
         &sup.config,
         name,
-        &format!("/opt/eg/execstorm {n} /work/storm.json"),
+        script,
         &[("execguard.io/mode", mode)],
         None,
     );
@@ -460,7 +471,10 @@ fn target(met: bool) -> &'static str {
     }
 }
 
-/// Exec storms in rotated, paired rounds.
+/// Exec storms in lockstep: one container per kind of guard, all alive for the whole run,
+/// each running its storm in steps that the benchmark starts one container at a time, in an
+/// order that rotates. This machine's speed drifts by ±10 % over seconds; a step's ratios
+/// compare runs less than a second apart, and the median of the steps is kept.
 fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
     let mut per_exec: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut p50: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -468,15 +482,33 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
     let mut vs_unguarded: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut vs_null: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut summaries: BTreeMap<&str, Vec<FdSummary>> = BTreeMap::new();
+    let started: Vec<(Guard, harness::Bundle, std::process::Child)> = Guard::ALL
+        .iter()
+        .map(|&g| {
+            let name = format!("storm-{}", g.name().replace([' ', '+'], "-"));
+            let b = storm_bundle_script(
+                guards,
+                g,
+                &name,
+                &format!("/opt/eg/execstorm --steps {rounds} {n} /work"),
+            );
+            // Every step of every container: about a millisecond per exec, with room to spare.
+            let secs = u32::try_from(Guard::ALL.len() * rounds * n / 250 + 120).unwrap_or(u32::MAX);
+            let child = b.spawn_for(secs);
+            (g, b, child)
+        })
+        .collect();
     for round in 0..rounds {
-        // This machine's speed drifts between runs: each round runs every kind back to back,
-        // in an order that rotates, and ratios are taken within the round.
         let mut order = Guard::ALL.to_vec();
         order.rotate_left(round % Guard::ALL.len());
         let mut mean = BTreeMap::new();
         for g in order {
-            let name = format!("storm-{}-{round}", g.name().replace([' ', '+'], "-"));
-            let (id, v) = storm(guards, g, &name, n);
+            let (_, b, _) = started.iter().find(|(k, _, _)| *k == g).unwrap();
+            std::fs::write(b.work.join(format!("go-{round}")), "").unwrap();
+            let result = b.work.join(format!("step-{round}.json"));
+            harness::wait_for(&result, "a step of the exec storm");
+            let v: Value = serde_json::from_slice(&std::fs::read(&result).unwrap()).unwrap();
+            assert_eq!(v["failures"], 0, "{}: failed execs", g.name());
             let ns = |k: &str| v[k].as_f64().unwrap();
             per_exec
                 .entry(g.name())
@@ -485,9 +517,6 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
             p50.entry(g.name()).or_default().push(ns("p50_ns") / 1000.0);
             p99.entry(g.name()).or_default().push(ns("p99_ns") / 1000.0);
             mean.insert(g.name(), ns("mean_ns"));
-            if let Some(s) = guards.supervisor(g).and_then(|sup| fd_summary(sup, &id)) {
-                summaries.entry(g.name()).or_default().push(s);
-            }
         }
         for g in Guard::ALL {
             let m = mean[g.name()];
@@ -501,17 +530,34 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
                 .push(m / mean["null responder"]);
         }
     }
+    for (g, b, child) in started {
+        let run = b.wait(child);
+        assert_eq!(run.status, 0, "{}", run.describe());
+        if let Some(s) = guards
+            .supervisor(g)
+            .and_then(|sup| fd_summary(sup, &run.id))
+        {
+            summaries.entry(g.name()).or_default().push(s);
+        }
+    }
+    let spread = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        (v[v.len() / 4], v[(v.len() * 3) / 4])
+    };
     println!(
-        "\nexec storm: {n} fork+exec of /bin/true per run, {rounds} rotated rounds; medians, ratios paired per round"
+        "\nexec storm: {rounds} lockstep steps of {n} fork+exec of /bin/true per container; medians of the steps, ratios paired per step"
     );
     println!(
-        "  {:<16} {:>11} {:>10} {:>10} {:>10} {:>10}",
-        "guard", "per exec", "/unguarded", "/null", "p50", "p99"
+        "  {:<16} {:>11} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "guard", "per exec", "/unguarded", "/null", "p50", "p99", "/null p25-p75"
     );
     let mut table = serde_json::Map::new();
     for g in Guard::ALL {
         let k = g.name();
+        let (q1, q3) = spread(&vs_null[k]);
         let row = json!({
+            "null_ratio_p25": q1, "null_ratio_p75": q3,
             "per_exec_us": median(per_exec[k].clone()),
             "ratio_unguarded": median(vs_unguarded[k].clone()),
             "ratio_null": median(vs_null[k].clone()),
@@ -519,13 +565,15 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
             "p99_us": median(p99[k].clone()),
         });
         println!(
-            "  {:<16} {:>8.1} µs {:>10.3} {:>10.3} {:>7.1} µs {:>7.1} µs",
+            "  {:<16} {:>8.1} µs {:>10.3} {:>10.3} {:>7.1} µs {:>7.1} µs {:>7.3}-{:.3}",
             k,
             row["per_exec_us"].as_f64().unwrap(),
             row["ratio_unguarded"].as_f64().unwrap(),
             row["ratio_null"].as_f64().unwrap(),
             row["p50_us"].as_f64().unwrap(),
-            row["p99_us"].as_f64().unwrap()
+            row["p99_us"].as_f64().unwrap(),
+            q1,
+            q3
         );
         table.insert(k.to_owned(), row);
     }
@@ -539,7 +587,7 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
             r(k, "ratio_null")
         );
     }
-    out["exec_storm"] = json!({"execs_per_run": n, "rounds": rounds, "by_guard": table});
+    out["exec_storm"] = json!({"execs_per_step": n, "steps": rounds, "by_guard": table});
 
     println!(
         "\nwhere the supervisor's time goes, per notification (worker's clock, median of rounds)"
@@ -560,7 +608,7 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
         let cols: Vec<f64> = (0..5).map(per).collect();
         let notif_per_exec = median(
             list.iter()
-                .map(|s| s.notifications() as f64 / n as f64)
+                .map(|s| s.notifications() as f64 / (n * rounds) as f64)
                 .collect(),
         );
         let p50 = median(list.iter().map(|s| s.image_p50 as f64).collect());
@@ -679,8 +727,8 @@ fn main() {
         return;
     }
     let o = opts();
-    let n = o.execs.unwrap_or(if o.quick { 300 } else { 2000 });
-    let rounds = o.rounds.unwrap_or(if o.quick { 1 } else { 7 });
+    let n = o.execs.unwrap_or(if o.quick { 100 } else { 400 });
+    let rounds = o.rounds.unwrap_or(if o.quick { 3 } else { 60 });
     fixture();
     let guards = Guards::start();
     let mut out = json!({"quick": o.quick});
@@ -694,7 +742,7 @@ fn main() {
         );
         let mut json_calls = serde_json::Map::new();
         for g in [Guard::Enforce, Guard::EnforceExec] {
-            let Some(calls) = syscalls_per_exec(&guards, g, n) else {
+            let Some(calls) = syscalls_per_exec(&guards, g, 5 * n) else {
                 println!("  {}: strace failed", g.name());
                 continue;
             };
@@ -751,7 +799,7 @@ fn main() {
     }
 
     // 4: scale.
-    scale(&guards, n / 2, rounds.min(5), &mut out);
+    scale(&guards, 2 * n, if o.quick { 1 } else { 5 }, &mut out);
     let idle = if o.quick { 10 } else { 50 };
     let bundles: Vec<_> = (0..idle)
         .map(|i| {

@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
-  echo "execguard: the demo runs a container; run as root (sudo $0)" >&2
+  # Root is needed; a sudo user gets it here, a root shell (which may have no sudo) already has it.
+  if command -v sudo >/dev/null; then
+    exec sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME,FUZZ_SECONDS "$0" "$@"
+  fi
+  echo "execguard: the demo runs a container; run it as root" >&2
   exit 1
 fi
 ./scripts/deps.sh

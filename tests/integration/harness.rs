@@ -327,7 +327,26 @@ impl Run {
 pub struct Bundle {
     pub id: String,
     pub work: PathBuf,
-    dir: tempfile::TempDir,
+    /// Taken when the run is collected; until then, dropping the bundle (a test that panics)
+    /// kills and deletes its container, so that nothing a test started outlives it.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        if self.dir.is_some() {
+            delete_container(&self.id);
+        }
+    }
+}
+
+/// `runc delete -f`: kills the container if it still runs.
+fn delete_container(id: &str) {
+    let _ = Command::new("runc")
+        .arg("--root")
+        .arg(fixture().dir.join("runc-state"))
+        .args(["delete", "-f", id])
+        .output();
 }
 
 /// Builds the bundle for `sh -c script`; `seccomp` replaces the spec's profile when given.
@@ -393,14 +412,13 @@ pub fn bundle(
     Bundle {
         id: format!("eg-{}-{name}", std::process::id()),
         work,
-        dir,
+        dir: Some(dir),
     }
 }
 
 impl Bundle {
     pub fn spec(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.dir.path().join("config.json")).unwrap())
-            .unwrap()
+        serde_json::from_slice(&std::fs::read(self.dir().join("config.json")).unwrap()).unwrap()
     }
 
     /// Points the injected filter's listener at another socket (the benchmark's null
@@ -410,19 +428,24 @@ impl Bundle {
         let mut spec = self.spec();
         spec["linux"]["seccomp"]["listenerPath"] = json!(socket);
         std::fs::write(
-            self.dir.path().join("config.json"),
+            self.dir().join("config.json"),
             serde_json::to_vec_pretty(&spec).unwrap(),
         )
         .unwrap();
     }
 
     fn runc(&self) -> Command {
+        self.runc_for(120)
+    }
+
+    /// `runc run`, killed after `secs` seconds.
+    fn runc_for(&self, secs: u32) -> Command {
         let mut cmd = Command::new("timeout");
-        cmd.args(["-k", "5", "120", "runc", "--root"])
+        cmd.args(["-k", "5", &secs.to_string(), "runc", "--root"])
             .arg(fixture().dir.join("runc-state"))
             .arg("run")
             .arg("--bundle")
-            .arg(self.dir.path())
+            .arg(self.dir())
             .arg(&self.id)
             .stdin(Stdio::null());
         cmd
@@ -430,7 +453,12 @@ impl Bundle {
 
     /// Starts `runc run` and returns at once.
     pub fn spawn(&self) -> Child {
-        self.runc()
+        self.spawn_for(120)
+    }
+
+    /// The same, for a container allowed to run `secs` seconds.
+    pub fn spawn_for(&self, secs: u32) -> Child {
+        self.runc_for(secs)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -449,13 +477,17 @@ impl Bundle {
         self.finish(out)
     }
 
-    fn finish(self, out: std::process::Output) -> Run {
-        let _ = Command::new("runc")
-            .arg("--root")
-            .arg(fixture().dir.join("runc-state"))
-            .args(["delete", "-f", &self.id])
-            .output();
-        Run::new(self.id, out, self.work, self.dir)
+    fn finish(mut self, out: std::process::Output) -> Run {
+        delete_container(&self.id);
+        let dir = self.dir.take().expect("a bundle is collected once");
+        Run::new(self.id.clone(), out, self.work.clone(), dir)
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .expect("a bundle not yet collected")
+            .path()
     }
 }
 

@@ -1,8 +1,12 @@
-/* Benchmark helper: N fork+exec+wait of a program (default /bin/true), each timed.
- *   execstorm N OUT.json [PROGRAM]
- * Writes {"n", "failures", "total_ns", "mean_ns", "p50_ns", "p99_ns"} to OUT.json. */
+/* Benchmark helper: fork+exec+wait of a program (default /bin/true), each timed.
+ *   execstorm N OUT.json [PROGRAM]          N execs, then the summary in OUT.json
+ *   execstorm --steps S N DIR [PROGRAM]     S steps of N execs: before step i it waits for
+ *                                           DIR/go-i, after it writes DIR/step-i.json (so that a
+ *                                           benchmark can run several containers in lockstep)
+ * A summary is {"n", "failures", "total_ns", "mean_ns", "p50_ns", "p99_ns"}. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,13 +24,8 @@ static long long now_ns(void) {
     return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
-int main(int argc, char **argv) {
-    if (argc < 3) {
-        fprintf(stderr, "usage: execstorm N OUT.json [PROGRAM]\n");
-        return 2;
-    }
-    int n = atoi(argv[1]);
-    char *prog = argc > 3 ? argv[3] : "/bin/true";
+/* Runs n execs of prog and writes the summary to out; returns the number that failed. */
+static int storm(int n, const char *out, char *prog) {
     char *child_argv[] = {prog, NULL};
     long long *t = calloc((size_t)n, sizeof *t);
     int failures = 0;
@@ -45,10 +44,38 @@ int main(int argc, char **argv) {
     }
     long long total = now_ns() - start;
     qsort(t, (size_t)n, sizeof *t, cmp);
-    FILE *f = fopen(argv[2], "w");
-    if (!f) return 1;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return n;
     fprintf(f, "{\"n\":%d,\"failures\":%d,\"total_ns\":%lld,\"mean_ns\":%lld,\"p50_ns\":%lld,\"p99_ns\":%lld}\n",
             n, failures, total, total / n, t[n / 2], t[(n * 99) / 100]);
     fclose(f);
-    return failures != 0;
+    rename(tmp, out); /* the reader never sees half a file */
+    free(t);
+    return failures;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 5 && !strcmp(argv[1], "--steps")) {
+        int steps = atoi(argv[2]), n = atoi(argv[3]), failures = 0;
+        const char *dir = argv[4];
+        char *prog = argc > 5 ? argv[5] : "/bin/true";
+        for (int i = 0; i < steps; i++) {
+            char go[4096], out[4096];
+            snprintf(go, sizeof go, "%s/go-%d", dir, i);
+            snprintf(out, sizeof out, "%s/step-%d.json", dir, i);
+            while (access(go, F_OK) != 0) {
+                struct timespec ms = {0, 1000000};
+                nanosleep(&ms, NULL);
+            }
+            failures += storm(n, out, prog);
+        }
+        return failures != 0;
+    }
+    if (argc < 3) {
+        fprintf(stderr, "usage: execstorm N OUT.json [PROGRAM] | execstorm --steps S N DIR [PROGRAM]\n");
+        return 2;
+    }
+    return storm(atoi(argv[1]), argv[2], argc > 3 ? argv[3] : "/bin/true") != 0;
 }
