@@ -13,6 +13,11 @@
 //! - [`phases`]: where the handling of a notification spends its time;
 //! - [`sys`]: the only `unsafe` code, the seccomp notification ioctls.
 
+// The system call numbers, `arch_prctl(ARCH_SET_FS)`, the audit architectures and the loader
+// paths are x86_64 Linux's (the 32-bit and x32 ABIs of an x86_64 kernel included).
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+compile_error!("execguard supports x86_64 Linux only (it decodes that kernel's system call ABIs)");
+
 pub mod commands;
 pub mod config;
 pub mod event;

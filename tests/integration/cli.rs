@@ -6,6 +6,7 @@ use crate::harness::{execguard, Supervisor};
 
 #[test]
 fn explain_says_what_and_why() {
+    needs_root!();
     let (ok, out, err) = execguard(&[
         "explain",
         "--mode",
@@ -49,6 +50,7 @@ fn explain_says_what_and_why() {
 
 #[test]
 fn inject_is_idempotent_and_refuses_foreign_listeners() {
+    needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, "socket = \"/run/eg-test.sock\"\n").unwrap();
@@ -84,6 +86,7 @@ fn inject_is_idempotent_and_refuses_foreign_listeners() {
 
 #[test]
 fn bad_config_names_file_key_and_line() {
+    needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "mode = \"audit\"\n[enforce]\nerrno = \"EWHATEVER\"\n").unwrap();
@@ -97,6 +100,7 @@ fn bad_config_names_file_key_and_line() {
 
 #[test]
 fn supervise_stops_cleanly_and_refuses_a_second_instance() {
+    needs_root!();
     let sup = Supervisor::start("audit", "");
     let cfg = sup.config.to_str().unwrap().to_owned();
     let (ok, _, err) = execguard(&["supervise", "--config", &cfg]);
@@ -122,6 +126,7 @@ fn supervise_stops_cleanly_and_refuses_a_second_instance() {
 
 #[test]
 fn runtime_wrapper_version_names_both() {
+    needs_root!();
     let out = Command::new(crate::harness::EXECGUARD_RUNTIME)
         .arg("--version")
         .output()
@@ -141,6 +146,7 @@ fn runtime_wrapper_version_names_both() {
 /// The containerd runtime handler the README shows is one containerd accepts.
 #[test]
 fn containerd_accepts_the_example_handler() {
+    needs_root!();
     let cfg = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/containerd/config.toml"
@@ -169,6 +175,7 @@ fn containerd_accepts_the_example_handler() {
 /// with --dry-run, changes nothing the second time, and containerd accepts the result.
 #[test]
 fn setup_containerd_edits_in_place() {
+    needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_str().unwrap();
     let cfg = dir.path().join("etc/containerd/config.toml");

@@ -6,6 +6,7 @@ const SCRIPT: &str = "ldd /bin/true > /work/ldd; /lib64/ld-linux-x86-64.so.2 /bi
 
 #[test]
 fn containerd_guarded_by_the_runtime_wrapper() {
+    needs_root!();
     let sup = Supervisor::start("audit", "");
     let ctrd = Containerd::start(&sup.config);
     for mode in ["audit", "enforce"] {
@@ -34,6 +35,7 @@ fn containerd_guarded_by_the_runtime_wrapper() {
 /// (written to the shim's runc log) is what containerd reports.
 #[test]
 fn wrapper_errors_reach_containerd() {
+    needs_root!();
     let mut sup = Supervisor::start("audit", "");
     let ctrd = Containerd::start(&sup.config);
     sup.kill();

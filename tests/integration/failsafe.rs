@@ -6,6 +6,7 @@ use crate::harness::{bundle, Supervisor};
 /// both modes, so nothing runs unguarded.
 #[test]
 fn no_supervisor_at_create_refuses_the_container() {
+    needs_root!();
     let mut sup = Supervisor::start("audit", "");
     sup.kill();
     for mode in ["audit", "enforce"] {
@@ -27,6 +28,7 @@ fn no_supervisor_at_create_refuses_the_container() {
 /// image's thread-pointer setup (the loader gives up before the program runs)...
 #[test]
 fn supervisor_death_fails_later_execs() {
+    needs_root!();
     supervisor_death(
         "death-image",
         "",
@@ -38,6 +40,7 @@ fn supervisor_death_fails_later_execs() {
 /// ... and with the exec checkpoint, the exec itself.
 #[test]
 fn supervisor_death_fails_later_execs_at_the_exec() {
+    needs_root!();
     supervisor_death(
         "death-exec",
         "[detect]\nexec_checkpoint = true\n",

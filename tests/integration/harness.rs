@@ -421,17 +421,22 @@ impl Bundle {
         serde_json::from_slice(&std::fs::read(self.dir().join("config.json")).unwrap()).unwrap()
     }
 
-    /// Points the injected filter's listener at another socket (the benchmark's null
-    /// responder), leaving the filter as `inject` wrote it.
-    #[allow(dead_code)] // the benchmark's
-    pub fn set_listener(&self, socket: &Path) {
+    /// Changes the spec (after `inject`).
+    pub fn edit_spec(&self, edit: impl FnOnce(&mut Value)) {
         let mut spec = self.spec();
-        spec["linux"]["seccomp"]["listenerPath"] = json!(socket);
+        edit(&mut spec);
         std::fs::write(
             self.dir().join("config.json"),
             serde_json::to_vec_pretty(&spec).unwrap(),
         )
         .unwrap();
+    }
+
+    /// Points the injected filter's listener at another socket (the benchmark's null
+    /// responder), leaving the filter as `inject` wrote it.
+    #[allow(dead_code)] // the benchmark's
+    pub fn set_listener(&self, socket: &Path) {
+        self.edit_spec(|spec| spec["linux"]["seccomp"]["listenerPath"] = json!(socket));
     }
 
     fn runc(&self) -> Command {

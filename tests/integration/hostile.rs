@@ -14,6 +14,7 @@ use crate::harness::{bundle, run_container, wait_for, Supervisor};
 /// the exec checkpoint, a new image killed before it runs anything without.
 #[test]
 fn hostile_execs_and_a_flood_beside_a_build() {
+    needs_root!();
     // A 100 KiB program name: the loader cannot open it and gives up before it sets up a
     // thread pointer, so nothing runs and there is nothing to judge.
     hostile_execs("image", "", "killed by signal 9", "exited 127");
@@ -21,6 +22,7 @@ fn hostile_execs_and_a_flood_beside_a_build() {
 
 #[test]
 fn hostile_execs_and_a_flood_beside_a_build_with_the_exec_checkpoint() {
+    needs_root!();
     hostile_execs(
         "exec",
         "[detect]\nexec_checkpoint = true\n",
@@ -124,6 +126,7 @@ fn hostile_execs(name: &str, config: &str, denied: &str, huge_program: &str) {
 
 #[test]
 fn hostile_peers_on_the_socket() {
+    needs_root!();
     let sup = Supervisor::start("audit", "");
     let worker = sup.worker_pid();
     let socket = sup.dir.path().join("eg.sock");

@@ -57,6 +57,7 @@ fn assert_queries_seen(events: &[serde_json::Value]) {
 
 #[test]
 fn ldd() {
+    needs_root!();
     let events = check_legit(
         "ldd",
         "ldd /bin/true > /work/out && grep -q libc.so.6 /work/out && touch /work/m",
@@ -66,6 +67,7 @@ fn ldd() {
 
 #[test]
 fn ldd_on_a_32_bit_binary() {
+    needs_root!();
     let events = check_legit(
         "ldd32",
         "ldd /opt/eg/payload32 > /work/out && grep -q libc.so.6 /work/out && touch /work/m",
@@ -86,6 +88,7 @@ fn queries() -> String {
 /// reach the image checkpoint.
 #[test]
 fn loader_queries() {
+    needs_root!();
     let events = check_legit("queries", &queries());
     // One query seen, in each of the two modes.
     assert_eq!(events.len(), 2, "{events:#?}");
@@ -96,6 +99,7 @@ fn loader_queries() {
 /// The exec checkpoint sees every one.
 #[test]
 fn loader_queries_at_the_exec() {
+    needs_root!();
     let events = check_legit_with(
         "queries-exec",
         "[detect]\nexec_checkpoint = true\n",
@@ -110,6 +114,7 @@ fn loader_queries_at_the_exec() {
 /// events at all, in either mode.
 #[test]
 fn ordinary_build_activity_is_silent() {
+    needs_root!();
     let script = r#"set -e
 cd /tmp
 sh -c 'true'

@@ -1,6 +1,17 @@
 //! Integration tests: real runc containers guarded by the real supervisor. They need root,
 //! runc, gcc (with -m32), musl-gcc and patchelf; `.ci/run` installs all of them.
 
+/// Skips a test that needs root (it runs real containers) when the suite is not run as root:
+/// a contributor's plain `cargo test` passes; CI runs as root and runs every test.
+macro_rules! needs_root {
+    () => {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to run real containers");
+            return;
+        }
+    };
+}
+
 mod cli;
 mod containerd;
 mod failsafe;

@@ -7,6 +7,7 @@ use crate::harness::{bundle, execguard, run_container, wait_for, Supervisor, EXE
 
 #[test]
 fn status_and_metrics() {
+    needs_root!();
     let sup = Supervisor::start("audit", "");
     let cfg = sup.config.to_str().unwrap().to_owned();
     let b = bundle(
@@ -66,6 +67,7 @@ fn status_and_metrics() {
 /// one is refused with the reason, and the running config stays.
 #[test]
 fn reload_keeps_containers() {
+    needs_root!();
     let sup = Supervisor::start("audit", "");
     let cfg = sup.config.to_str().unwrap().to_owned();
     let b = bundle(
@@ -142,6 +144,7 @@ fn reload_keeps_containers() {
 /// waits for the next one instead of failing.
 #[test]
 fn socket_activation_bridges_a_restart() {
+    needs_root!();
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixListener;
     use std::time::Duration;
@@ -202,6 +205,7 @@ fn socket_activation_bridges_a_restart() {
 /// syslog when configured.
 #[test]
 fn rate_limit_and_syslog() {
+    needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let syslog_path = dir.path().join("log.sock");
     let syslog = std::os::unix::net::UnixDatagram::bind(&syslog_path).unwrap();
@@ -246,6 +250,7 @@ fn rate_limit_and_syslog() {
 /// logrotate: after the events file is renamed, SIGHUP makes the supervisor write a new one.
 #[test]
 fn sighup_reopens_the_events_file() {
+    needs_root!();
     let sup = Supervisor::start("audit", "");
     let script = "/lib64/ld-linux-x86-64.so.2 /bin/touch /work/m";
     let first = run_container(&sup, "rotate-1", script, &[]);

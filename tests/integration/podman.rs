@@ -46,11 +46,13 @@ fn check(way: PodmanWay, tag: &str) {
 
 #[test]
 fn hook_guards_podman_containers() {
+    needs_root!();
     check(PodmanWay::Hook, "hook");
 }
 
 #[test]
 fn runtime_wrapper_guards_podman_containers() {
+    needs_root!();
     check(PodmanWay::Runtime, "runtime");
 }
 
@@ -58,6 +60,7 @@ fn runtime_wrapper_guards_podman_containers() {
 /// the profile's answer is podman's, not execguard's.
 #[test]
 fn podman_alone_for_comparison() {
+    needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("unused.toml");
     std::fs::write(&cfg, "").unwrap();
@@ -75,6 +78,7 @@ fn podman_alone_for_comparison() {
 /// containers leaves unannotated ones alone.
 #[test]
 fn annotation_off_and_unannotated() {
+    needs_root!();
     let sup = Supervisor::start("enforce", "guard_unannotated = false\n");
     for (way, tag) in [(PodmanWay::Hook, "hook"), (PodmanWay::Runtime, "rt")] {
         let off = podman_run(
@@ -111,6 +115,7 @@ fn annotation_off_and_unannotated() {
 /// enforce containers are not created, and the message names the socket.
 #[test]
 fn supervisor_down_at_create() {
+    needs_root!();
     let mut sup = Supervisor::start("audit", "");
     let report = sup.dir.path().join("report.log");
     sup.kill();
@@ -155,6 +160,7 @@ fn supervisor_down_at_create() {
 /// hybrid mode not supported", with or without execguard.)
 #[test]
 fn runtime_wrapper_runs_the_configured_runtime() {
+    needs_root!();
     let runc = crate::harness::which("runc");
     let sup = Supervisor::start(
         "enforce",

@@ -33,6 +33,7 @@ fn allow_list_profile(architectures: &[&str]) -> Value {
 
 #[test]
 fn allow_list_profile_keeps_its_denials() {
+    needs_root!();
     let sup = Supervisor::start("audit", "");
     let script = "mkdir /tmp/d 2> /work/mkdir.err; echo $? > /work/mkdir.rc; \
                   /opt/eg/exectool shadow-listener > /work/shadow; \
@@ -92,6 +93,7 @@ fn allow_list_profile_keeps_its_denials() {
 /// profile's architectures as they are.
 #[test]
 fn native_only_profile_kills_32_bit_execs() {
+    needs_root!();
     let sup = Supervisor::start("audit", "");
     let profile = json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"]});
     let b = bundle(

@@ -91,15 +91,18 @@ fn race_with(kind: &str, setting: &str, config: &str) {
 
 #[test]
 fn path_flipped_by_a_thread_sharing_a_vfork_childs_memory() {
+    needs_root!();
     race("flip");
 }
 
 #[test]
 fn loader_renamed_over_an_allowed_path() {
+    needs_root!();
     race("rename");
 }
 
 #[test]
 fn pt_interp_swapped_between_the_loader_and_a_copy() {
+    needs_root!();
     race("interp");
 }

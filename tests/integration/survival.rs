@@ -69,6 +69,7 @@ fn survive(name: &str, disrupt: impl Fn(&Supervisor)) {
 
 #[test]
 fn worker_killed_mid_build() {
+    needs_root!();
     survive("kill9", |sup| {
         let _ = kill(Pid::from_raw(sup.worker_pid()), Signal::SIGKILL);
     });
@@ -77,6 +78,7 @@ fn worker_killed_mid_build() {
 /// SIGUSR2 replaces the worker with the binary now at the keeper's path (an upgrade).
 #[test]
 fn worker_replaced_mid_build() {
+    needs_root!();
     survive("upgrade", |sup| {
         let _ = kill(Pid::from_raw(sup.pid()), Signal::SIGUSR2);
     });
@@ -88,6 +90,7 @@ fn worker_replaced_mid_build() {
 /// other: no exec fails, every loader run is logged in audit mode, none runs in enforce mode.
 #[test]
 fn a_notification_received_but_not_recorded_is_rebuilt() {
+    needs_root!();
     for mode in ["audit", "enforce"] {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("fired");

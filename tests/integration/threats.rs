@@ -115,11 +115,13 @@ fn check_event_fields(e: &Value, mode: &str, action: &str, id: &str) {
 
 #[test]
 fn direct() {
+    needs_root!();
     check("direct", &format!("{LD} /bin/touch /work/m"), LOADER);
 }
 
 #[test]
 fn dot_and_slash_tricks() {
+    needs_root!();
     check(
         "dots",
         "//usr/lib/../../lib64/./ld-linux-x86-64.so.2 /bin/touch /work/m",
@@ -129,6 +131,7 @@ fn dot_and_slash_tricks() {
 
 #[test]
 fn through_a_symlink() {
+    needs_root!();
     check(
         "symlink",
         &format!("ln -s {LD} /tmp/l && /tmp/l /bin/touch /work/m"),
@@ -138,6 +141,7 @@ fn through_a_symlink() {
 
 #[test]
 fn relative_to_the_cwd() {
+    needs_root!();
     check(
         "relative",
         "cd /usr/lib/x86_64-linux-gnu && ./ld-linux-x86-64.so.2 /bin/touch /work/m",
@@ -147,6 +151,7 @@ fn relative_to_the_cwd() {
 
 #[test]
 fn renamed_copy() {
+    needs_root!();
     check(
         "copy",
         &format!("cp {LD} /tmp/innocent.txt && /tmp/innocent.txt /bin/touch /work/m"),
@@ -156,6 +161,7 @@ fn renamed_copy() {
 
 #[test]
 fn execveat_with_a_dirfd() {
+    needs_root!();
     check(
         "execveat",
         "/opt/eg/exectool execveat /lib64 ld-linux-x86-64.so.2 ld.so /bin/touch /work/m",
@@ -165,6 +171,7 @@ fn execveat_with_a_dirfd() {
 
 #[test]
 fn fexecve() {
+    needs_root!();
     check(
         "fexecve",
         &format!("/opt/eg/exectool fexecve {LD} ld.so /bin/touch /work/m"),
@@ -174,6 +181,7 @@ fn fexecve() {
 
 #[test]
 fn proc_self_fd() {
+    needs_root!();
     check(
         "procfd",
         &format!("/opt/eg/exectool procfd {LD} ld.so /bin/touch /work/m"),
@@ -183,6 +191,7 @@ fn proc_self_fd() {
 
 #[test]
 fn memfd_copy() {
+    needs_root!();
     check(
         "memfd",
         &format!("/opt/eg/exectool memfd {LD} ld.so /bin/touch /work/m"),
@@ -196,6 +205,7 @@ fn memfd_copy() {
 
 #[test]
 fn musl_loader() {
+    needs_root!();
     check(
         "musl",
         "/lib/ld-musl-x86_64.so.1 /opt/eg/payload-musl /work/m",
@@ -205,6 +215,7 @@ fn musl_loader() {
 
 #[test]
 fn i386_loader() {
+    needs_root!();
     check(
         "i386",
         "/lib/ld-linux.so.2 /opt/eg/payload32 /work/m",
@@ -217,6 +228,7 @@ fn i386_loader() {
 
 #[test]
 fn int80_from_a_64_bit_process() {
+    needs_root!();
     check(
         "int80",
         &format!("/opt/eg/exectool int80 {LD} ld.so /bin/touch /work/m"),
@@ -230,6 +242,7 @@ fn int80_from_a_64_bit_process() {
 
 #[test]
 fn execve_from_a_32_bit_process() {
+    needs_root!();
     check(
         "exec32",
         "/opt/eg/exectool32 execve /lib/ld-linux.so.2 ld.so /opt/eg/payload32 /work/m",
@@ -243,6 +256,7 @@ fn execve_from_a_32_bit_process() {
 
 #[test]
 fn shebang_naming_the_loader() {
+    needs_root!();
     check(
         "shebang",
         &format!("printf '#!{LD} /bin/touch\\n' > /tmp/s && chmod +x /tmp/s && /tmp/s /work/m"),
@@ -252,6 +266,7 @@ fn shebang_naming_the_loader() {
 
 #[test]
 fn custom_pt_interp() {
+    needs_root!();
     check(
         "ptinterp",
         &format!("cp {LD} /tmp/myld && /opt/eg/payload-interp /work/m"),
@@ -267,6 +282,7 @@ macro_rules! glibc_option {
     ($name:ident, $($opt:expr),+) => {
         #[test]
         fn $name() {
+            needs_root!();
             let opts = [$($opt),+].join(" ");
             check(
                 stringify!($name),
@@ -296,6 +312,7 @@ glibc_option!(
 /// a kernel change would show here.
 #[test]
 fn no_shadow_listener() {
+    needs_root!();
     let sup = Supervisor::start("audit", "");
     for mode in ["audit", "enforce"] {
         let run = run_container(
@@ -319,6 +336,7 @@ fn no_shadow_listener() {
 /// configured errno is what the denied exec fails with.
 #[test]
 fn configured_enforce_mode_and_errno() {
+    needs_root!();
     let sup = Supervisor::start(
         "enforce",
         "[enforce]\nerrno = \"EPERM\"\n[detect]\nexec_checkpoint = true\n",
@@ -347,10 +365,48 @@ fn configured_enforce_mode_and_errno() {
     assert_eq!(sup.events_of(&run.id)[0]["action"], "allowed");
 }
 
+/// What execguard is not needed for: a noexec mount stops the loader trick by itself (the
+/// kernel refuses to map code from it), guarded or not. The missing execute bit, exec
+/// allowlists and exec monitors are what the trick defeats.
+#[test]
+fn a_noexec_mount_stops_the_loader_by_itself() {
+    needs_root!();
+    let sup = Supervisor::start("audit", "");
+    let b = crate::harness::bundle(
+        &sup.config,
+        "noexec",
+        &format!(
+            "cp /opt/eg/payload /noexec/p && chmod -x /noexec/p && \
+             {LD} /noexec/p /work/m 2> /work/err; echo $? > /work/rc"
+        ),
+        &[],
+        None,
+    );
+    b.edit_spec(|spec| {
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+            "destination": "/noexec", "type": "tmpfs", "source": "tmpfs",
+            "options": ["noexec", "nosuid", "nodev", "mode=1777"]}));
+    });
+    let run = b.run();
+    assert!(!run.marker("m"), "{}", run.describe());
+    let err = std::fs::read_to_string(run.work.join("err")).unwrap_or_default();
+    assert!(
+        err.contains("failed to map segment from shared object"),
+        "{err}\n{}",
+        run.describe()
+    );
+    let rc = std::fs::read_to_string(run.work.join("rc")).unwrap_or_default();
+    assert_eq!(rc.trim(), "127", "{}", run.describe());
+}
+
 /// By default a loader execution is judged at the new image: the process is killed before
 /// the payload runs (the shell sees SIGKILL), and the event says where it was seen.
 #[test]
 fn denied_at_the_image_by_default() {
+    needs_root!();
     let sup = Supervisor::start("enforce", "");
     let run = run_container(
         &sup,
@@ -380,6 +436,7 @@ fn denied_at_the_image_by_default() {
 /// assumed (and the event says argv was truncated).
 #[test]
 fn more_options_than_are_read() {
+    needs_root!();
     check(
         "manyopts",
         &format!(
@@ -393,6 +450,7 @@ fn more_options_than_are_read() {
 /// container; the exec'd process is guarded with the container's mode.
 #[test]
 fn runc_exec_is_guarded_too() {
+    needs_root!();
     use crate::harness::{bundle, fixture};
     let sup = Supervisor::start("audit", "");
     let b = bundle(
