@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds=${FUZZ_SECONDS:-20}
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+# The test command must leave a checkout as it found it: a stale fuzz/Cargo.lock is an error
+# here, not something cargo fuzz quietly rewrites.
+if ! cargo metadata --locked --format-version 1 > /dev/null 2>&1; then
+  echo "fuzz/Cargo.lock is out of date: run 'cargo update --workspace' in fuzz/ and commit it" >&2
+  exit 1
+fi
 export RUSTC_BOOTSTRAP=1
 # Seeds, so that the fuzzers start from real inputs: system ELF files (a loader among them),
 # the shipped config, a runc state message, loader argv and #! lines.
