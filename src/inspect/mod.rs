@@ -195,18 +195,25 @@ impl SystemLoaders {
 }
 
 /// Identity of a file version: a rewrite changes the change time, and the size most often.
-pub type FileVersion = (u64, u64, i64, i64, i64, i64, i64);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileVersion {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: i64,
+    /// Modification time, seconds and nanoseconds.
+    pub mtime: (i64, i64),
+    /// Change time (any write or metadata change, which a writer cannot set back).
+    pub ctime: (i64, i64),
+}
 
 pub fn version_of(st: &nix::sys::stat::FileStat) -> FileVersion {
-    (
-        st.st_dev,
-        st.st_ino,
-        st.st_size,
-        st.st_mtime,
-        st.st_mtime_nsec,
-        st.st_ctime,
-        st.st_ctime_nsec,
-    )
+    FileVersion {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: st.st_size,
+        mtime: (st.st_mtime, st.st_mtime_nsec),
+        ctime: (st.st_ctime, st.st_ctime_nsec),
+    }
 }
 
 /// What each file is, by file version, so that an exec of a file seen before costs no read.
@@ -232,9 +239,10 @@ impl FileCache {
     pub fn put(&mut self, v: FileVersion, kind: &FileKind) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok())
             .unwrap_or(0);
-        if now - v.5 < FILE_CACHE_MIN_AGE_SECS {
+        if now.saturating_sub(v.ctime.0) < FILE_CACHE_MIN_AGE_SECS {
             return;
         }
         if self.kinds.len() >= FILE_CACHE_ENTRIES {

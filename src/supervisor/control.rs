@@ -266,7 +266,7 @@ fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
 /// the TCP port serves /metrics alone.
 fn serve<S: Read + Write + SetTimeout>(stream: S, shared: &Shared, full: bool) {
     stream.set_timeouts(Duration::from_secs(2));
-    let mut reader = BufReader::new(stream.take_limit(MAX_REQUEST));
+    let mut reader = BufReader::new(stream.take(MAX_REQUEST));
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
         return;
@@ -304,14 +304,8 @@ fn serve<S: Read + Write + SetTimeout>(stream: S, shared: &Shared, full: bool) {
 }
 
 /// What `serve` needs of a connection.
-trait SetTimeout: Sized {
+trait SetTimeout {
     fn set_timeouts(&self, d: Duration);
-    fn take_limit(self, n: u64) -> LimitedStream<Self> {
-        LimitedStream {
-            inner: self,
-            left: n,
-        }
-    }
 }
 
 impl SetTimeout for UnixStream {
@@ -325,30 +319,6 @@ impl SetTimeout for std::net::TcpStream {
     fn set_timeouts(&self, d: Duration) {
         let _ = self.set_read_timeout(Some(d));
         let _ = self.set_write_timeout(Some(d));
-    }
-}
-
-/// A connection whose reads stop after `left` bytes, and that can still be written to.
-struct LimitedStream<S> {
-    inner: S,
-    left: u64,
-}
-
-impl<S> LimitedStream<S> {
-    fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S: Read> Read for LimitedStream<S> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 {
-            return Ok(0);
-        }
-        let max = buf.len().min(self.left as usize);
-        let n = self.inner.read(&mut buf[..max])?;
-        self.left -= n as u64;
-        Ok(n)
     }
 }
 

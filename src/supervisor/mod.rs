@@ -27,8 +27,7 @@ pub mod state;
 pub mod stats;
 pub mod target;
 
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -36,7 +35,6 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 use crate::config::Config;
 use crate::event::EventSink;
@@ -131,26 +129,10 @@ pub fn run_worker(
     control::start(shared.clone());
     let mut buf = vec![0u8; state::MAX_STATE_BYTES + 8];
     loop {
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let (n, fds) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let msg = match recvmsg::<()>(
-                channel.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(m) => m,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(SupervisorError::Signals(e)),
-            };
-            let mut fds = Vec::new();
-            for c in msg.cmsgs().map_err(SupervisorError::Signals)? {
-                if let ControlMessageOwned::ScmRights(raw) = c {
-                    fds.extend(raw);
-                }
-            }
-            (msg.bytes, crate::sys::own_received_fds(&fds))
+        let (n, fds) = match crate::sys::recv_with_fds::<1>(channel.as_fd(), &mut buf) {
+            Ok(received) => received,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(SupervisorError::Signals(e)),
         };
         if n == 0 {
             tracing::info!("the keeper closed the channel; worker ends");

@@ -2,12 +2,10 @@
 //! the notify fd attached (`SCM_RIGHTS`). Read with a size cap and a deadline.
 
 use std::collections::HashMap;
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use serde::Deserialize;
 
 /// Larger state messages are refused: runc's are a few KiB (annotations included), and the
@@ -84,25 +82,9 @@ pub fn receive(
     let mut fds: Vec<OwnedFd> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; MAX_FDS]);
-        let (n, received) = {
-            let mut iov = [IoSliceMut::new(&mut chunk)];
-            let msg = recvmsg::<()>(
-                stream.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )
+        let (n, received) = crate::sys::recv_with_fds::<MAX_FDS>(stream.as_fd(), &mut chunk)
             .map_err(StateError::Receive)?;
-            let mut received = Vec::new();
-            for c in msg.cmsgs().map_err(StateError::Receive)? {
-                if let ControlMessageOwned::ScmRights(raw) = c {
-                    received.extend(raw);
-                }
-            }
-            (msg.bytes, received)
-        };
-        fds.extend(crate::sys::own_received_fds(&received));
+        fds.extend(received);
         if n == 0 {
             break;
         }

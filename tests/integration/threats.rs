@@ -1,6 +1,7 @@
-//! Every loader-execution variant of DESIGN.md's threat list, in audit mode (the program runs
-//! and the event says "allowed") and in enforce mode (the program does not run and the event
-//! says "denied"). Each program proves it ran by creating /work/m.
+//! Every loader-execution variant of the threat list (README, threat model; ARCHITECTURE.md for
+//! the code), in audit mode (the program runs and the event says "allowed") and in enforce mode
+//! (the program does not run and the event says "denied"). Each program proves it ran by
+//! creating /work/m.
 
 use crate::harness::{run_container, Run, Supervisor};
 use serde_json::Value;
@@ -92,7 +93,7 @@ fn check_with(name: &str, config: &str, stage: &str, script: &str, expect: &Expe
     }
 }
 
-/// The fields DESIGN.md requires, with the values of this run.
+/// The fields every event has (README, events), with the values of this run.
 fn check_event_fields(e: &Value, mode: &str, action: &str, id: &str) {
     assert_eq!(e["mode"], mode, "{e:#}");
     assert_eq!(e["action"], action, "{e:#}");
