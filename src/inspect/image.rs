@@ -365,13 +365,11 @@ fn open_by_name(tid: u32, name: &[u8]) -> Result<OwnedFd, InspectError> {
         .map_err(errno)
 }
 
+/// `/proc/TID`, opened once so that what is read through it is that task's.
 fn open_proc_dir(tid: u32) -> Result<OwnedFd, InspectError> {
-    nix::fcntl::open(
-        ProcPath::new(tid, format_args!("")).as_bytes(),
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        StatMode::empty(),
-    )
-    .map_err(gone_or("/proc entry"))
+    FsView::of_task(tid)
+        .map(|view| view.proc_dir)
+        .map_err(gone_or("/proc entry"))
 }
 
 /// An image whose exe is a loader: what it runs, from its real argv and environment.
