@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -155,22 +155,10 @@ pub fn patch_bundle(
 }
 
 fn write_atomically(path: &Path, value: &serde_json::Value, mode: u32) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp: PathBuf = dir.join(format!(".config.json.execguard-{}", std::process::id()));
-    let result = (|| -> Result<()> {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        serde_json::to_writer_pretty(&mut f, value)?;
-        f.write_all(b"\n")?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    crate::fsutil::write_atomic(path, &bytes, mode)
+        .with_context(|| format!("replacing {}", path.display()))
 }
 
 /// `execguard hook`: a podman `precreate` hook. Reads the spec on stdin, writes the patched

@@ -11,6 +11,7 @@
 //! - [`setup`]: writes podman's, containerd's and CRI-O's configuration for execguard;
 //! - [`commands`]: what the `execguard` binary's subcommands do;
 //! - [`phases`]: where the handling of a notification spends its time;
+//! - [`fsutil`]: replacing a file atomically (bundles, engine configs);
 //! - [`sys`]: the only `unsafe` code, the seccomp notification ioctls.
 
 // The system call numbers, `arch_prctl(ARCH_SET_FS)`, the audit architectures and the loader
@@ -21,6 +22,7 @@ compile_error!("execguard supports x86_64 Linux only (it decodes that kernel's s
 pub mod commands;
 pub mod config;
 pub mod event;
+pub mod fsutil;
 pub mod guard;
 pub mod inspect;
 pub mod phases;

@@ -69,7 +69,8 @@ pub fn plan(engine: Engine, l: &Layout) -> Result<Vec<Change>> {
     }
 }
 
-/// Writes the changes (temporary file, then rename), skipping files already as they should be.
+/// Writes the changes (temporary file, synced, then renamed; an existing file's mode kept),
+/// skipping files already as they should be.
 pub fn apply(changes: &[Change]) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for c in changes {
@@ -79,9 +80,9 @@ pub fn apply(changes: &[Change]) -> Result<Vec<PathBuf>> {
         if let Some(dir) = c.path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let tmp = c.path.with_extension("execguard-tmp");
-        std::fs::write(&tmp, &c.content).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &c.path)
+        let mode = crate::fsutil::mode_or(&c.path, 0o644)
+            .with_context(|| format!("reading {}", c.path.display()))?;
+        crate::fsutil::write_atomic(&c.path, c.content.as_bytes(), mode)
             .with_context(|| format!("replacing {}", c.path.display()))?;
         written.push(c.path.clone());
     }
