@@ -282,32 +282,23 @@ fn open_maps(tid: u32) -> Result<OwnedFd, InspectError> {
 /// The file mapped at `addr` in the process whose `/proc/PID/maps` is open, by device and
 /// inode (`None` for anonymous memory).
 fn mapping_at(maps: &OwnedFd, addr: u64) -> Result<Option<Mapping>, InspectError> {
+    let maps_err = |e: std::io::Error| InspectError::ReadTarget {
+        what: "maps",
+        errno: io_errno(&e),
+    };
     match crate::sys::procmap_query(maps, addr) {
         Ok(m) => Ok(m),
         // Before Linux 6.11: the same from the text.
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
+            let mut file = std::fs::File::from(maps.try_clone().map_err(maps_err)?);
+            std::io::Seek::rewind(&mut file).map_err(maps_err)?;
             let mut text = Vec::new();
-            let copy = maps.try_clone().map_err(|e| InspectError::ReadTarget {
-                what: "maps",
-                errno: io_errno(&e),
-            })?;
-            let mut file = std::fs::File::from(copy);
-            std::io::Seek::rewind(&mut file).map_err(|e| InspectError::ReadTarget {
-                what: "maps",
-                errno: io_errno(&e),
-            })?;
             file.take(MAX_MAPS_BYTES)
                 .read_to_end(&mut text)
-                .map_err(|e| InspectError::ReadTarget {
-                    what: "maps",
-                    errno: io_errno(&e),
-                })?;
+                .map_err(maps_err)?;
             Ok(mapping_in_text(&text, addr))
         }
-        Err(e) => Err(InspectError::ReadTarget {
-            what: "maps",
-            errno: io_errno(&e),
-        }),
+        Err(e) => Err(maps_err(e)),
     }
 }
 

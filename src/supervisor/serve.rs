@@ -139,20 +139,15 @@ pub(super) fn receive_and_handle(
 ) -> Received {
     let notif = match l.notify.recv() {
         Ok(n) => n,
-        // The task was interrupted or is gone, or (blocking) every task is gone.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            return if hung_up(l) {
-                Received::HungUp
-            } else {
-                Received::Nothing
-            };
-        }
         Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Received::Nothing,
         Err(e) => {
-            l.counters
-                .notification_errors
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(container = %l.container.id, error = %e, "NOTIF_RECV failed");
+            // ENOENT: the task was interrupted or is gone, or (blocking) every task is gone.
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                l.counters
+                    .notification_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(container = %l.container.id, error = %e, "NOTIF_RECV failed");
+            }
             return if hung_up(l) {
                 Received::HungUp
             } else {
