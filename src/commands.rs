@@ -6,15 +6,16 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::{Config, Mode};
+use crate::config::Config;
 use crate::event::EventSink;
 use crate::guard::{self, Decision, Entry};
 use crate::inspect::loader_args::LoaderEnv;
 use crate::inspect::resolve::FsView;
-use crate::inspect::{self, Abi, Argv, ExecRequest, ExecSyscall, GivenArgs, SystemLoaders};
+use crate::inspect::{self, Argv, ExecRequest, GivenArgs, SystemLoaders};
 use crate::policy::{self, Action, Settings};
 use crate::supervisor::keeper;
 use crate::supervisor::slots::Slots;
+use crate::vocab::{Abi, Errno, Mode, Syscall};
 
 /// Larger specs are refused: a spec is tens of KiB.
 const MAX_SPEC_BYTES: u64 = 16 << 20;
@@ -221,7 +222,7 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
     let view = FsView::of_self().context("opening this process's root and cwd")?;
     let loaders = SystemLoaders::discover(&view, &config.detect.extra_system_loaders);
     let req = ExecRequest {
-        syscall: ExecSyscall::Execve,
+        syscall: Syscall::Execve,
         abi: Abi::X86_64,
         path: path.as_bytes().to_vec(),
         dirfd: None,
@@ -282,7 +283,7 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
     }
     let action = match verdict.action {
         Action::Continue => "allow".to_owned(),
-        Action::Deny(e) => format!("deny ({})", crate::config::Errno(e).name()),
+        Action::Deny(e) => format!("deny ({})", Errno(e).name()),
     };
     out.push_str(&format!("verdict:    {action} in {} mode\n", settings.mode));
     print!("{out}");

@@ -1,12 +1,11 @@
 //! The TOML configuration. Every key is documented, with its default, in `config/execguard.toml`.
 //! Unknown keys and bad values are errors that name the file, the key and the line.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use crate::event::{Importance, Rule};
+use crate::vocab::{Errno, Importance, Mode, Rule};
 
 /// Where `execguard` looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/execguard/config.toml";
@@ -32,87 +31,6 @@ pub enum ConfigError {
     TooLarge { path: PathBuf },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
-}
-
-/// How a container is guarded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Not guarded at all: the spec is left untouched and nothing is inspected.
-    Off,
-    /// Everything runs; detections are logged.
-    #[default]
-    Audit,
-    /// Detections at or above `[enforce] min_importance` are denied.
-    Enforce,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Off => "off",
-            Mode::Audit => "audit",
-            Mode::Enforce => "enforce",
-        }
-    }
-
-    /// Parses the value of the `execguard.io/mode` annotation.
-    pub fn from_annotation(value: &str) -> Option<Mode> {
-        match value.trim() {
-            "off" => Some(Mode::Off),
-            "audit" => Some(Mode::Audit),
-            "enforce" => Some(Mode::Enforce),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An errno by name, as the config and the event write it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Errno(pub i32);
-
-/// The errnos a denial may answer with: the ones an exec can plausibly fail with.
-const ERRNO_NAMES: &[(&str, i32)] = &[
-    ("EACCES", libc::EACCES),
-    ("EPERM", libc::EPERM),
-    ("ENOENT", libc::ENOENT),
-    ("ENOEXEC", libc::ENOEXEC),
-    ("EINVAL", libc::EINVAL),
-    ("ETXTBSY", libc::ETXTBSY),
-    ("ELIBBAD", libc::ELIBBAD),
-];
-
-impl Errno {
-    pub fn name(self) -> String {
-        ERRNO_NAMES
-            .iter()
-            .find(|(_, n)| *n == self.0)
-            .map(|(name, _)| (*name).to_owned())
-            .unwrap_or_else(|| format!("errno {}", self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Errno {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        ERRNO_NAMES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| Errno(*v))
-            .ok_or_else(|| {
-                let names: Vec<&str> = ERRNO_NAMES.iter().map(|(n, _)| *n).collect();
-                serde::de::Error::custom(format!(
-                    "unknown errno `{name}`, expected one of {}",
-                    names.join(", ")
-                ))
-            })
-    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]

@@ -6,97 +6,11 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// How much a detection matters. Ordered: `info < low < medium < high < critical`.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Importance {
-    Info,
-    Low,
-    Medium,
-    High,
-    #[default]
-    Critical,
-}
-
-impl Importance {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Importance::Info => "info",
-            Importance::Low => "low",
-            Importance::Medium => "medium",
-            Importance::High => "high",
-            Importance::Critical => "critical",
-        }
-    }
-}
-
-/// Every detection execguard makes. The README's event reference lists them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Rule {
-    /// A dynamic loader was asked to run a program (any path, copy, fd, shebang or ABI).
-    BinaryExecutedByLoader,
-    /// A loader with no file behind it (a memfd or an unlinked file) was asked to run a program.
-    FilelessLoaderExecution,
-    /// A binary's `PT_INTERP` names something other than the container's own loaders.
-    CustomInterpreter,
-    /// A loader ran only to answer a question (`ldd`, `--list`, `--verify`, `--help`, ...).
-    LoaderQuery,
-    /// The supervisor could not inspect an exec (the answer follows the mode's fail-safe rule).
-    InspectionFailed,
-    /// A process tried to install a seccomp listener of its own (the kernel refuses: EBUSY).
-    SeccompListenerAttempt,
-}
-
-impl Rule {
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::BinaryExecutedByLoader => "binary_executed_by_loader",
-            Rule::FilelessLoaderExecution => "fileless_loader_execution",
-            Rule::CustomInterpreter => "custom_interpreter",
-            Rule::LoaderQuery => "loader_query",
-            Rule::InspectionFailed => "inspection_failed",
-            Rule::SeccompListenerAttempt => "seccomp_listener_attempt",
-        }
-    }
-
-    pub fn description(self) -> &'static str {
-        match self {
-            Rule::BinaryExecutedByLoader => "Binary executed through loader",
-            Rule::FilelessLoaderExecution => "Binary executed through a fileless loader",
-            Rule::CustomInterpreter => "Binary started with a non-system program interpreter",
-            Rule::LoaderQuery => "Dynamic loader queried without running a program",
-            Rule::InspectionFailed => "Exec could not be inspected",
-            Rule::SeccompListenerAttempt => "Process tried to install its own seccomp listener",
-        }
-    }
-
-    pub fn category(self) -> &'static str {
-        match self {
-            Rule::InspectionFailed => "integrity",
-            Rule::SeccompListenerAttempt => "defense_evasion",
-            _ => "execution",
-        }
-    }
-
-    pub fn method(self) -> &'static str {
-        "system_services"
-    }
-
-    pub fn default_importance(self) -> Importance {
-        match self {
-            Rule::BinaryExecutedByLoader => Importance::Critical,
-            Rule::FilelessLoaderExecution => Importance::Critical,
-            Rule::CustomInterpreter => Importance::Critical,
-            Rule::LoaderQuery => Importance::Low,
-            Rule::InspectionFailed => Importance::Medium,
-            Rule::SeccompListenerAttempt => Importance::High,
-        }
-    }
-}
+#[cfg(test)]
+use crate::vocab::Rule;
+use crate::vocab::{Abi, Importance, Mode, Outcome, Stage, Syscall};
 
 #[derive(Debug, Serialize)]
 pub struct ContainerInfo {
@@ -111,10 +25,10 @@ pub struct ProcessInfo {
 
 #[derive(Debug, Serialize)]
 pub struct ExecInfo {
-    /// `execve` or `execveat`.
-    pub syscall: &'static str,
+    /// `execve` or `execveat`; at the image checkpoint, the call that found the image.
+    pub syscall: Syscall,
     /// `x86_64`, `i386` or `x32`: the system call ABI the exec came through.
-    pub abi: &'static str,
+    pub abi: Abi,
     /// The path as the process passed it (empty for `execveat(fd, "", AT_EMPTY_PATH)`).
     pub path: String,
     /// What the path resolved to inside the container's root.
@@ -127,8 +41,8 @@ pub struct ExecInfo {
 
 #[derive(Debug, Serialize)]
 pub struct SyscallInfo {
-    pub name: &'static str,
-    pub abi: &'static str,
+    pub name: Syscall,
+    pub abi: Abi,
 }
 
 #[derive(Debug, Serialize)]
@@ -149,18 +63,6 @@ pub struct LoaderInfo {
     pub via: &'static str,
 }
 
-/// Where a detection was seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// The `execve`/`execveat` call (with `[detect] exec_checkpoint`).
-    Exec,
-    /// The new image's first thread-pointer setup, after the exec.
-    Image,
-    /// Another trapped call.
-    Syscall,
-}
-
 /// One detection, as written to the event log.
 #[derive(Debug, Serialize)]
 pub struct Event {
@@ -170,9 +72,8 @@ pub struct Event {
     pub category: &'static str,
     pub method: &'static str,
     pub importance: Importance,
-    pub mode: crate::config::Mode,
-    /// `allowed` or `denied`.
-    pub action: &'static str,
+    pub mode: Mode,
+    pub action: Outcome,
     /// Identical events (same container, event, action, path and argv) suppressed by the rate
     /// limit since the last one written.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -270,14 +171,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn importance_is_ordered() {
-        assert!(Importance::Info < Importance::Low);
-        assert!(Importance::Low < Importance::Medium);
-        assert!(Importance::Medium < Importance::High);
-        assert!(Importance::High < Importance::Critical);
-    }
-
-    #[test]
     fn hostile_bytes_stay_one_escaped_line() {
         let argv = lossy(b"a\n{\"event\":\"fake\"}\x1b[31m\xff\"");
         let ev = Event {
@@ -287,8 +180,8 @@ mod tests {
             category: "execution",
             method: "system_services",
             importance: Importance::Critical,
-            mode: crate::config::Mode::Audit,
-            action: "allowed",
+            mode: Mode::Audit,
+            action: Outcome::Allowed,
             repeated: None,
             stage: Stage::Exec,
             errno: None,
@@ -296,8 +189,8 @@ mod tests {
             container: ContainerInfo { id: "c".into() },
             process: ProcessInfo { pid: 1 },
             exec: Some(ExecInfo {
-                syscall: "execve",
-                abi: "x86_64",
+                syscall: Syscall::Execve,
+                abi: Abi::X86_64,
                 path: argv.clone(),
                 resolved: None,
                 argv: vec![argv],

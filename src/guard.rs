@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::{Config, Mode, Unavailable};
-use crate::event::{now_rfc3339, Importance};
+use crate::config::{Config, Unavailable};
+use crate::event::now_rfc3339;
 use crate::spec::{self, Outcome, SpecError};
+use crate::vocab::{Importance, Mode};
 
 /// Which entry point is at work (named in reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,3 +32,5 @@ pub mod setup;
 pub mod spec;
 pub mod supervisor;
 pub mod sys;
+pub mod traps;
+pub mod vocab;

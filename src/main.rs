@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use execguard::commands;
-use execguard::config::Mode;
+use execguard::vocab::Mode;
 
 #[derive(Parser)]
 #[command(

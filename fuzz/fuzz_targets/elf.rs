@@ -1,9 +1,9 @@
 //! ELF headers, program headers, PT_INTERP and the loader test, on hostile bytes.
 #![no_main]
-use execguard::inspect::file::{classify, loader_kind_of_bytes};
+use execguard::inspect::file::{classify, parse_loader_kind};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let _ = classify(data);
-    let _ = loader_kind_of_bytes(data);
+    let _ = parse_loader_kind(data);
 });

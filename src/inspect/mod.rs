@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 use nix::errno::Errno;
 
-use crate::event::Rule;
 use crate::phases::{Phase, PhaseClock};
+use crate::vocab::{Abi, Rule, Syscall};
 use file::{FileError, FileKind, LoaderKind};
 use loader_args::{LoaderEnv, LoaderInvocation};
 use resolve::{FsView, Resolved};
@@ -42,59 +42,11 @@ pub const SYSTEM_LOADER_PATHS: &[&str] = &[
     "/lib/ld-musl-i386.so.1",
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExecSyscall {
-    Execve,
-    Execveat,
-}
-
-impl ExecSyscall {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExecSyscall::Execve => "execve",
-            ExecSyscall::Execveat => "execveat",
-        }
-    }
-}
-
-/// The system call ABI an exec came through; it decides the size of the pointers in argv.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Abi {
-    X86_64,
-    I386,
-    X32,
-}
-
-impl Abi {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Abi::X86_64 => "x86_64",
-            Abi::I386 => "i386",
-            Abi::X32 => "x32",
-        }
-    }
-
-    pub fn pointer_size(self) -> usize {
-        match self {
-            Abi::X86_64 => 8,
-            Abi::I386 | Abi::X32 => 4,
-        }
-    }
-
-    /// A pointer-sized little-endian word of this ABI (`bytes` is `pointer_size()` long;
-    /// missing bytes read as zero).
-    pub fn word(self, bytes: &[u8]) -> u64 {
-        let mut w = [0u8; 8];
-        let n = bytes.len().min(self.pointer_size());
-        w[..n].copy_from_slice(&bytes[..n]);
-        u64::from_le_bytes(w)
-    }
-}
-
 /// One exec as the kernel was asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecRequest {
-    pub syscall: ExecSyscall,
+    /// `Execve` or `Execveat`.
+    pub syscall: Syscall,
     pub abi: Abi,
     pub path: Vec<u8>,
     /// The execveat dirfd; `None` for execve and `AT_FDCWD`.
@@ -642,7 +594,7 @@ mod tests {
         let view = FsView::of_self().unwrap();
         let loaders = SystemLoaders::discover(&view, &[]);
         let req = ExecRequest {
-            syscall: ExecSyscall::Execve,
+            syscall: Syscall::Execve,
             abi: Abi::X86_64,
             path: argv[0].as_bytes().to_vec(),
             dirfd: None,
@@ -722,23 +674,29 @@ mod tests {
 
     #[test]
     fn custom_interpreter_is_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let ld = dir.path().join("myld");
+        // The copy's path replaces the interpreter string in place, so it must be shorter than
+        // it: a directory under /tmp (whatever TMPDIR says) keeps it short.
+        let dir = tempfile::Builder::new()
+            .prefix("i")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let ld = dir.path().join("l");
         std::fs::copy("/lib64/ld-linux-x86-64.so.2", &ld).unwrap();
         let bin = dir.path().join("prog");
         let mut bytes = std::fs::read("/bin/true").unwrap();
-        // Point PT_INTERP at the copy by rewriting the interpreter string in place.
         let old = b"/lib64/ld-linux-x86-64.so.2\0";
         let pos = bytes.windows(old.len()).position(|w| w == old).unwrap();
-        let new = format!("{}", ld.display());
-        if new.len() < old.len() {
-            bytes[pos..pos + new.len()].copy_from_slice(new.as_bytes());
-            bytes[pos + new.len()] = 0;
-            std::fs::write(&bin, &bytes).unwrap();
-            let i = explain(&[bin.to_str().unwrap()], LoaderEnv::default());
-            let f = i.finding.unwrap();
-            assert_eq!(f.rule, Rule::CustomInterpreter);
-            assert_eq!(f.loader.unwrap().kind, LoaderKind::Glibc);
-        }
+        let new = ld.to_str().unwrap();
+        assert!(
+            new.len() < old.len(),
+            "{new} does not fit in place of {old:?}"
+        );
+        bytes[pos..pos + new.len()].copy_from_slice(new.as_bytes());
+        bytes[pos + new.len()] = 0;
+        std::fs::write(&bin, &bytes).unwrap();
+        let i = explain(&[bin.to_str().unwrap()], LoaderEnv::default());
+        let f = i.finding.unwrap();
+        assert_eq!(f.rule, Rule::CustomInterpreter);
+        assert_eq!(f.loader.unwrap().kind, LoaderKind::Glibc);
     }
 }

@@ -11,9 +11,9 @@
 
 use nix::errno::Errno;
 
-use crate::config::{EnforceConfig, Mode, RuleOverrides};
-use crate::event::{Importance, Rule};
+use crate::config::{EnforceConfig, RuleOverrides};
 use crate::inspect::InspectError;
+use crate::vocab::{Importance, Mode, Rule};
 
 /// The answer to the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +117,7 @@ pub fn on_unknown(s: &Settings) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Errno as CfgErrno;
+    use crate::vocab::Errno as CfgErrno;
 
     fn settings(mode: Mode, min: Importance) -> Settings {
         Settings {
@@ -130,26 +130,14 @@ mod tests {
         }
     }
 
-    const ALL_RULES: [Rule; 6] = [
-        Rule::SeccompListenerAttempt,
-        Rule::BinaryExecutedByLoader,
-        Rule::FilelessLoaderExecution,
-        Rule::CustomInterpreter,
-        Rule::LoaderQuery,
-        Rule::InspectionFailed,
-    ];
-    const ALL_IMPORTANCE: [Importance; 5] = [
-        Importance::Info,
-        Importance::Low,
-        Importance::Medium,
-        Importance::High,
-        Importance::Critical,
-    ];
+    fn all_importances() -> impl Iterator<Item = Importance> {
+        <Importance as strum::IntoEnumIterator>::iter()
+    }
 
     #[test]
     fn audit_never_denies() {
-        for rule in ALL_RULES {
-            for min in ALL_IMPORTANCE {
+        for rule in Rule::iter() {
+            for min in all_importances() {
                 let v = decide(Some(rule), &settings(Mode::Audit, min));
                 assert_eq!(v.action, Action::Continue);
                 assert_eq!(v.event.unwrap().0, rule);
@@ -159,8 +147,8 @@ mod tests {
 
     #[test]
     fn enforce_denies_exactly_at_or_above_the_threshold() {
-        for rule in ALL_RULES {
-            for min in ALL_IMPORTANCE {
+        for rule in Rule::iter() {
+            for min in all_importances() {
                 let v = decide(Some(rule), &settings(Mode::Enforce, min));
                 let imp = rule.default_importance();
                 assert_eq!(

@@ -8,100 +8,18 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use crate::config::Mode;
+use crate::traps::{Cond, Role, Trap, TRAPS};
+use crate::vocab::Mode;
 
-/// A system call execguard traps with `SCMP_ACT_NOTIFY`, always or under a condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Trap {
-    pub name: &'static str,
-    /// Only when this holds; the complement keeps the profile's own action through a second
-    /// rule (libseccomp lets an unconditional rule for a syscall silently override a
-    /// conditional one, so both rules must be conditional).
-    pub when: Option<Cond>,
-    /// An exec: the profile is guarded only if at least one of these runs under it.
-    pub is_exec: bool,
-    pub role: Role,
-}
-
-/// What a trap is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The exec checkpoint (`execve`, `execveat`).
-    Exec,
-    /// The image checkpoint: a new image's first thread-pointer setup.
-    Image,
-    /// A second seccomp listener, which the kernel refuses; logged.
-    Listener,
-}
-
-/// A condition on one system call argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cond {
-    /// `args[index] & bit == bit`.
-    BitSet { index: u32, bit: u64 },
-    /// `args[index] == value`.
-    Equals { index: u32, value: u64 },
-}
-
-impl Cond {
-    /// The OCI `args` of this condition (`holds`) or of its complement.
-    fn args(self, holds: bool) -> Value {
-        match self {
-            Cond::BitSet { index, bit } => json!([{"index": index, "value": bit,
-                "valueTwo": if holds { bit } else { 0 }, "op": "SCMP_CMP_MASKED_EQ"}]),
-            Cond::Equals { index, value } => json!([{"index": index, "value": value,
-                "valueTwo": 0, "op": if holds { "SCMP_CMP_EQ" } else { "SCMP_CMP_NE" }}]),
-        }
+/// The OCI `args` of a trap's condition (`holds`) or of its complement.
+fn cond_args(cond: Cond, holds: bool) -> Value {
+    match cond {
+        Cond::BitSet { index, bit } => json!([{"index": index, "value": bit,
+            "valueTwo": if holds { bit } else { 0 }, "op": "SCMP_CMP_MASKED_EQ"}]),
+        Cond::Equals { index, value } => json!([{"index": index, "value": value,
+            "valueTwo": 0, "op": if holds { "SCMP_CMP_EQ" } else { "SCMP_CMP_NE" }}]),
     }
 }
-
-/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
-const NEW_LISTENER: u64 = 1 << 3;
-/// `ARCH_SET_FS`.
-pub const ARCH_SET_FS: u64 = 0x1002;
-
-/// Every trap: the execs; the second checkpoint, where a new image sets up its thread
-/// pointer (x86_64 `arch_prctl(ARCH_SET_FS)`, 32-bit `set_thread_area`) after the exec and
-/// before any of its code runs; and an attempt to install a second seccomp listener (which
-/// the kernel refuses with EBUSY; the supervisor logs it).
-pub const TRAPS: &[Trap] = &[
-    Trap {
-        name: "execve",
-        when: None,
-        is_exec: true,
-        role: Role::Exec,
-    },
-    Trap {
-        name: "execveat",
-        when: None,
-        is_exec: true,
-        role: Role::Exec,
-    },
-    Trap {
-        name: "arch_prctl",
-        when: Some(Cond::Equals {
-            index: 0,
-            value: ARCH_SET_FS,
-        }),
-        is_exec: false,
-        role: Role::Image,
-    },
-    Trap {
-        name: "set_thread_area",
-        when: None,
-        is_exec: false,
-        role: Role::Image,
-    },
-    Trap {
-        name: "seccomp",
-        when: Some(Cond::BitSet {
-            index: 1,
-            bit: NEW_LISTENER,
-        }),
-        is_exec: false,
-        role: Role::Listener,
-    },
-];
 
 /// Where an exec is judged, which decides what is trapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -279,7 +197,7 @@ fn parse_metadata(meta: &str) -> Option<Injected> {
                 .split(',')
                 .filter_map(|t| {
                     let (name, action) = t.split_once(':').unwrap_or((t, "SCMP_ACT_ALLOW"));
-                    let known = TRAPS.iter().any(|k| k.name == name);
+                    let known = Trap::named(name).is_some();
                     let action_ok = RUNNING_ACTIONS.contains(&action);
                     (known && action_ok).then(|| (name.to_owned(), action.to_owned()))
                 })
@@ -304,27 +222,25 @@ fn trap_rules(trapped: &[(String, String)], default_action: &str) -> Vec<Value> 
     let mut rules = Vec::new();
     let always: Vec<&str> = trapped
         .iter()
-        .filter(|(n, _)| trap(n).is_some_and(|t| t.when.is_none()))
+        .filter(|(n, _)| Trap::named(n).is_some_and(|t| t.when.is_none()))
         .map(|(n, _)| n.as_str())
         .collect();
     if !always.is_empty() {
         rules.push(json!({"names": always, "action": "SCMP_ACT_NOTIFY"}));
     }
     for (name, action) in trapped {
-        if let Some(cond) = trap(name).and_then(|t| t.when) {
+        if let Some(cond) = Trap::named(name).and_then(|t| t.when) {
             rules.push(
-                json!({"names": [name], "action": "SCMP_ACT_NOTIFY", "args": cond.args(true)}),
+                json!({"names": [name], "action": "SCMP_ACT_NOTIFY", "args": cond_args(cond, true)}),
             );
             if action != default_action {
-                rules.push(json!({"names": [name], "action": action, "args": cond.args(false)}));
+                rules.push(
+                    json!({"names": [name], "action": action, "args": cond_args(cond, false)}),
+                );
             }
         }
     }
     rules
-}
-
-fn trap(name: &str) -> Option<&'static Trap> {
-    TRAPS.iter().find(|t| t.name == name)
 }
 
 /// True for a complement rule that [`trap_rules`] adds.
@@ -333,9 +249,9 @@ fn is_complement_rule(rule: &Value) -> bool {
     let [name] = names.as_slice() else {
         return false;
     };
-    trap(name)
+    Trap::named(name)
         .and_then(|t| t.when)
-        .is_some_and(|cond| rule.get("args") == Some(&cond.args(false)))
+        .is_some_and(|cond| rule.get("args") == Some(&cond_args(cond, false)))
 }
 
 fn remove_injected(spec: &mut Value) -> Result<(), SpecError> {
@@ -380,7 +296,7 @@ fn inject(spec: &mut Value, socket: &Path, checkpoints: Checkpoints) -> Result<O
         let all: Vec<(String, String)> = TRAPS
             .iter()
             .filter(|t| checkpoints.traps(t))
-            .map(|t| (t.name.to_owned(), "SCMP_ACT_ALLOW".to_owned()))
+            .map(|t| (t.syscall.as_str().to_owned(), "SCMP_ACT_ALLOW".to_owned()))
             .collect();
         let obj = spec
             .as_object_mut()
@@ -425,7 +341,7 @@ fn inject(spec: &mut Value, socket: &Path, checkpoints: Checkpoints) -> Result<O
             let mut action = default_action.clone();
             let mut conditional = None;
             for (index, rule) in rules.iter().enumerate() {
-                if !rule_names(rule).any(|n| n == t.name) {
+                if !rule_names(rule).any(|n| n == t.syscall.as_str()) {
                     continue;
                 }
                 if rule
@@ -445,7 +361,7 @@ fn inject(spec: &mut Value, socket: &Path, checkpoints: Checkpoints) -> Result<O
     // An exec that is not trapped only has to be able to run; with a conditional rule it may.
     if !profile
         .iter()
-        .any(|(t, action, cond)| t.is_exec && (runs(action) || cond.is_some()))
+        .any(|(t, action, cond)| t.role == Role::Exec && (runs(action) || cond.is_some()))
     {
         // No exec runs under this profile: there is nothing to guard.
         return Ok(Outcome::AlreadyBlocked);
@@ -469,11 +385,11 @@ fn inject(spec: &mut Value, socket: &Path, checkpoints: Checkpoints) -> Result<O
         if let Some(index) = conditional {
             return Err(SpecError::ConditionalRule {
                 index,
-                syscall: t.name.to_owned(),
+                syscall: t.syscall.as_str().to_owned(),
             });
         }
         if runs(&action) {
-            trapped.push((t.name.to_owned(), action));
+            trapped.push((t.syscall.as_str().to_owned(), action));
         }
     }
 
@@ -570,7 +486,7 @@ mod tests {
         );
         // Conditional traps; with a default of ALLOW no complement rule is needed.
         assert_eq!(rules[1]["names"], json!(["arch_prctl"]));
-        assert_eq!(rules[1]["args"][0]["value"], ARCH_SET_FS);
+        assert_eq!(rules[1]["args"][0]["value"], crate::traps::ARCH_SET_FS);
         assert_eq!(rules[1]["args"][0]["op"], "SCMP_CMP_EQ");
         assert_eq!(rules[2]["names"], json!(["seccomp"]));
         assert_eq!(rules[2]["args"][0]["valueTwo"], 8);
@@ -626,7 +542,7 @@ mod tests {
         assert_eq!(arch[0]["args"][0]["op"], "SCMP_CMP_EQ");
         assert_eq!(arch[1]["action"], "SCMP_ACT_ALLOW");
         assert_eq!(arch[1]["args"][0]["op"], "SCMP_CMP_NE");
-        assert_eq!(arch[1]["args"][0]["value"], ARCH_SET_FS);
+        assert_eq!(arch[1]["args"][0]["value"], crate::traps::ARCH_SET_FS);
         assert_eq!(patched(s.clone()), s);
     }
 

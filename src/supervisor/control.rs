@@ -60,7 +60,7 @@ pub struct ContainerCounters {
 #[derive(Serialize)]
 struct ContainerStatus {
     id: String,
-    mode: crate::config::Mode,
+    mode: crate::vocab::Mode,
     guarded_since: String,
     execs_inspected: u64,
     images_inspected: u64,
@@ -74,7 +74,7 @@ struct Status {
     supervisor_uptime_s: u64,
     worker_uptime_s: u64,
     socket: PathBuf,
-    default_mode: crate::config::Mode,
+    default_mode: crate::vocab::Mode,
     containers: Vec<ContainerStatus>,
 }
 

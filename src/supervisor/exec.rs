@@ -7,11 +7,12 @@ use super::registry::Shared;
 use super::report;
 use super::serve::{respond, Listener, ListenerState, STATE_ENTRIES};
 use super::target::Target;
-use crate::event::{self, Stage};
+use crate::event;
 use crate::inspect::{self, resolve::FsView, ExecArgs, Inspection};
 use crate::phases::{Phase, PhaseClock};
 use crate::policy::{self, Action};
 use crate::sys::SeccompNotif;
+use crate::vocab::{Rule, Stage};
 
 /// Where the exec's path, argv and envp are in the task's memory.
 pub(super) struct Addresses {
@@ -67,8 +68,8 @@ pub(super) fn handle(
             (None, None) => String::new(),
         };
         ev.exec = Some(event::ExecInfo {
-            syscall: req.syscall.as_str(),
-            abi: req.abi.as_str(),
+            syscall: req.syscall,
+            abi: req.abi,
             path: event::lossy(&req.path),
             resolved: inspection
                 .as_ref()
@@ -86,7 +87,7 @@ pub(super) fn handle(
 }
 
 /// Notes a finding allowed at the exec of task `tid`, by the pid its new image will have.
-fn remember_allowed(st: &mut ListenerState, tid: u32, rule: crate::event::Rule) {
+fn remember_allowed(st: &mut ListenerState, tid: u32, rule: Rule) {
     let Some(tgid) = tgid_of(tid) else {
         return;
     };

@@ -6,19 +6,19 @@
 use super::registry::Shared;
 use super::serve::{respond, Listener, ListenerState, STATE_ENTRIES};
 use super::{exec, report};
-use crate::event::Stage;
-use crate::inspect::{self, image};
+use crate::inspect::image;
 use crate::phases::{Phase, PhaseClock};
 use crate::policy::{self, Action};
 use crate::sys::SeccompNotif;
+use crate::vocab::{Abi, Stage, Syscall};
 
 pub(super) fn handle(
     l: &Listener,
     st: &mut ListenerState,
     shared: &Shared,
     notif: &SeccompNotif,
-    abi: inspect::Abi,
-    syscall: &'static str,
+    abi: Abi,
+    syscall: Syscall,
     clock: &mut PhaseClock,
 ) {
     let c = &l.container;
@@ -77,7 +77,7 @@ pub(super) fn handle(
             ev.reason = finding.reason.clone();
             ev.exec = Some(crate::event::ExecInfo {
                 syscall,
-                abi: abi.as_str(),
+                abi,
                 path: crate::event::lossy(&img.exe),
                 resolved: None,
                 argv: img

@@ -17,10 +17,10 @@ use super::report;
 use super::serve::{drain, handle, respond, Listener, ListenerState};
 use super::slots::SlotState;
 use super::target::trapped_arch;
-use crate::event::Stage;
 use crate::phases::PhaseClock;
 use crate::policy;
 use crate::sys::{SeccompData, SeccompNotif};
+use crate::vocab::Stage;
 
 /// Notifications after the last recorded one that a new worker checks for.
 const PROBES: u64 = 4;

@@ -9,11 +9,12 @@ use std::time::{Instant, SystemTime};
 use super::control;
 use super::slots::Slots;
 use super::state::ContainerProcessState;
-use crate::config::{Config, Mode};
-use crate::event::{EventSink, Importance};
+use crate::config::Config;
+use crate::event::EventSink;
 use crate::inspect::{resolve::FsView, SystemLoaders};
 use crate::policy::Settings;
 use crate::spec::MODE_ANNOTATION;
+use crate::vocab::{Importance, Mode};
 
 /// A container the supervisor guards, shared by the threads of its notify fds.
 pub(super) struct Container {

@@ -8,11 +8,12 @@ use super::ratelimit;
 use super::registry::{Container, Shared};
 use super::serve::{Listener, ListenerState};
 use super::slots::SlotState;
-use crate::event::{self, Event, Importance, Rule, Stage};
+use crate::event::{self, Event};
 use crate::inspect;
 use crate::phases::{Phase, PhaseClock};
 use crate::policy::{Action, Verdict};
 use crate::sys::SeccompNotif;
+use crate::vocab::{Errno, Importance, Outcome, Rule, Stage};
 
 /// The fields every event has; the caller fills in what it is about.
 pub(super) fn base_event(
@@ -23,9 +24,9 @@ pub(super) fn base_event(
     action: Action,
     stage: Stage,
 ) -> Event {
-    let (action_name, errno) = match action {
-        Action::Continue => ("allowed", None),
-        Action::Deny(e) => ("denied", Some(crate::config::Errno(e).name())),
+    let (outcome, errno) = match action {
+        Action::Continue => (Outcome::Allowed, None),
+        Action::Deny(e) => (Outcome::Denied, Some(Errno(e).name())),
     };
     Event {
         time: event::now_rfc3339(),
@@ -35,7 +36,7 @@ pub(super) fn base_event(
         method: rule.method(),
         importance,
         mode: c.settings.mode,
-        action: action_name,
+        action: outcome,
         repeated: None,
         stage,
         errno,
@@ -70,7 +71,7 @@ pub(super) fn listener_attempt(
     st: &mut ListenerState,
     shared: &Shared,
     notif: &SeccompNotif,
-    abi: inspect::Abi,
+    abi: crate::vocab::Abi,
     verdict: &Verdict,
     clock: &mut PhaseClock,
 ) {
@@ -87,8 +88,8 @@ pub(super) fn listener_attempt(
     );
     ev.reason = "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER) inside a guarded container".to_owned();
     ev.syscall = Some(event::SyscallInfo {
-        name: "seccomp",
-        abi: abi.as_str(),
+        name: crate::vocab::Syscall::Seccomp,
+        abi,
     });
     emit(shared, l, st, notif, ev, clock);
 }

@@ -20,11 +20,11 @@ use super::state::ContainerProcessState;
 use super::target::{self, Trapped};
 use super::{control, exec, image, recovery, report, stats};
 
-use crate::event::Rule;
 use crate::inspect;
 use crate::phases::{Phase, PhaseClock};
 use crate::policy::{self, Action};
 use crate::sys::{NotifyFd, SeccompNotif, SeccompNotifResp, SECCOMP_USER_NOTIF_FLAG_CONTINUE};
+use crate::vocab::Rule;
 
 /// One notify fd (a container start, or a `runc exec`).
 pub(super) struct Listener {
@@ -228,7 +228,7 @@ pub(super) fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, noti
     let trapped = target::decode(&notif);
     match &trapped {
         Some(Trapped::Checkpoint { abi, syscall }) => {
-            image::handle(l, st, shared, &notif, *abi, syscall, &mut clock)
+            image::handle(l, st, shared, &notif, *abi, *syscall, &mut clock)
         }
         Some(Trapped::Exec {
             req,

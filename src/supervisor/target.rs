@@ -10,8 +10,10 @@ use nix::unistd::Pid;
 
 use crate::inspect::loader_args::LoaderEnv;
 use crate::inspect::resolve::PATH_MAX;
-use crate::inspect::{Abi, Argv, ExecArgs, ExecRequest, ExecSyscall, InspectError};
+use crate::inspect::{Argv, ExecArgs, ExecRequest, InspectError};
 use crate::sys::{NotifyFd, SeccompNotif};
+use crate::traps::{self, Role};
+use crate::vocab::{Abi, Syscall};
 
 /// Arguments read for inspection and the event; a loader's options come first, so this is far
 /// more than any real invocation needs. When argv is longer, it is marked truncated.
@@ -21,10 +23,6 @@ pub const MAX_ARG_BYTES: usize = 4096;
 /// Environment entries scanned for `LD_TRACE_LOADED_OBJECTS` and `LD_AUDIT`.
 pub const MAX_ENV_ITEMS: usize = 4096;
 const PAGE: u64 = 4096;
-
-const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-const AUDIT_ARCH_I386: u32 = 0x4000_0003;
-const X32_SYSCALL_BIT: i32 = 0x4000_0000;
 
 /// What a notification is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,41 +38,19 @@ pub enum Trapped {
     ListenerAttempt { abi: Abi },
     /// A new image sets up its thread pointer (`arch_prctl(ARCH_SET_FS)`, `set_thread_area`):
     /// the second checkpoint, after the exec and before any of the image's own code runs.
-    Checkpoint { abi: Abi, syscall: &'static str },
+    Checkpoint { abi: Abi, syscall: Syscall },
 }
 
 /// Decodes a notification; `None` for a system call the filter does not trap.
 pub fn decode(notif: &SeccompNotif) -> Option<Trapped> {
     let d = &notif.data;
-    match (d.arch, d.nr) {
-        (AUDIT_ARCH_X86_64, 317) => return Some(Trapped::ListenerAttempt { abi: Abi::X86_64 }),
-        (AUDIT_ARCH_X86_64, nr) if nr == X32_SYSCALL_BIT | 317 => {
-            return Some(Trapped::ListenerAttempt { abi: Abi::X32 })
-        }
-        (AUDIT_ARCH_I386, 354) => return Some(Trapped::ListenerAttempt { abi: Abi::I386 }),
-        _ => {}
+    let (trap, abi) = traps::lookup(d.arch, d.nr, &d.args)?;
+    let syscall = trap.syscall;
+    match trap.role {
+        Role::Listener => return Some(Trapped::ListenerAttempt { abi }),
+        Role::Image => return Some(Trapped::Checkpoint { abi, syscall }),
+        Role::Exec => {}
     }
-    let set_fs = d.args[0] & 0xffff_ffff == crate::spec::ARCH_SET_FS;
-    let checkpoint = |abi, syscall| Some(Trapped::Checkpoint { abi, syscall });
-    match (d.arch, d.nr) {
-        (AUDIT_ARCH_X86_64, 158) if set_fs => return checkpoint(Abi::X86_64, "arch_prctl"),
-        (AUDIT_ARCH_X86_64, nr) if nr == X32_SYSCALL_BIT | 158 && set_fs => {
-            return checkpoint(Abi::X32, "arch_prctl")
-        }
-        (AUDIT_ARCH_I386, 384) if set_fs => return checkpoint(Abi::I386, "arch_prctl"),
-        (AUDIT_ARCH_X86_64, 205) => return checkpoint(Abi::X86_64, "set_thread_area"),
-        (AUDIT_ARCH_I386, 243) => return checkpoint(Abi::I386, "set_thread_area"),
-        _ => {}
-    }
-    let (abi, syscall) = match (d.arch, d.nr) {
-        (AUDIT_ARCH_X86_64, 59) => (Abi::X86_64, ExecSyscall::Execve),
-        (AUDIT_ARCH_X86_64, 322) => (Abi::X86_64, ExecSyscall::Execveat),
-        (AUDIT_ARCH_X86_64, nr) if nr == X32_SYSCALL_BIT | 520 => (Abi::X32, ExecSyscall::Execve),
-        (AUDIT_ARCH_X86_64, nr) if nr == X32_SYSCALL_BIT | 545 => (Abi::X32, ExecSyscall::Execveat),
-        (AUDIT_ARCH_I386, 11) => (Abi::I386, ExecSyscall::Execve),
-        (AUDIT_ARCH_I386, 358) => (Abi::I386, ExecSyscall::Execveat),
-        _ => return None,
-    };
     // Arguments of 32-bit system calls are 32 bits wide; the dirfd is a signed int.
     let arg = |i: usize| -> u64 {
         if abi == Abi::X86_64 {
@@ -83,13 +59,14 @@ pub fn decode(notif: &SeccompNotif) -> Option<Trapped> {
             d.args[i] & 0xffff_ffff
         }
     };
+    let low_int = |i: usize| traps::low_i32(d.args[i]);
     let (dirfd, path, argv, envp, flags) = match syscall {
-        ExecSyscall::Execve => (None, arg(0), arg(1), arg(2), 0),
-        ExecSyscall::Execveat => {
-            let fd = d.args[0] as u32 as i32;
+        Syscall::Execveat => {
+            let fd = low_int(0);
             let dirfd = (fd != libc::AT_FDCWD).then_some(fd);
-            (dirfd, arg(1), arg(2), arg(3), d.args[4] as u32 as i32)
+            (dirfd, arg(1), arg(2), arg(3), low_int(4))
         }
+        _ => (None, arg(0), arg(1), arg(2), 0),
     };
     let req = ExecRequest {
         syscall,
@@ -107,23 +84,13 @@ pub fn decode(notif: &SeccompNotif) -> Option<Trapped> {
 }
 
 /// The audit architecture under which `nr` (with these arguments) is a call execguard traps.
-/// The numbers of the trapped calls of the two ABIs do not overlap, so a task's current call as
-/// `/proc/TID/syscall` shows it (a number, no ABI) names one at most.
+/// The numbers of the trapped calls of the two ABIs do not overlap (a test in
+/// [`crate::traps`] holds this), so a task's current call as `/proc/TID/syscall` shows it (a
+/// number, no ABI) names one at most.
 pub fn trapped_arch(nr: i32, args: [u64; 6]) -> Option<u32> {
-    [AUDIT_ARCH_X86_64, AUDIT_ARCH_I386]
+    [traps::AUDIT_ARCH_X86_64, traps::AUDIT_ARCH_I386]
         .into_iter()
-        .find(|arch| {
-            let probe = SeccompNotif {
-                data: crate::sys::SeccompData {
-                    nr,
-                    arch: *arch,
-                    instruction_pointer: 0,
-                    args,
-                },
-                ..Default::default()
-            };
-            decode(&probe).is_some()
-        })
+        .find(|arch| traps::lookup(*arch, nr, &args).is_some())
 }
 
 /// The notifying task's memory, for one notification.
@@ -297,6 +264,7 @@ impl ExecArgs for Target<'_> {
 mod tests {
     use super::*;
     use crate::sys::SeccompData;
+    use crate::traps::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 
     fn notif(arch: u32, nr: i32, args: [u64; 6]) -> SeccompNotif {
         SeccompNotif {
@@ -329,7 +297,7 @@ mod tests {
         let (r, p, a, e) = exec(notif(AUDIT_ARCH_X86_64, 59, [1, 2, 3, 0, 0, 0]));
         assert_eq!(
             (r.syscall, r.abi, r.dirfd, p, a, e),
-            (ExecSyscall::Execve, Abi::X86_64, None, 1, 2, 3)
+            (Syscall::Execve, Abi::X86_64, None, 1, 2, 3)
         );
         let at_fdcwd = libc::AT_FDCWD as u32 as u64;
         let (r, ..) = exec(notif(
@@ -356,12 +324,12 @@ mod tests {
 
     #[test]
     fn decodes_checkpoints() {
-        let set_fs = crate::spec::ARCH_SET_FS;
+        let set_fs = traps::ARCH_SET_FS;
         assert_eq!(
             decode(&notif(AUDIT_ARCH_X86_64, 158, [set_fs, 0, 0, 0, 0, 0])),
             Some(Trapped::Checkpoint {
                 abi: Abi::X86_64,
-                syscall: "arch_prctl"
+                syscall: Syscall::ArchPrctl
             })
         );
         // ARCH_GET_FS is not the checkpoint.
@@ -370,14 +338,14 @@ mod tests {
             decode(&notif(AUDIT_ARCH_I386, 243, [0; 6])),
             Some(Trapped::Checkpoint {
                 abi: Abi::I386,
-                syscall: "set_thread_area"
+                syscall: Syscall::SetThreadArea
             })
         );
     }
 
     #[test]
     fn trapped_calls_name_their_abi() {
-        let set_fs = crate::spec::ARCH_SET_FS;
+        let set_fs = traps::ARCH_SET_FS;
         assert_eq!(
             trapped_arch(158, [set_fs, 0, 0, 0, 0, 0]),
             Some(AUDIT_ARCH_X86_64)
