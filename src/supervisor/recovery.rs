@@ -66,7 +66,7 @@ pub(super) fn recover(l: &Listener, st: &mut ListenerState, shared: &Shared) {
         let verdict = policy::on_unknown(&l.container.settings);
         let unknown = SeccompNotif {
             id,
-            ..Default::default()
+            ..crate::sys::empty_notif()
         };
         if let Some((rule, importance)) = verdict.event {
             let mut ev = report::base_event(

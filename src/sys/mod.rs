@@ -14,9 +14,10 @@ pub mod shm;
 pub use fds::{adopt_inherited_fd, recv_with_fds};
 pub use process::{pid_ns_parent, procmap_query, Mapping, PidFd, NS_GET_PARENT, PROCMAP_QUERY};
 pub use seccomp::{
-    NotifyFd, SeccompData, SeccompNotif, SeccompNotifResp, SECCOMP_IOCTL_NOTIF_ID_VALID,
-    SECCOMP_IOCTL_NOTIF_RECV, SECCOMP_IOCTL_NOTIF_SEND, SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-    SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, SECCOMP_USER_NOTIF_FLAG_CONTINUE,
+    empty_notif, NotifyFd, SeccompData, SeccompNotif, SeccompNotifResp,
+    SECCOMP_IOCTL_NOTIF_ID_VALID, SECCOMP_IOCTL_NOTIF_RECV, SECCOMP_IOCTL_NOTIF_SEND,
+    SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+    SECCOMP_USER_NOTIF_FLAG_CONTINUE,
 };
 pub use shm::SharedWords;
 

@@ -5,61 +5,37 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
-/// `SECCOMP_IOWR(0, struct seccomp_notif)`.
-pub const SECCOMP_IOCTL_NOTIF_RECV: u64 = 0xc050_2100;
-/// `SECCOMP_IOWR(1, struct seccomp_notif_resp)`.
-pub const SECCOMP_IOCTL_NOTIF_SEND: u64 = 0xc018_2101;
-/// `SECCOMP_IOW(2, __u64)`.
-pub const SECCOMP_IOCTL_NOTIF_ID_VALID: u64 = 0x4008_2102;
-/// `SECCOMP_IOW(4, __u64)`, Linux 6.6 and later.
-pub const SECCOMP_IOCTL_NOTIF_SET_FLAGS: u64 = 0x4008_2104;
-/// Wake the supervisor on the CPU of the notifying task (Linux 6.6 and later).
-pub const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+pub use libc::{
+    SECCOMP_IOCTL_NOTIF_ID_VALID, SECCOMP_IOCTL_NOTIF_RECV, SECCOMP_IOCTL_NOTIF_SEND,
+    SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+};
+/// Wake the supervisor on the CPU of the notifying task (Linux 6.6 and later; not in `libc`).
+pub const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: libc::c_ulong = 1;
 /// Answer "let the system call run".
 pub const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
 /// Words of the stack buffer that RECV and SEND go through: room for notification structures
 /// six times the size of today's.
 const IOCTL_BUF_WORDS: usize = 64;
-/// `seccomp(2)` operation that reports the kernel's notification structure sizes.
-const SECCOMP_GET_NOTIF_SIZES: libc::c_uint = 3;
 
-/// `struct seccomp_data`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SeccompData {
-    pub nr: i32,
-    pub arch: u32,
-    pub instruction_pointer: u64,
-    pub args: [u64; 6],
-}
+/// `struct seccomp_data`, `struct seccomp_notif`, `struct seccomp_notif_resp`: the kernel's
+/// layouts as `libc` declares them (a test checks the sizes against `SECCOMP_GET_NOTIF_SIZES`).
+pub type SeccompData = libc::seccomp_data;
+pub type SeccompNotif = libc::seccomp_notif;
+pub type SeccompNotifResp = libc::seccomp_notif_resp;
 
-/// `struct seccomp_notif`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SeccompNotif {
-    pub id: u64,
-    pub pid: u32,
-    pub flags: u32,
-    pub data: SeccompData,
-}
-
-/// `struct seccomp_notif_resp`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SeccompNotifResp {
-    pub id: u64,
-    pub val: i64,
-    pub error: i32,
-    pub flags: u32,
-}
-
-/// `struct seccomp_notif_sizes`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct SeccompNotifSizes {
-    seccomp_notif: u16,
-    seccomp_notif_resp: u16,
-    seccomp_data: u16,
+/// A notification with every field zero, to fill in.
+pub fn empty_notif() -> SeccompNotif {
+    SeccompNotif {
+        id: 0,
+        pid: 0,
+        flags: 0,
+        data: SeccompData {
+            nr: 0,
+            arch: 0,
+            instruction_pointer: 0,
+            args: [0; 6],
+        },
+    }
 }
 
 /// The kernel's sizes of the notification structures, asked once. The kernel writes its own
@@ -68,15 +44,19 @@ struct SeccompNotifSizes {
 fn notif_sizes() -> io::Result<(usize, usize)> {
     static SIZES: OnceLock<Result<(usize, usize), i32>> = OnceLock::new();
     let sizes = SIZES.get_or_init(|| {
-        let mut sizes = SeccompNotifSizes::default();
+        let mut sizes = libc::seccomp_notif_sizes {
+            seccomp_notif: 0,
+            seccomp_notif_resp: 0,
+            seccomp_data: 0,
+        };
         // SAFETY: SECCOMP_GET_NOTIF_SIZES writes exactly one `struct seccomp_notif_sizes` to the
         // pointer, which points at a live, properly aligned value of that layout.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_seccomp,
-                SECCOMP_GET_NOTIF_SIZES,
+                libc::SECCOMP_GET_NOTIF_SIZES,
                 0,
-                &mut sizes as *mut SeccompNotifSizes,
+                &mut sizes as *mut libc::seccomp_notif_sizes,
             )
         };
         if rc < 0 {
@@ -117,7 +97,7 @@ impl NotifyFd {
         let rc = unsafe {
             libc::ioctl(
                 self.0.as_raw_fd(),
-                SECCOMP_IOCTL_NOTIF_RECV as _,
+                SECCOMP_IOCTL_NOTIF_RECV,
                 buf.as_mut_ptr(),
             )
         };
@@ -145,7 +125,7 @@ impl NotifyFd {
         let rc = unsafe {
             libc::ioctl(
                 self.0.as_raw_fd(),
-                SECCOMP_IOCTL_NOTIF_SEND as _,
+                SECCOMP_IOCTL_NOTIF_SEND,
                 buf.as_mut_ptr(),
             )
         };
@@ -163,7 +143,7 @@ impl NotifyFd {
         let rc = unsafe {
             libc::ioctl(
                 self.0.as_raw_fd(),
-                SECCOMP_IOCTL_NOTIF_ID_VALID as _,
+                SECCOMP_IOCTL_NOTIF_ID_VALID,
                 &mut id as *mut u64,
             )
         };
@@ -178,8 +158,8 @@ impl NotifyFd {
         let rc = unsafe {
             libc::ioctl(
                 self.0.as_raw_fd(),
-                SECCOMP_IOCTL_NOTIF_SET_FLAGS as _,
-                SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP as libc::c_ulong,
+                SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
             )
         };
         if rc < 0 {
