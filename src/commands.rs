@@ -1,7 +1,6 @@
 //! The subcommands of the `execguard` binary. `main.rs` parses arguments and calls these.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -13,12 +12,10 @@ use crate::inspect::loader_args::LoaderEnv;
 use crate::inspect::resolve::FsView;
 use crate::inspect::{self, Argv, ExecRequest, GivenArgs, SystemLoaders};
 use crate::policy::{self, Action, Settings};
+use crate::guard::MAX_SPEC_BYTES;
 use crate::supervisor::keeper;
 use crate::supervisor::slots::Slots;
 use crate::vocab::{Abi, Errno, Mode, Syscall};
-
-/// Larger specs are refused: a spec is tens of KiB.
-const MAX_SPEC_BYTES: u64 = 16 << 20;
 
 /// `execguard supervise`: the keeper, which runs and restarts the worker.
 pub fn supervise(config_path: Option<&Path>, events: Option<&Path>) -> Result<()> {
@@ -77,7 +74,7 @@ pub fn worker(
 pub fn status(config: Option<&Path>, json: bool) -> Result<()> {
     let config = Config::load_or_default(config)?;
     let body = crate::supervisor::control::request(&config.control.socket, "GET", "/status")
-        .map_err(anyhow::Error::msg)?;
+?;
     if json {
         print!("{body}");
         return Ok(());
@@ -117,7 +114,7 @@ pub fn status(config: Option<&Path>, json: bool) -> Result<()> {
 pub fn reload(config_path: Option<&Path>) -> Result<()> {
     let config = Config::load_or_default(config_path)?;
     let body = crate::supervisor::control::request(&config.control.socket, "POST", "/reload")
-        .map_err(anyhow::Error::msg)?;
+?;
     print!("{body}");
     Ok(())
 }
@@ -125,41 +122,9 @@ pub fn reload(config_path: Option<&Path>) -> Result<()> {
 /// `execguard inject --bundle DIR`: patches DIR/config.json in place, atomically.
 pub fn inject(bundle: &Path, config: Option<&Path>) -> Result<()> {
     let config = Config::load_or_default(config)?;
-    let decision = patch_bundle(bundle, &config, Entry::Inject, None, false)?;
+    let decision = guard::patch_bundle(bundle, &config, Entry::Inject, None, false)?;
     println!("{}", decision.describe(&config));
     Ok(())
-}
-
-/// Patches `bundle/config.json` in place (temporary file, then rename; mode kept) for the
-/// inject command and the runtime wrapper.
-pub fn patch_bundle(
-    bundle: &Path,
-    config: &Config,
-    entry: Entry,
-    container: Option<&str>,
-    probe: bool,
-) -> Result<Decision> {
-    let path = bundle.join("config.json");
-    let meta = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
-    if meta.len() > MAX_SPEC_BYTES {
-        bail!("{} is larger than {MAX_SPEC_BYTES} bytes", path.display());
-    }
-    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut value: serde_json::Value = serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    let decision = guard::guard_spec(&mut value, config, entry, container, probe)
-        .with_context(|| format!("patching {}", path.display()))?;
-    if matches!(decision, Decision::Guarded { .. }) {
-        write_atomically(&path, &value, meta.permissions().mode())?;
-    }
-    Ok(decision)
-}
-
-fn write_atomically(path: &Path, value: &serde_json::Value, mode: u32) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value)?;
-    bytes.push(b'\n');
-    crate::fsutil::write_atomic(path, &bytes, mode)
-        .with_context(|| format!("replacing {}", path.display()))
 }
 
 /// `execguard hook`: a podman `precreate` hook. Reads the spec on stdin, writes the patched

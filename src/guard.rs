@@ -5,7 +5,10 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -14,6 +17,9 @@ use crate::config::{Config, Unavailable};
 use crate::event::now_rfc3339;
 use crate::spec::{self, Outcome, SpecError};
 use crate::vocab::{Importance, Mode};
+
+/// Larger specs are refused: a spec is tens of KiB.
+pub const MAX_SPEC_BYTES: u64 = 16 << 20;
 
 /// Which entry point is at work (named in reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,6 +216,38 @@ pub fn report(
             path.display()
         );
     }
+}
+
+/// Patches `bundle/config.json` in place (temporary file, then rename; mode kept) for the
+/// inject command and the runtime wrapper.
+pub fn patch_bundle(
+    bundle: &Path,
+    config: &Config,
+    entry: Entry,
+    container: Option<&str>,
+    probe: bool,
+) -> anyhow::Result<Decision> {
+    let path = bundle.join("config.json");
+    let meta = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.len() > MAX_SPEC_BYTES {
+        bail!("{} is larger than {MAX_SPEC_BYTES} bytes", path.display());
+    }
+    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut value: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let decision = guard_spec(&mut value, config, entry, container, probe)
+        .with_context(|| format!("patching {}", path.display()))?;
+    if matches!(decision, Decision::Guarded { .. }) {
+        write_atomically(&path, &value, meta.permissions().mode())?;
+    }
+    Ok(decision)
+}
+
+fn write_atomically(path: &Path, value: &serde_json::Value, mode: u32) -> anyhow::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    crate::fsutil::write_atomic(path, &bytes, mode)
+        .with_context(|| format!("replacing {}", path.display()))
 }
 
 #[cfg(test)]

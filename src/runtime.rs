@@ -16,7 +16,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 
 use crate::config::Config;
 use crate::guard::{self, Decision, Entry};
@@ -145,9 +145,17 @@ pub fn parse(args: &[OsString]) -> Invocation {
     inv
 }
 
+/// The configured runtime is a name that no directory of PATH has.
+#[derive(Debug, thiserror::Error)]
+#[error("the runtime {} is not on PATH ({path})", runtime.display())]
+pub struct NotOnPath {
+    runtime: PathBuf,
+    path: String,
+}
+
 /// Finds the real runtime: an absolute path as it is; a name on PATH, skipping this very
 /// program (in case it was installed under the runtime's name).
-pub fn find_runtime(configured: &Path) -> Result<PathBuf, String> {
+pub fn find_runtime(configured: &Path) -> Result<PathBuf, NotOnPath> {
     if configured.components().count() > 1 {
         return Ok(configured.to_owned());
     }
@@ -168,11 +176,10 @@ pub fn find_runtime(configured: &Path) -> Result<PathBuf, String> {
         }
         return Ok(candidate);
     }
-    Err(format!(
-        "the runtime {} is not on PATH ({})",
-        configured.display(),
-        path.to_string_lossy()
-    ))
+    Err(NotOnPath {
+        runtime: configured.to_owned(),
+        path: path.to_string_lossy().into_owned(),
+    })
 }
 
 /// Writes one error line to the caller's `--log` file, in its format, as runc does.
@@ -203,16 +210,17 @@ fn log_error(inv: &Invocation, msg: &str) {
     }
 }
 
-/// The whole program: patch when creating, then become the real runtime.
-pub fn main(args: Vec<OsString>) -> ! {
+/// The whole program: patch when creating, then become the real runtime. Returns only on
+/// failure (the exec replaces it otherwise), with the exit code to leave with.
+pub fn main(args: Vec<OsString>) -> ExitCode {
     let inv = parse(&args);
     let config = match Config::load_or_default(inv.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => fail(&inv, &Config::default(), &format!("execguard: {e}")),
+        Err(e) => return fail(&inv, &Config::default(), &format!("execguard: {e}")),
     };
     let real = match find_runtime(&config.runtime.path) {
         Ok(r) => r,
-        Err(e) => fail(&inv, &config, &format!("execguard: {e}")),
+        Err(e) => return fail(&inv, &config, &format!("execguard: {e}")),
     };
     if inv.version && inv.command.is_none() {
         println!("execguard-runtime version {}", env!("CARGO_PKG_VERSION"));
@@ -220,7 +228,7 @@ pub fn main(args: Vec<OsString>) -> ! {
         let _ = std::io::stdout().flush();
     }
     if let (Some("create" | "run"), Some(bundle)) = (inv.command.as_deref(), &inv.bundle) {
-        let result = crate::commands::patch_bundle(
+        let result = guard::patch_bundle(
             bundle,
             &config,
             Entry::Runtime,
@@ -232,7 +240,7 @@ pub fn main(args: Vec<OsString>) -> ! {
             Ok(Decision::NotGuarded { reason }) => {
                 tracing::info!(container = ?inv.container, %reason, "not guarded");
             }
-            Err(e) => fail(&inv, &config, &format!("execguard: {e:#}")),
+            Err(e) => return fail(&inv, &config, &format!("execguard: {e:#}")),
         }
     }
     let err = Command::new(&real).arg0(&real).args(&inv.forward).exec();
@@ -246,10 +254,10 @@ pub fn main(args: Vec<OsString>) -> ! {
     )
 }
 
-fn fail(inv: &Invocation, config: &Config, msg: &str) -> ! {
+fn fail(inv: &Invocation, config: &Config, msg: &str) -> ExitCode {
     log_error(inv, msg);
     guard::report_failure(config, Entry::Runtime, inv.container.as_deref(), msg);
-    std::process::exit(1)
+    ExitCode::FAILURE
 }
 
 #[cfg(test)]

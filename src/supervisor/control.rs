@@ -197,10 +197,8 @@ fn metrics(shared: &Shared) -> String {
 }
 
 /// Validates the config file for a reload.
-fn check_reload(shared: &Shared) -> Result<String, String> {
-    let path = shared.config_path.as_deref();
-    Config::load_or_default(path).map_err(|e| format!("{e}; the running config stays"))?;
-    Ok("reloading: a new worker starts with the new config; no container is dropped\n".into())
+fn check_reload(shared: &Shared) -> Result<(), crate::config::ConfigError> {
+    Config::load_or_default(shared.config_path.as_deref()).map(drop)
 }
 
 /// Asks the keeper (this worker's parent) to reload; it replaces this worker, so the answer
@@ -282,11 +280,16 @@ fn serve<S: Read + Write + SetTimeout>(stream: S, shared: &Shared, full: bool) {
             serde_json::to_string_pretty(&status(shared)).unwrap_or_default() + "\n",
         ),
         ("POST", "/reload", true) => match check_reload(shared) {
-            Ok(m) => {
+            Ok(()) => {
                 then_reload = true;
-                ("200 OK", "text/plain", m)
+                let m = "reloading: a new worker starts with the new config; no container is dropped";
+                ("200 OK", "text/plain", format!("{m}\n"))
             }
-            Err(m) => ("400 Bad Request", "text/plain", m + "\n"),
+            Err(e) => (
+                "400 Bad Request",
+                "text/plain",
+                format!("{e}; the running config stays\n"),
+            ),
         },
         _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
     };
@@ -322,18 +325,41 @@ impl SetTimeout for std::net::TcpStream {
     }
 }
 
+/// Why a control request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("cannot reach the supervisor at {socket}: {source}")]
+    Connect {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("talking to the supervisor at {socket}: {source}")]
+    Exchange {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// A client request to the control socket: the body of the answer, or the error it carries.
-pub fn request(socket: &Path, method: &str, target: &str) -> Result<String, String> {
-    let mut s = UnixStream::connect(socket)
-        .map_err(|e| format!("cannot reach the supervisor at {}: {e}", socket.display()))?;
+pub fn request(socket: &Path, method: &str, target: &str) -> Result<String, RequestError> {
+    let exchange = |source| RequestError::Exchange {
+        socket: socket.to_owned(),
+        source,
+    };
+    let mut s = UnixStream::connect(socket).map_err(|source| RequestError::Connect {
+        socket: socket.to_owned(),
+        source,
+    })?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    write!(s, "{method} {target} HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(s, "{method} {target} HTTP/1.0\r\n\r\n").map_err(exchange)?;
     let mut answer = String::new();
-    s.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    s.read_to_string(&mut answer).map_err(exchange)?;
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     if head.starts_with("HTTP/1.0 200") {
         Ok(body.to_owned())
     } else {
-        Err(body.trim_end().to_owned())
+        Err(RequestError::Refused(body.trim_end().to_owned()))
     }
 }

@@ -64,18 +64,18 @@ struct Worker {
 /// Runs the keeper until SIGTERM or SIGINT.
 pub fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
     let signals = super::keeper_signals();
-    signals.thread_block().map_err(SupervisorError::Signals)?;
+    signals.thread_block().map_err(SupervisorError::SignalMask)?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(SupervisorError::Signals)?;
+        .map_err(SupervisorError::SignalFd)?;
 
     let (listener, activated) = match activated_listener()? {
         Some(l) => (l, true),
         None => (bind(&config.socket)?, false),
     };
-    let slots = Slots::create().map_err(SupervisorError::Thread)?;
+    let slots = Slots::create().map_err(SupervisorError::SlotFile)?;
     let wake = Arc::new(
         EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(SupervisorError::Signals)?,
+            .map_err(SupervisorError::EventFd)?,
     );
     let (tx, rx) = mpsc::channel();
     {
@@ -83,21 +83,27 @@ pub fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
         std::thread::Builder::new()
             .name("accept".into())
             .spawn(move || accept_loop(listener, tx, wake))
-            .map_err(SupervisorError::Thread)?;
+            .map_err(SupervisorError::AcceptThread)?;
     }
-    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(SupervisorError::Signals)?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(SupervisorError::Epoll)?;
     epoll
         .add(
             &signal_fd,
             EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL),
         )
-        .map_err(SupervisorError::Signals)?;
+        .map_err(|source| SupervisorError::EpollAdd {
+            what: "signalfd",
+            source,
+        })?;
     epoll
         .add(
             wake.as_fd(),
             EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_ARRIVAL),
         )
-        .map_err(SupervisorError::Signals)?;
+        .map_err(|source| SupervisorError::EpollAdd {
+            what: "wake-up eventfd",
+            source,
+        })?;
 
     let mut held: Vec<Option<Held>> = (0..MAX_SLOTS).map(|_| None).collect();
     let mut worker = Some(start_worker(&cmd, &slots, &held)?);
@@ -108,7 +114,7 @@ pub fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
         let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(SupervisorError::Signals(e)),
+            Err(e) => return Err(SupervisorError::Epoll(e)),
         };
         for ev in &events[..n] {
             match ev.data() {
@@ -210,7 +216,7 @@ fn activated_listener() -> Result<Option<UnixListener>, SupervisorError> {
     std::env::remove_var("LISTEN_PID");
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_FDNAMES");
-    let fd = crate::sys::adopt_inherited_fd(3).map_err(SupervisorError::Thread)?;
+    let fd = crate::sys::adopt_inherited_fd(3).map_err(SupervisorError::ActivatedSocket)?;
     tracing::info!("using the listener socket passed by systemd");
     Ok(Some(UnixListener::from(fd)))
 }
@@ -242,11 +248,18 @@ fn start_worker(
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(SupervisorError::Signals)?;
+    .map_err(SupervisorError::Channel)?;
     let _ = setsockopt(&ours, sockopt::SndBuf, &CHANNEL_BUFFER);
     // Inherited by the worker: `dup` gives copies without close-on-exec.
-    let channel_fd = nix::unistd::dup(&theirs).map_err(SupervisorError::Signals)?;
-    let slots_fd = nix::unistd::dup(slots.file()).map_err(SupervisorError::Signals)?;
+    let dup = |fd: std::os::fd::BorrowedFd<'_>, what| {
+        nix::unistd::dup(fd).map_err(|source| SupervisorError::Dup {
+            fd: fd.as_raw_fd(),
+            what,
+            source,
+        })
+    };
+    let channel_fd = dup(theirs.as_fd(), "the channel")?;
+    let slots_fd = dup(slots.file().as_fd(), "the slot file")?;
     let mut command = Command::new(&cmd.exe);
     command.env(super::KEEPER_STARTED_ENV, cmd.started.to_string());
     // One malloc arena: a thread per container must not mean an arena per thread.
@@ -263,7 +276,12 @@ fn start_worker(
     if let Some(e) = &cmd.events {
         command.arg("--events").arg(e);
     }
-    let child = command.spawn().map_err(SupervisorError::Thread)?;
+    let child = command
+        .spawn()
+        .map_err(|source| SupervisorError::SpawnWorker {
+            exe: cmd.exe.clone(),
+            source,
+        })?;
     drop((channel_fd, slots_fd, theirs));
     tracing::info!(pid = child.id(), exe = %cmd.exe.display(), "worker started");
     let worker = Worker {

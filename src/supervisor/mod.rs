@@ -50,10 +50,42 @@ pub enum SupervisorError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("signals or event loop: {0}")]
-    Signals(#[source] Errno),
-    #[error("starting a thread or process: {0}")]
-    Thread(#[source] std::io::Error),
+    #[error("changing the signal mask (keeper signals): {0}")]
+    SignalMask(#[source] Errno),
+    #[error("creating the keeper's signalfd: {0}")]
+    SignalFd(#[source] Errno),
+    #[error("creating the slot file (memfd \"execguard-slots\"): {0}")]
+    SlotFile(#[source] std::io::Error),
+    #[error("creating the keeper's wake-up eventfd: {0}")]
+    EventFd(#[source] Errno),
+    #[error("starting the keeper's accept thread: {0}")]
+    AcceptThread(#[source] std::io::Error),
+    #[error("adding the {what} to the keeper's epoll: {source}")]
+    EpollAdd { what: &'static str, source: Errno },
+    #[error("creating or waiting on the keeper's epoll: {0}")]
+    Epoll(#[source] Errno),
+    #[error("taking the listener socket systemd passed as fd 3: {0}")]
+    ActivatedSocket(#[source] std::io::Error),
+    #[error("creating the keeper-worker channel (socketpair): {0}")]
+    Channel(#[source] Errno),
+    #[error("duplicating fd {fd} ({what}) for the worker: {source}")]
+    Dup {
+        fd: std::os::fd::RawFd,
+        what: &'static str,
+        source: Errno,
+    },
+    #[error("starting the worker {exe}: {source}")]
+    SpawnWorker {
+        exe: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("setting the worker's parent-death signal: {0}")]
+    DeathSignal(#[source] Errno),
+    #[error("receiving from the keeper's channel (fd {fd}): {source}")]
+    ChannelRecv {
+        fd: std::os::fd::RawFd,
+        source: Errno,
+    },
 }
 
 /// The signals the keeper takes through its signalfd (blocked in the keeper, so inherited
@@ -107,10 +139,10 @@ pub fn run_worker(
     // The keeper blocks its signals; a worker must die of SIGTERM like any process.
     keeper_signals()
         .thread_unblock()
-        .map_err(SupervisorError::Signals)?;
+        .map_err(SupervisorError::SignalMask)?;
     // A worker never outlives its keeper: the notify fds must close with the keeper, not
     // linger in an orphan that no one restarts.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SupervisorError::Signals)?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SupervisorError::DeathSignal)?;
     if nix::unistd::getppid().as_raw() == 1 {
         return Ok(());
     }
@@ -132,7 +164,12 @@ pub fn run_worker(
         let (n, fds) = match crate::sys::recv_with_fds::<1>(channel.as_fd(), &mut buf) {
             Ok(received) => received,
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(SupervisorError::Signals(e)),
+            Err(source) => {
+                return Err(SupervisorError::ChannelRecv {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&channel),
+                    source,
+                })
+            }
         };
         if n == 0 {
             tracing::info!("the keeper closed the channel; worker ends");
