@@ -97,13 +97,13 @@ pub struct Event {
 }
 
 /// RFC 3339 UTC time with milliseconds.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// Bytes from a container, as text for the log: valid UTF-8 stays as it is, invalid bytes become
 /// U+FFFD. JSON escaping of quotes and control characters is serde_json's.
-pub fn lossy(bytes: &[u8]) -> String {
+pub(crate) fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Replaces `path` with `bytes`: a temporary file beside it, written, given `mode`'s permission
 /// bits, synced, then renamed over `path`. On failure the temporary file is removed and `path`
 /// is untouched.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -29,7 +29,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 }
 
 /// The permission bits of `path`, or `default` when it does not exist yet.
-pub fn mode_or(path: &Path, default: u32) -> std::io::Result<u32> {
+pub(crate) fn mode_or(path: &Path, default: u32) -> std::io::Result<u32> {
     match std::fs::metadata(path) {
         Ok(m) => Ok(m.permissions().mode() & 0o7777),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(default),

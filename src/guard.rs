@@ -19,18 +19,18 @@ use crate::spec::{self, Outcome, SpecError};
 use crate::vocab::{Importance, Mode};
 
 /// Larger specs are refused: a spec is tens of KiB.
-pub const MAX_SPEC_BYTES: u64 = 16 << 20;
+pub(crate) const MAX_SPEC_BYTES: u64 = 16 << 20;
 
 /// Which entry point is at work (named in reports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Entry {
+pub(crate) enum Entry {
     Inject,
     Hook,
     Runtime,
 }
 
 impl Entry {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Entry::Inject => "inject",
             Entry::Hook => "hook",
@@ -40,7 +40,7 @@ impl Entry {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum GuardError {
+pub(crate) enum GuardError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(
@@ -57,13 +57,13 @@ pub enum GuardError {
 
 /// What happened to the spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Guarded { mode: Mode, trapped: Vec<String> },
     NotGuarded { reason: String },
 }
 
 impl Decision {
-    pub fn describe(&self, config: &Config) -> String {
+    pub(crate) fn describe(&self, config: &Config) -> String {
         match self {
             Decision::Guarded { mode, trapped } => format!(
                 "guarded ({mode}): {} handed to the supervisor at {}",
@@ -78,7 +78,7 @@ impl Decision {
 /// Decides and patches. `probe` checks that the supervisor is listening (the hook and the
 /// runtime wrapper do; `inject` prepares bundles and may run before the supervisor starts).
 /// On error the spec is unchanged.
-pub fn guard_spec(
+pub(crate) fn guard_spec(
     spec: &mut Value,
     config: &Config,
     entry: Entry,
@@ -145,7 +145,7 @@ pub fn guard_spec(
 }
 
 /// Reports a failure of an entry point (`guard_failed`, critical).
-pub fn report_failure(config: &Config, entry: Entry, container: Option<&str>, reason: &str) {
+pub(crate) fn report_failure(config: &Config, entry: Entry, container: Option<&str>, reason: &str) {
     report(
         config,
         entry,
@@ -177,7 +177,7 @@ struct ContainerRef<'a> {
 
 /// Appends one JSON line to `report_log` (and says it on stderr too). Reporting must never
 /// stop a container: a report that cannot be written is only said on stderr.
-pub fn report(
+pub(crate) fn report(
     config: &Config,
     entry: Entry,
     event: &str,
@@ -220,7 +220,7 @@ pub fn report(
 
 /// Patches `bundle/config.json` in place (temporary file, then rename; mode kept) for the
 /// inject command and the runtime wrapper.
-pub fn patch_bundle(
+pub(crate) fn patch_bundle(
     bundle: &Path,
     config: &Config,
     entry: Entry,

@@ -14,23 +14,28 @@
 //! - [`fsutil`]: replacing a file atomically (bundles, engine configs);
 //! - [`sys`]: the only `unsafe` code, the seccomp notification ioctls.
 
+// Everything not reachable from outside says so: `pub(crate)`, not `pub`.
+#![warn(unreachable_pub)]
+
 // The system call numbers, `arch_prctl(ARCH_SET_FS)`, the audit architectures and the loader
 // paths are x86_64 Linux's (the 32-bit and x32 ABIs of an x86_64 kernel included).
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 compile_error!("execguard supports x86_64 Linux only (it decodes that kernel's system call ABIs)");
 
+// The public surface is what the binaries, the fuzz targets, the benchmark and the
+// integration tests use; everything else is `pub(crate)`.
 pub mod commands;
 pub mod config;
-pub mod event;
-pub mod fsutil;
-pub mod guard;
+mod event;
+mod fsutil;
+mod guard;
 pub mod inspect;
 pub mod phases;
-pub mod policy;
+mod policy;
 pub mod runtime;
 pub mod setup;
-pub mod spec;
+mod spec;
 pub mod supervisor;
 pub mod sys;
-pub mod traps;
+mod traps;
 pub mod vocab;

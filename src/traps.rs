@@ -5,20 +5,20 @@
 use crate::vocab::{Abi, Syscall};
 
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
-pub const NEW_LISTENER: u64 = 1 << 3;
+pub(crate) const NEW_LISTENER: u64 = 1 << 3;
 /// `ARCH_SET_FS`.
-pub const ARCH_SET_FS: u64 = 0x1002;
+pub(crate) const ARCH_SET_FS: u64 = 0x1002;
 
 /// The audit architecture of x86_64 and x32 system calls.
-pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 /// The audit architecture of 32-bit (`int 0x80`) system calls.
-pub const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+pub(crate) const AUDIT_ARCH_I386: u32 = 0x4000_0003;
 /// Set in the number of an x32 system call (under `AUDIT_ARCH_X86_64`).
-pub const X32_SYSCALL_BIT: i32 = 0x4000_0000;
+pub(crate) const X32_SYSCALL_BIT: i32 = 0x4000_0000;
 
 /// A system call execguard traps with `SCMP_ACT_NOTIFY`, always or under a condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Trap {
+pub(crate) struct Trap {
     pub syscall: Syscall,
     /// Its numbers: x86_64, i386 and x32 (without [`X32_SYSCALL_BIT`]); `None` where the ABI
     /// has no such call.
@@ -32,7 +32,7 @@ pub struct Trap {
 
 /// What a trap is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// The exec checkpoint (`execve`, `execveat`): the profile is guarded only if at least one
     /// of these runs under it.
     Exec,
@@ -44,7 +44,7 @@ pub enum Role {
 
 /// A condition on one system call argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cond {
+pub(crate) enum Cond {
     /// `args[index] & bit == bit`.
     BitSet { index: usize, bit: u64 },
     /// `args[index] == value`.
@@ -53,7 +53,7 @@ pub enum Cond {
 
 impl Cond {
     /// Whether the arguments of a call satisfy the condition (as the filter compares them).
-    pub fn holds(self, args: &[u64; 6]) -> bool {
+    pub(crate) fn holds(self, args: &[u64; 6]) -> bool {
         match self {
             Cond::BitSet { index, bit } => args[index] & bit == bit,
             Cond::Equals { index, value } => args[index] == value,
@@ -65,7 +65,7 @@ impl Cond {
 /// pointer (x86_64 `arch_prctl(ARCH_SET_FS)`, 32-bit `set_thread_area`) after the exec and
 /// before any of its code runs; and an attempt to install a second seccomp listener (which
 /// the kernel refuses with EBUSY; the supervisor logs it).
-pub const TRAPS: &[Trap] = &[
+pub(crate) const TRAPS: &[Trap] = &[
     Trap {
         syscall: Syscall::Execve,
         numbers: [Some(59), Some(11), Some(520)],
@@ -106,7 +106,7 @@ pub const TRAPS: &[Trap] = &[
 
 impl Trap {
     /// The trap for a system call, by its name in an OCI profile.
-    pub fn named(name: &str) -> Option<&'static Trap> {
+    pub(crate) fn named(name: &str) -> Option<&'static Trap> {
         TRAPS.iter().find(|t| t.syscall.as_str() == name)
     }
 
@@ -120,7 +120,7 @@ impl Trap {
 }
 
 /// The low 32 bits of a system call argument, as the `int` the kernel reads from it.
-pub fn low_i32(arg: u64) -> i32 {
+pub(crate) fn low_i32(arg: u64) -> i32 {
     let [a, b, c, d, ..] = arg.to_le_bytes();
     i32::from_le_bytes([a, b, c, d])
 }
@@ -129,7 +129,7 @@ pub fn low_i32(arg: u64) -> i32 {
 /// `/proc/TID/syscall`) gives: the trap and the ABI, when the call is one execguard traps and
 /// its condition holds. Arguments of i386 and x32 calls are compared on their low 32 bits, as
 /// libseccomp compares them for those architectures.
-pub fn lookup(arch: u32, nr: i32, args: &[u64; 6]) -> Option<(&'static Trap, Abi)> {
+pub(crate) fn lookup(arch: u32, nr: i32, args: &[u64; 6]) -> Option<(&'static Trap, Abi)> {
     let (abi, nr) = match arch {
         AUDIT_ARCH_X86_64 if nr & X32_SYSCALL_BIT != 0 => (Abi::X32, nr & !X32_SYSCALL_BIT),
         AUDIT_ARCH_X86_64 => (Abi::X86_64, nr),

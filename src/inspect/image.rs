@@ -47,7 +47,7 @@ const AT_RANDOM: u64 = 25;
 
 /// What a checkpoint found.
 #[derive(Debug, Default)]
-pub struct ImageInspection {
+pub(crate) struct ImageInspection {
     /// `/proc/PID/exe`, as the supervisor sees it (read only for a finding).
     pub exe: Vec<u8>,
     /// The image's argv (read only for a finding).
@@ -115,7 +115,7 @@ fn io_errno(e: &std::io::Error) -> Errno {
 /// Inspects the image of task `tid` (pending on a checkpoint notification; `valid` says
 /// whether it still is, so that what was read belongs to it).
 /// `ip` is the instruction pointer of the trapped call.
-pub fn inspect_image(
+pub(crate) fn inspect_image(
     tid: u32,
     abi: Abi,
     ip: u64,

@@ -3,9 +3,9 @@
 //! arguments come through [`ExecArgs`], read lazily, because an ordinary exec needs none.
 
 pub mod file;
-pub mod image;
+pub(crate) mod image;
 pub mod loader_args;
-pub mod resolve;
+pub(crate) mod resolve;
 
 use std::collections::HashMap;
 

@@ -18,7 +18,7 @@ use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC};
 /// The kernel's limit on symlinks followed in one lookup.
 const MAX_SYMLINKS: u32 = 40;
 /// The kernel's limit on a path's length, NUL included.
-pub const PATH_MAX: usize = 4096;
+pub(crate) const PATH_MAX: usize = 4096;
 
 /// The filesystem as one process sees it. `/proc/TID` is opened first and pins that task:
 /// the root and cwd are opened through it only when needed, and can never be another
@@ -106,7 +106,7 @@ impl FsView {
 /// own lookup for a chrooted process). Procfs magic links are refused by it
 /// (`RESOLVE_NO_MAGICLINKS`); so are relative paths; and a failed lookup is left to the walk:
 /// `None` means "walk it with [`resolve`]".
-pub fn resolve_absolute_fast(
+pub(crate) fn resolve_absolute_fast(
     view: &FsView,
     path: &[u8],
     follow_last: bool,
@@ -152,7 +152,7 @@ pub fn resolve_absolute_fast(
 
 /// A file found by [`resolve`].
 #[derive(Debug)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// An `O_PATH` handle on the file itself.
     pub fd: OwnedFd,
     pub stat: FileStat,
@@ -162,15 +162,15 @@ pub struct Resolved {
 
 impl Resolved {
     /// The file has no name left: a memfd or an unlinked file.
-    pub fn is_fileless(&self) -> bool {
+    pub(crate) fn is_fileless(&self) -> bool {
         self.stat.st_nlink == 0 || self.display.starts_with(b"/memfd:")
     }
 
-    pub fn is_regular(&self) -> bool {
+    pub(crate) fn is_regular(&self) -> bool {
         SFlag::from_bits_truncate(self.stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG
     }
 
-    pub fn key(&self) -> (u64, u64) {
+    pub(crate) fn key(&self) -> (u64, u64) {
         (self.stat.st_dev, self.stat.st_ino)
     }
 }
@@ -178,7 +178,7 @@ impl Resolved {
 /// Resolves `path` for a process whose filesystem is `view`, starting relative paths at
 /// `start` (its cwd, or an `execveat` dirfd). `follow_last` is false for `AT_SYMLINK_NOFOLLOW`.
 /// Errors are the errno the kernel would give for the same lookup.
-pub fn resolve(
+pub(crate) fn resolve(
     view: &FsView,
     start: OwnedFd,
     start_display: &[u8],
@@ -349,7 +349,7 @@ fn io_errno(e: std::io::Error) -> Errno {
 }
 
 /// Opens a resolved file for reading, without following anything again and without blocking.
-pub fn open_for_read(resolved: &Resolved) -> Result<std::fs::File, Errno> {
+pub(crate) fn open_for_read(resolved: &Resolved) -> Result<std::fs::File, Errno> {
     let path = format!(
         "/proc/self/fd/{}",
         std::os::fd::AsRawFd::as_raw_fd(&resolved.fd)

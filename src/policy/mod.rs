@@ -17,7 +17,7 @@ use crate::vocab::{Importance, Mode, Rule};
 
 /// The answer to the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Let the exec proceed.
     Continue,
     /// Fail the exec with this errno.
@@ -26,14 +26,14 @@ pub enum Action {
 
 /// A container's settings, as the policy sees them.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub mode: Mode,
     pub enforce: EnforceConfig,
     pub rules: RuleOverrides,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub action: Action,
     /// The event to write, with its importance, if any.
     pub event: Option<(Rule, Importance)>,
@@ -47,7 +47,7 @@ impl Verdict {
 }
 
 /// The verdict for an exec that was inspected; `rule` is the detection, if any.
-pub fn decide(rule: Option<Rule>, s: &Settings) -> Verdict {
+pub(crate) fn decide(rule: Option<Rule>, s: &Settings) -> Verdict {
     let Some(rule) = rule else {
         return Verdict::CONTINUE;
     };
@@ -67,7 +67,7 @@ pub fn decide(rule: Option<Rule>, s: &Settings) -> Verdict {
 }
 
 /// The verdict for an exec that could not be inspected (see the module's fail-safe rule).
-pub fn on_error(err: &InspectError, s: &Settings) -> Verdict {
+pub(crate) fn on_error(err: &InspectError, s: &Settings) -> Verdict {
     let enforce = s.mode == Mode::Enforce;
     match err {
         InspectError::Gone => Verdict::CONTINUE,
@@ -99,7 +99,7 @@ pub fn on_error(err: &InspectError, s: &Settings) -> Verdict {
 /// The verdict for an exec whose content is unknown: it could not be read, or the worker that
 /// received it died before recording it. The mode's fail-safe rule: deny in enforce mode,
 /// allow in audit mode, an `inspection_failed` event in both.
-pub fn on_unknown(s: &Settings) -> Verdict {
+pub(crate) fn on_unknown(s: &Settings) -> Verdict {
     if s.mode == Mode::Off {
         return Verdict::CONTINUE;
     }

@@ -23,7 +23,7 @@ fn cond_args(cond: Cond, holds: bool) -> Value {
 
 /// Where an exec is judged, which decides what is trapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Checkpoints {
+pub(crate) enum Checkpoints {
     /// Only at the new image's first thread-pointer setup, where the kernel has done the exec
     /// and nothing of the image has run: one notification per exec (the default).
     #[default]
@@ -35,7 +35,7 @@ pub enum Checkpoints {
 
 impl Checkpoints {
     /// `[detect] exec_checkpoint`.
-    pub fn with_exec(exec: bool) -> Self {
+    pub(crate) fn with_exec(exec: bool) -> Self {
         if exec {
             Checkpoints::ExecAndImage
         } else {
@@ -50,9 +50,9 @@ impl Checkpoints {
 }
 
 /// The annotation that sets a container's mode.
-pub const MODE_ANNOTATION: &str = "execguard.io/mode";
+pub(crate) const MODE_ANNOTATION: &str = "execguard.io/mode";
 /// `listenerMetadata` starts with this; the rest records what the injection changed.
-pub const METADATA_PREFIX: &str = "execguard/1";
+pub(crate) const METADATA_PREFIX: &str = "execguard/1";
 /// Architectures of a profile that execguard creates: 32-bit and x32 system calls are covered
 /// by the same rules, so an `int 0x80` execve cannot slip past.
 const CREATED_ARCHITECTURES: &[&str] = &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"];
@@ -61,7 +61,7 @@ const CREATED_ARCHITECTURES: &[&str] = &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "S
 const RUNNING_ACTIONS: &[&str] = &["SCMP_ACT_ALLOW", "SCMP_ACT_LOG"];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SpecError {
+pub(crate) enum SpecError {
     #[error("spec field `{field}` is not a JSON {expected}")]
     WrongType {
         field: String,
@@ -83,7 +83,7 @@ pub enum SpecError {
 
 /// What `patch` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The spec now hands execs to the supervisor.
     Guarded { trapped: Vec<String> },
     /// The annotation says `off`: the spec is untouched.
@@ -94,7 +94,7 @@ pub enum Outcome {
 
 /// One idempotent change to a spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Undo an earlier injection, if the spec carries one.
     RemoveInjected,
     /// Add the NOTIFY rules and the listener.
@@ -102,7 +102,7 @@ pub enum Step {
 }
 
 /// The mode the spec's annotation asks for, if it has one.
-pub fn annotated_mode(spec: &Value) -> Result<Option<Mode>, SpecError> {
+pub(crate) fn annotated_mode(spec: &Value) -> Result<Option<Mode>, SpecError> {
     match spec.pointer(&format!(
         "/annotations/{}",
         MODE_ANNOTATION.replace('/', "~1")
@@ -119,7 +119,7 @@ pub fn annotated_mode(spec: &Value) -> Result<Option<Mode>, SpecError> {
 
 /// Patches `spec` for the supervisor listening on `socket`, trapping what `checkpoints` needs.
 /// On error the spec is unchanged.
-pub fn patch(
+pub(crate) fn patch(
     spec: &mut Value,
     socket: &Path,
     checkpoints: Checkpoints,

@@ -33,19 +33,8 @@ pub struct Counters {
     pub other_notifications: AtomicU64,
     pub denials: AtomicU64,
     pub notification_errors: AtomicU64,
-    latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
-    latency_sum_us: AtomicU64,
-}
-
-impl Counters {
-    pub fn record_latency(&self, us: u64) {
-        let i = LATENCY_BUCKETS_US
-            .iter()
-            .position(|b| us <= *b)
-            .unwrap_or(LATENCY_BUCKETS_US.len());
-        self.latency[i].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
-    }
+    /// Receive-to-answer time of every notification.
+    pub latency: super::stats::Histogram,
 }
 
 /// Per-container counters, shown by `execguard status`.
@@ -178,20 +167,21 @@ fn metrics(shared: &Shared) -> String {
     );
     out.push_str("# HELP execguard_answer_latency_microseconds Time from receiving a notification to answering it.\n");
     out.push_str("# TYPE execguard_answer_latency_microseconds histogram\n");
-    let mut cumulative = 0;
-    for (i, b) in LATENCY_BUCKETS_US.iter().enumerate() {
-        cumulative += c.latency[i].load(Ordering::Relaxed);
+    // The count first: a sample recorded while the buckets are read then shows in no bucket
+    // rather than making `+Inf` smaller than a finite bucket.
+    let count = c.latency.count();
+    for b in LATENCY_BUCKETS_US {
+        let at_most = c.latency.count_at_most(b).min(count);
         out.push_str(&format!(
-            "execguard_answer_latency_microseconds_bucket{{le=\"{b}\"}} {cumulative}\n"
+            "execguard_answer_latency_microseconds_bucket{{le=\"{b}\"}} {at_most}\n"
         ));
     }
-    cumulative += c.latency[LATENCY_BUCKETS_US.len()].load(Ordering::Relaxed);
     out.push_str(&format!(
-        "execguard_answer_latency_microseconds_bucket{{le=\"+Inf\"}} {cumulative}\n"
+        "execguard_answer_latency_microseconds_bucket{{le=\"+Inf\"}} {count}\n"
     ));
     out.push_str(&format!(
-        "execguard_answer_latency_microseconds_sum {}\nexecguard_answer_latency_microseconds_count {cumulative}\n",
-        c.latency_sum_us.load(Ordering::Relaxed)
+        "execguard_answer_latency_microseconds_sum {}\nexecguard_answer_latency_microseconds_count {count}\n",
+        c.latency.sum()
     ));
     out
 }

@@ -33,7 +33,7 @@ const TOKEN_ARRIVAL: u64 = u64::MAX - 1;
 const CHANNEL_BUFFER: usize = 4 << 20;
 
 /// How the keeper starts workers.
-pub struct WorkerCommand {
+pub(crate) struct WorkerCommand {
     /// The execguard binary, resolved when the keeper started: after an upgrade has replaced
     /// the file at this path, new workers are the new binary.
     pub exe: PathBuf,
@@ -62,7 +62,7 @@ struct Worker {
 }
 
 /// Runs the keeper until SIGTERM or SIGINT.
-pub fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
+pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
     let signals = super::keeper_signals();
     signals.thread_block().map_err(SupervisorError::SignalMask)?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)

@@ -44,7 +44,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub fn new(
+    pub(super) fn new(
         config: Config,
         config_path: Option<PathBuf>,
         sink: EventSink,
@@ -79,7 +79,7 @@ impl Shared {
 
     /// The container of this message: the one already guarded under its id (a `runc exec`),
     /// or a new one, whose own loaders are found in its root.
-    pub fn admit(&self, state: &ContainerProcessState) -> Arc<Container> {
+    pub(super) fn admit(&self, state: &ContainerProcessState) -> Arc<Container> {
         let id = state.state.id.clone();
         if let Some(c) = self.lookup(&id) {
             return c;
@@ -117,7 +117,7 @@ impl Shared {
     }
 
     /// Forgets a container once none of its notify fds is served any more.
-    pub fn release(&self, id: &str) {
+    pub(super) fn release(&self, id: &str) {
         let mut containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
         if containers.get(id).is_some_and(|w| w.upgrade().is_none()) {
             containers.remove(id);

@@ -263,7 +263,7 @@ pub(super) fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, noti
     let micros = u64::try_from(answered.duration_since(started).as_micros()).unwrap_or(u64::MAX);
     st.phases.add(&clock);
     let counters = &shared.counters;
-    counters.record_latency(micros);
+    counters.latency.record(micros);
     match trapped {
         Some(Trapped::Checkpoint { .. }) => {
             st.image_latency.record(micros);

@@ -12,7 +12,7 @@ use crate::sys::{SeccompData, SeccompNotif, SharedWords};
 /// Words per slot: a state word and one `struct seccomp_notif` (10 words), with room to spare.
 const SLOT_WORDS: usize = 16;
 /// Notify fds (container starts and `runc exec`s) one keeper can hold at once.
-pub const MAX_SLOTS: usize = 4096;
+pub(crate) const MAX_SLOTS: usize = 4096;
 
 /// Where a notification is in its handling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

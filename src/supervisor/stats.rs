@@ -1,23 +1,28 @@
-//! Latency histograms for the supervisor's answers: exact to the microsecond below 256 µs,
-//! then 64 buckets per power of two (under 1.6 % error), up to about 17 minutes. Fixed size,
-//! so a flood of notifications costs no memory.
+//! The one latency histogram of the supervisor's answers, for the metrics endpoint and each
+//! listener's summary: exact to the microsecond below 256 µs, then 64 buckets per power of two
+//! (under 1.6 % error), up to about 17 minutes. Fixed size, so a flood of notifications costs
+//! no memory; atomic, so every worker thread records into the shared one without a lock.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 const LINEAR: u64 = 256;
 const PER_OCTAVE: u64 = 64;
 const OCTAVES: u64 = 32;
 const BUCKETS: usize = (LINEAR + PER_OCTAVE * OCTAVES) as usize;
 
-#[derive(Clone, Debug)]
-pub struct Histogram {
-    counts: Vec<u32>,
-    total: u64,
+#[derive(Debug)]
+pub(crate) struct Histogram {
+    counts: Box<[AtomicU32]>,
+    total: AtomicU64,
+    sum_us: AtomicU64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
         Self {
-            counts: vec![0; BUCKETS],
-            total: 0,
+            counts: (0..BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+            total: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
         }
     }
 }
@@ -44,25 +49,44 @@ fn lower_bound(b: usize) -> u64 {
 }
 
 impl Histogram {
-    pub fn record(&mut self, micros: u64) {
-        let b = bucket(micros);
-        self.counts[b] = self.counts[b].saturating_add(1);
-        self.total += 1;
+    pub(crate) fn record(&self, micros: u64) {
+        // A bucket saturates rather than wraps (2^32 samples of one microsecond value).
+        let _ = self.counts[bucket(micros)].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            c.checked_add(1)
+        });
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(micros, Ordering::Relaxed);
     }
 
-    pub fn count(&self) -> u64 {
-        self.total
+    pub(crate) fn count(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// The sum of the samples, in microseconds.
+    pub(crate) fn sum(&self) -> u64 {
+        self.sum_us.load(Ordering::Relaxed)
+    }
+
+    /// Samples of at most `bound` µs, for a Prometheus `le` bucket: exact below 256 µs; above,
+    /// the bucket holding `bound` counts whole (values up to 1.6 % above it).
+    pub(crate) fn count_at_most(&self, bound: u64) -> u64 {
+        let last = bucket(bound);
+        self.counts[..=last]
+            .iter()
+            .map(|c| u64::from(c.load(Ordering::Relaxed)))
+            .sum()
     }
 
     /// The value below which a fraction `q` of the samples lie (a bucket's lower bound).
-    pub fn quantile(&self, q: f64) -> u64 {
-        if self.total == 0 {
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
+        let total = self.count();
+        if total == 0 {
             return 0;
         }
-        let rank = ((self.total as f64) * q).ceil().max(1.0) as u64;
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
         let mut seen = 0u64;
         for (b, c) in self.counts.iter().enumerate() {
-            seen += u64::from(*c);
+            seen += u64::from(c.load(Ordering::Relaxed));
             if seen >= rank {
                 return lower_bound(b);
             }
@@ -70,12 +94,6 @@ impl Histogram {
         lower_bound(BUCKETS - 1)
     }
 
-    pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a = a.saturating_add(*b);
-        }
-        self.total += other.total;
-    }
 }
 
 #[cfg(test)]
@@ -99,16 +117,18 @@ mod tests {
 
     #[test]
     fn quantiles() {
-        let mut h = Histogram::default();
+        let h = Histogram::default();
         for us in 1..=100 {
             h.record(us);
         }
         assert_eq!(h.quantile(0.5), 50);
         assert_eq!(h.quantile(0.99), 99);
         assert_eq!(h.count(), 100);
-        let mut g = Histogram::default();
-        g.record(1000);
-        h.merge(&g);
+        assert_eq!(h.sum(), 5050);
+        h.record(1000);
         assert!(h.quantile(1.0) >= 990);
+        assert_eq!(h.count_at_most(50), 50);
+        assert_eq!(h.count_at_most(999), 100);
+        assert_eq!(h.count_at_most(1000), 101);
     }
 }

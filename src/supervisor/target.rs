@@ -17,16 +17,16 @@ use crate::vocab::{Abi, Syscall};
 
 /// Arguments read for inspection and the event; a loader's options come first, so this is far
 /// more than any real invocation needs. When argv is longer, it is marked truncated.
-pub const MAX_ARGV_ITEMS: usize = 128;
+pub(crate) const MAX_ARGV_ITEMS: usize = 128;
 /// Bytes read of each argument.
-pub const MAX_ARG_BYTES: usize = 4096;
+pub(crate) const MAX_ARG_BYTES: usize = 4096;
 /// Environment entries scanned for `LD_TRACE_LOADED_OBJECTS` and `LD_AUDIT`.
-pub const MAX_ENV_ITEMS: usize = 4096;
+pub(crate) const MAX_ENV_ITEMS: usize = 4096;
 const PAGE: u64 = 4096;
 
 /// What a notification is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Trapped {
+pub(crate) enum Trapped {
     /// An exec, with the addresses of its path, argv and envp.
     Exec {
         req: ExecRequest,
@@ -42,7 +42,7 @@ pub enum Trapped {
 }
 
 /// Decodes a notification; `None` for a system call the filter does not trap.
-pub fn decode(notif: &SeccompNotif) -> Option<Trapped> {
+pub(crate) fn decode(notif: &SeccompNotif) -> Option<Trapped> {
     let d = &notif.data;
     let (trap, abi) = traps::lookup(d.arch, d.nr, &d.args)?;
     let syscall = trap.syscall;
@@ -87,14 +87,14 @@ pub fn decode(notif: &SeccompNotif) -> Option<Trapped> {
 /// The numbers of the trapped calls of the two ABIs do not overlap (a test in
 /// [`crate::traps`] holds this), so a task's current call as `/proc/TID/syscall` shows it (a
 /// number, no ABI) names one at most.
-pub fn trapped_arch(nr: i32, args: [u64; 6]) -> Option<u32> {
+pub(crate) fn trapped_arch(nr: i32, args: [u64; 6]) -> Option<u32> {
     [traps::AUDIT_ARCH_X86_64, traps::AUDIT_ARCH_I386]
         .into_iter()
         .find(|arch| traps::lookup(*arch, nr, &args).is_some())
 }
 
 /// The notifying task's memory, for one notification.
-pub struct Target<'a> {
+pub(crate) struct Target<'a> {
     pub notify: &'a NotifyFd,
     pub id: u64,
     pub pid: Pid,
@@ -105,7 +105,7 @@ pub struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    pub fn new(notify: &'a NotifyFd, notif: &SeccompNotif, abi: Abi, argv: u64, envp: u64) -> Self {
+    pub(crate) fn new(notify: &'a NotifyFd, notif: &SeccompNotif, abi: Abi, argv: u64, envp: u64) -> Self {
         Self {
             notify,
             id: notif.id,
@@ -118,7 +118,7 @@ impl<'a> Target<'a> {
     }
 
     /// Fails with [`InspectError::Gone`] once the notification is no longer pending.
-    pub fn check_valid(&self) -> Result<(), InspectError> {
+    pub(crate) fn check_valid(&self) -> Result<(), InspectError> {
         if self.notify.id_valid(self.id) {
             Ok(())
         } else {
@@ -129,7 +129,7 @@ impl<'a> Target<'a> {
     /// Reads the exec path (at most `PATH_MAX` bytes, as the kernel allows).
     /// The caller checks the notification's validity before using the bytes (one check after
     /// this read and the opening of `/proc/TID` covers both).
-    pub fn read_path(&self, addr: u64) -> Result<Vec<u8>, InspectError> {
+    pub(crate) fn read_path(&self, addr: u64) -> Result<Vec<u8>, InspectError> {
         let (bytes, complete) = self.read_cstr(addr, PATH_MAX, "path")?;
         if !complete {
             return Err(InspectError::Resolve {
