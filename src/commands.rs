@@ -7,12 +7,12 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::Config;
 use crate::event::EventSink;
+use crate::guard::MAX_SPEC_BYTES;
 use crate::guard::{self, Decision, Entry};
 use crate::inspect::loader_args::LoaderEnv;
 use crate::inspect::resolve::FsView;
 use crate::inspect::{self, Argv, ExecRequest, GivenArgs, SystemLoaders};
 use crate::policy::{self, Action, Settings};
-use crate::guard::MAX_SPEC_BYTES;
 use crate::supervisor::keeper;
 use crate::supervisor::slots::Slots;
 use crate::vocab::{Abi, Errno, Mode, Syscall};
@@ -73,8 +73,7 @@ pub fn worker(
 /// `execguard status [--json]`: the supervised containers, over the control socket.
 pub fn status(config: Option<&Path>, json: bool) -> Result<()> {
     let config = Config::load_or_default(config)?;
-    let body = crate::supervisor::control::request(&config.control.socket, "GET", "/status")
-?;
+    let body = crate::supervisor::control::request(&config.control.socket, "GET", "/status")?;
     if json {
         print!("{body}");
         return Ok(());
@@ -113,8 +112,7 @@ pub fn status(config: Option<&Path>, json: bool) -> Result<()> {
 /// supervisor to reload it.
 pub fn reload(config_path: Option<&Path>) -> Result<()> {
     let config = Config::load_or_default(config_path)?;
-    let body = crate::supervisor::control::request(&config.control.socket, "POST", "/reload")
-?;
+    let body = crate::supervisor::control::request(&config.control.socket, "POST", "/reload")?;
     print!("{body}");
     Ok(())
 }

@@ -10,11 +10,11 @@ use crate::vocab::{Errno, Importance, Mode, Rule};
 /// Where `execguard` looks for its configuration when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/execguard/config.toml";
 /// The supervisor's listener socket when the config does not name one.
-pub const DEFAULT_SOCKET: &str = "/run/execguard/execguard.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/execguard/execguard.sock";
 /// The control socket when the config does not name one.
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/execguard/control.sock";
+pub(crate) const DEFAULT_CONTROL_SOCKET: &str = "/run/execguard/control.sock";
 /// Where the hook and the runtime wrapper report when the config does not say.
-pub const DEFAULT_REPORT_LOG: &str = "/var/log/execguard/report.log";
+pub(crate) const DEFAULT_REPORT_LOG: &str = "/var/log/execguard/report.log";
 /// The environment variable that names the config for `execguard-runtime` and the hook.
 pub const CONFIG_ENV: &str = "EXECGUARD_CONFIG";
 /// Configs larger than this are refused: a config is a few hundred bytes.
@@ -35,11 +35,11 @@ pub enum ConfigError {
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct EnforceConfig {
+pub(crate) struct EnforceConfig {
     /// Events at or above this importance are denied in enforce mode.
-    pub min_importance: Importance,
+    pub(crate) min_importance: Importance,
     /// The errno a denied exec fails with.
-    pub errno: Errno,
+    pub(crate) errno: Errno,
 }
 
 impl Default for EnforceConfig {
@@ -54,17 +54,17 @@ impl Default for EnforceConfig {
 /// Per-rule importance overrides: `[rules] custom_interpreter = "high"`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct RuleOverrides {
-    pub binary_executed_by_loader: Option<Importance>,
-    pub fileless_loader_execution: Option<Importance>,
-    pub custom_interpreter: Option<Importance>,
-    pub loader_query: Option<Importance>,
-    pub inspection_failed: Option<Importance>,
-    pub seccomp_listener_attempt: Option<Importance>,
+pub(crate) struct RuleOverrides {
+    pub(crate) binary_executed_by_loader: Option<Importance>,
+    pub(crate) fileless_loader_execution: Option<Importance>,
+    pub(crate) custom_interpreter: Option<Importance>,
+    pub(crate) loader_query: Option<Importance>,
+    pub(crate) inspection_failed: Option<Importance>,
+    pub(crate) seccomp_listener_attempt: Option<Importance>,
 }
 
 impl RuleOverrides {
-    pub fn importance(&self, rule: Rule) -> Importance {
+    pub(crate) fn importance(&self, rule: Rule) -> Importance {
         let over = match rule {
             Rule::BinaryExecutedByLoader => self.binary_executed_by_loader,
             Rule::FilelessLoaderExecution => self.fileless_loader_execution,
@@ -79,22 +79,22 @@ impl RuleOverrides {
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct DetectConfig {
+pub(crate) struct DetectConfig {
     /// Loader paths (inside the container) that count as the system's own, besides the
     /// built-in list: a binary whose `PT_INTERP` resolves to one of them is ordinary.
-    pub extra_system_loaders: Vec<String>,
+    pub(crate) extra_system_loaders: Vec<String>,
     /// Also judge every exec at the `execve`/`execveat` call, besides the image checkpoint: a
     /// denial is then a plain errno from the exec (`[enforce] errno`) instead of the process
     /// being killed before its first instruction, and a binary whose `PT_INTERP` names a file
     /// that is not a loader is refused before that file runs. Costs a second notification
     /// per exec.
-    pub exec_checkpoint: bool,
+    pub(crate) exec_checkpoint: bool,
 }
 
 /// What the hook and the runtime wrapper do when no supervisor listens at create time.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum Unavailable {
+pub(crate) enum Unavailable {
     /// Audit containers start unguarded (and this is reported); enforce containers fail.
     #[default]
     ByMode,
@@ -106,10 +106,10 @@ pub enum Unavailable {
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct RuntimeConfig {
+pub(crate) struct RuntimeConfig {
     /// The real OCI runtime that `execguard-runtime` runs: a name looked up on PATH, or an
     /// absolute path.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 impl Default for RuntimeConfig {
@@ -122,9 +122,9 @@ impl Default for RuntimeConfig {
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct ControlConfig {
+pub(crate) struct ControlConfig {
     /// `execguard status` and `execguard reload` talk to the supervisor here (mode 0600).
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
 }
 
 impl Default for ControlConfig {
@@ -137,15 +137,15 @@ impl Default for ControlConfig {
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct EventsConfig {
+pub(crate) struct EventsConfig {
     /// Also send every event to syslog (`/dev/log`, which journald reads too).
-    pub syslog: bool,
+    pub(crate) syslog: bool,
     /// The syslog socket.
-    pub syslog_socket: PathBuf,
+    pub(crate) syslog_socket: PathBuf,
     /// Identical events from one container (same event, action, path and argv) within this
     /// many seconds are written once; the next one written says how many were suppressed
     /// (`repeated`), and a container's last suppressed ones are written when it ends. 0: off.
-    pub rate_limit_seconds: u64,
+    pub(crate) rate_limit_seconds: u64,
 }
 
 impl Default for EventsConfig {
@@ -160,10 +160,10 @@ impl Default for EventsConfig {
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
+pub(crate) struct MetricsConfig {
     /// A TCP address for Prometheus to scrape `/metrics` from ("127.0.0.1:9464"); empty: off.
     /// The control socket serves `/metrics` too.
-    pub listen: String,
+    pub(crate) listen: String,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -171,34 +171,34 @@ pub struct MetricsConfig {
 pub struct Config {
     /// The supervisor's Unix socket; runc connects to it (`linux.seccomp.listenerPath`).
     #[serde(default = "default_socket")]
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// The mode of containers that carry no `execguard.io/mode` annotation.
     #[serde(default)]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Whether containers without the `execguard.io/mode` annotation are guarded.
     #[serde(default = "yes")]
-    pub guard_unannotated: bool,
+    pub(crate) guard_unannotated: bool,
     /// What the hook and the runtime wrapper do when the supervisor is not listening.
     #[serde(default)]
-    pub on_supervisor_unavailable: Unavailable,
+    pub(crate) on_supervisor_unavailable: Unavailable,
     /// Where the hook and the runtime wrapper report, as JSON lines (podman discards a hook's
     /// stderr): failures, and containers started unguarded.
     #[serde(default = "default_report_log")]
-    pub report_log: PathBuf,
+    pub(crate) report_log: PathBuf,
     #[serde(default)]
-    pub enforce: EnforceConfig,
+    pub(crate) enforce: EnforceConfig,
     #[serde(default)]
-    pub rules: RuleOverrides,
+    pub(crate) rules: RuleOverrides,
     #[serde(default)]
-    pub detect: DetectConfig,
+    pub(crate) detect: DetectConfig,
     #[serde(default)]
-    pub runtime: RuntimeConfig,
+    pub(crate) runtime: RuntimeConfig,
     #[serde(default)]
-    pub control: ControlConfig,
+    pub(crate) control: ControlConfig,
     #[serde(default)]
-    pub metrics: MetricsConfig,
+    pub(crate) metrics: MetricsConfig,
     #[serde(default)]
-    pub events: EventsConfig,
+    pub(crate) events: EventsConfig,
 }
 
 fn default_socket() -> PathBuf {
@@ -234,7 +234,7 @@ impl Default for Config {
 
 impl Config {
     /// Reads and validates a config file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
         let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,

@@ -13,18 +13,18 @@ use crate::vocab::Rule;
 use crate::vocab::{Abi, Importance, Mode, Outcome, Stage, Syscall};
 
 #[derive(Debug, Serialize)]
-pub struct ContainerInfo {
+pub(crate) struct ContainerInfo {
     pub id: String,
 }
 
 #[derive(Debug, Serialize)]
-pub struct ProcessInfo {
+pub(crate) struct ProcessInfo {
     /// The notifying task, as the host sees it.
     pub pid: u32,
 }
 
 #[derive(Debug, Serialize)]
-pub struct ExecInfo {
+pub(crate) struct ExecInfo {
     /// `execve` or `execveat`; at the image checkpoint, the call that found the image.
     pub syscall: Syscall,
     /// `x86_64`, `i386` or `x32`: the system call ABI the exec came through.
@@ -40,13 +40,13 @@ pub struct ExecInfo {
 }
 
 #[derive(Debug, Serialize)]
-pub struct SyscallInfo {
+pub(crate) struct SyscallInfo {
     pub name: Syscall,
     pub abi: Abi,
 }
 
 #[derive(Debug, Serialize)]
-pub struct LoaderInfo {
+pub(crate) struct LoaderInfo {
     /// The loader that runs (for a shebang, the script's interpreter).
     pub path: String,
     /// `glibc` or `musl`.
@@ -65,7 +65,7 @@ pub struct LoaderInfo {
 
 /// One detection, as written to the event log.
 #[derive(Debug, Serialize)]
-pub struct Event {
+pub(crate) struct Event {
     pub time: String,
     pub event: &'static str,
     pub description: &'static str,
@@ -109,7 +109,7 @@ pub(crate) fn lossy(bytes: &[u8]) -> String {
 
 /// Where events go: stdout or an append-only file. Each event is one `write` of one line,
 /// flushed at once, so nothing is lost when the supervisor is killed after answering.
-pub struct EventSink {
+pub(crate) struct EventSink {
     out: Mutex<Box<dyn Write + Send>>,
     /// Also to syslog (`/dev/log`; journald reads it too), when configured.
     syslog: Option<std::os::unix::net::UnixDatagram>,
@@ -119,16 +119,16 @@ pub struct EventSink {
 const DEV_LOG: &str = "/dev/log";
 
 impl EventSink {
-    pub fn stdout() -> Self {
+    pub(crate) fn stdout() -> Self {
         Self::from_writer(Box::new(io::stdout()))
     }
 
-    pub fn file(path: &Path) -> io::Result<Self> {
+    pub(crate) fn file(path: &Path) -> io::Result<Self> {
         let f = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Self::from_writer(Box::new(f)))
     }
 
-    pub fn from_writer(w: Box<dyn Write + Send>) -> Self {
+    pub(crate) fn from_writer(w: Box<dyn Write + Send>) -> Self {
         Self {
             out: Mutex::new(w),
             syslog: None,
@@ -136,7 +136,7 @@ impl EventSink {
     }
 
     /// Also sends every event to the syslog socket at `path` (default `/dev/log`).
-    pub fn with_syslog(mut self, path: Option<&Path>) -> io::Result<Self> {
+    pub(crate) fn with_syslog(mut self, path: Option<&Path>) -> io::Result<Self> {
         let path = path.unwrap_or(Path::new(DEV_LOG));
         let s = std::os::unix::net::UnixDatagram::unbound()?;
         s.connect(path)?;
@@ -144,7 +144,7 @@ impl EventSink {
         Ok(self)
     }
 
-    pub fn emit(&self, event: &Event) -> io::Result<()> {
+    pub(crate) fn emit(&self, event: &Event) -> io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
         if let Some(s) = &self.syslog {
             // facility authpriv (10); severity from the importance.

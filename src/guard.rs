@@ -4,8 +4,8 @@
 //! know to `report_log`, since podman discards a hook's stderr.
 
 use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};

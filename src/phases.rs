@@ -42,12 +42,12 @@ impl Phase {
 
 /// Charges elapsed time to phases.
 #[derive(Clone, Debug)]
-pub struct PhaseClock {
+pub(crate) struct PhaseClock {
     last: Instant,
     /// Nanoseconds per phase, in [`Phase::ALL`] order.
-    pub nanos: [u64; 5],
+    pub(crate) nanos: [u64; 5],
     /// When the answer was handed to the kernel.
-    pub answered: Option<Instant>,
+    pub(crate) answered: Option<Instant>,
 }
 
 impl Default for PhaseClock {
@@ -57,7 +57,7 @@ impl Default for PhaseClock {
 }
 
 impl PhaseClock {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self {
             last: Instant::now(),
             nanos: [0; 5],
@@ -68,18 +68,18 @@ impl PhaseClock {
     /// Charges the time so far to [`Phase::Answer`] and notes that the answer goes to the kernel
     /// now. The answer call itself is charged to no phase: with the synchronous wake-up it hands
     /// this CPU to the woken task, so its length is the task's time, not the supervisor's.
-    pub fn answering(&mut self) {
+    pub(crate) fn answering(&mut self) {
         self.lap(Phase::Answer);
         self.answered = Some(self.last);
     }
 
     /// Starts the next lap now, charging the time since the last one to no phase.
-    pub fn skip(&mut self) {
+    pub(crate) fn skip(&mut self) {
         self.last = Instant::now();
     }
 
     /// Charges the time since the last lap (or the start) to `phase`.
-    pub fn lap(&mut self, phase: Phase) {
+    pub(crate) fn lap(&mut self, phase: Phase) {
         let now = Instant::now();
         let spent = u64::try_from(now.duration_since(self.last).as_nanos()).unwrap_or(u64::MAX);
         self.nanos[phase as usize] = self.nanos[phase as usize].saturating_add(spent);
@@ -87,7 +87,7 @@ impl PhaseClock {
     }
 
     /// Adds another clock's totals to this one's.
-    pub fn add(&mut self, other: &PhaseClock) {
+    pub(crate) fn add(&mut self, other: &PhaseClock) {
         for (a, b) in self.nanos.iter_mut().zip(other.nanos) {
             *a = a.saturating_add(b);
         }

@@ -47,22 +47,22 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// What the wrapper needs to know of a runtime command line.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// The subcommand (`create`, `run`, `start`, `state`, ...), if any.
-    pub command: Option<String>,
+    pub(crate) command: Option<String>,
     /// `--log` and `--log-format` among the global flags.
-    pub log: Option<PathBuf>,
-    pub log_json: bool,
+    pub(crate) log: Option<PathBuf>,
+    pub(crate) log_json: bool,
     /// `--version`/`-v` before any subcommand.
-    pub version: bool,
+    pub(crate) version: bool,
     /// `--execguard-config`.
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// The arguments for the real runtime: all but `--execguard-config` and its value.
-    pub forward: Vec<OsString>,
+    pub(crate) forward: Vec<OsString>,
     /// For `create` and `run`: the bundle (`--bundle`/`-b`, else the working directory).
-    pub bundle: Option<PathBuf>,
+    pub(crate) bundle: Option<PathBuf>,
     /// For `create` and `run`: the container id (the last positional argument).
-    pub container: Option<String>,
+    pub(crate) container: Option<String>,
 }
 
 /// Splits `--flag=value` into its parts.
@@ -79,7 +79,7 @@ fn to_path(b: &[u8]) -> PathBuf {
 }
 
 /// Parses a runtime command line (`args[0]` is this program).
-pub fn parse(args: &[OsString]) -> Invocation {
+pub(crate) fn parse(args: &[OsString]) -> Invocation {
     let mut inv = Invocation::default();
     let mut log_format: Option<Vec<u8>> = None;
     let mut i = 1;
@@ -148,14 +148,14 @@ pub fn parse(args: &[OsString]) -> Invocation {
 /// The configured runtime is a name that no directory of PATH has.
 #[derive(Debug, thiserror::Error)]
 #[error("the runtime {} is not on PATH ({path})", runtime.display())]
-pub struct NotOnPath {
+pub(crate) struct NotOnPath {
     runtime: PathBuf,
     path: String,
 }
 
 /// Finds the real runtime: an absolute path as it is; a name on PATH, skipping this very
 /// program (in case it was installed under the runtime's name).
-pub fn find_runtime(configured: &Path) -> Result<PathBuf, NotOnPath> {
+pub(crate) fn find_runtime(configured: &Path) -> Result<PathBuf, NotOnPath> {
     if configured.components().count() > 1 {
         return Ok(configured.to_owned());
     }

@@ -47,11 +47,11 @@ impl Default for Layout {
 
 /// One file `setup` writes: its path (inside `root`) and its new content.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub path: PathBuf,
-    pub content: String,
+pub(crate) struct Change {
+    pub(crate) path: PathBuf,
+    pub(crate) content: String,
     /// The file's content before, if it existed.
-    pub before: Option<String>,
+    pub(crate) before: Option<String>,
 }
 
 impl Layout {
@@ -61,7 +61,7 @@ impl Layout {
 }
 
 /// What `setup` would write for `engine`.
-pub fn plan(engine: Engine, l: &Layout) -> Result<Vec<Change>> {
+pub(crate) fn plan(engine: Engine, l: &Layout) -> Result<Vec<Change>> {
     match engine {
         Engine::Podman => podman(l),
         Engine::Containerd => containerd(l).map(|c| vec![c]),
@@ -71,7 +71,7 @@ pub fn plan(engine: Engine, l: &Layout) -> Result<Vec<Change>> {
 
 /// Writes the changes (temporary file, synced, then renamed; an existing file's mode kept),
 /// skipping files already as they should be.
-pub fn apply(changes: &[Change]) -> Result<Vec<PathBuf>> {
+pub(crate) fn apply(changes: &[Change]) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for c in changes {
         if c.before.as_deref() == Some(c.content.as_str()) {

@@ -35,7 +35,7 @@ pub enum LoaderKind {
 }
 
 impl LoaderKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LoaderKind::Glibc => "glibc",
             LoaderKind::Musl => "musl",
@@ -173,7 +173,7 @@ fn loader_kind<S: Source + ?Sized>(file: &S) -> Result<Option<LoaderKind>, FileE
 }
 
 /// The content test of [`loader_kind`], on bytes in memory.
-pub fn loader_kind_of_bytes(bytes: &[u8]) -> Option<LoaderKind> {
+pub(crate) fn loader_kind_of_bytes(bytes: &[u8]) -> Option<LoaderKind> {
     // goblin is robust on hostile input, but a parser bug must never take the supervisor down.
     // The fuzzer and the tests call `parse_loader_kind` itself, so that such a bug shows.
     std::panic::catch_unwind(|| parse_loader_kind(bytes)).unwrap_or(None)

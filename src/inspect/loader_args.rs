@@ -20,7 +20,7 @@ pub enum LoaderMode {
 }
 
 impl LoaderMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LoaderMode::Run => "run",
             LoaderMode::List => "list",
@@ -45,10 +45,10 @@ pub struct LoaderEnv {
 impl LoaderEnv {
     /// Bytes of an environment entry that [`LoaderEnv::note`] needs: the name, `=`, and
     /// whether a value follows.
-    pub const ENTRY_PREFIX_BYTES: usize = 32;
+    pub(crate) const ENTRY_PREFIX_BYTES: usize = 32;
 
     /// Notes one `NAME=value` entry (its first [`LoaderEnv::ENTRY_PREFIX_BYTES`] are enough).
-    pub fn note(&mut self, entry: &[u8]) {
+    pub(crate) fn note(&mut self, entry: &[u8]) {
         if entry.starts_with(b"LD_TRACE_LOADED_OBJECTS=") {
             self.trace = true;
         } else if entry.starts_with(b"LD_AUDIT=") && entry.len() > b"LD_AUDIT=".len() {
@@ -57,7 +57,7 @@ impl LoaderEnv {
     }
 
     /// The settings of a whole environment.
-    pub fn scan<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Self {
+    pub(crate) fn scan<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let mut env = Self::default();
         for e in entries {
             env.note(e);
@@ -76,7 +76,7 @@ pub struct LoaderInvocation {
     /// An audit module is loaded (`--audit` or `LD_AUDIT`).
     pub audit: bool,
     /// An option this parser does not know came before the program.
-    pub unknown_option: bool,
+    pub(crate) unknown_option: bool,
 }
 
 impl LoaderInvocation {

@@ -18,13 +18,13 @@ use loader_args::{LoaderEnv, LoaderInvocation};
 use resolve::{FsView, Resolved};
 
 /// `AT_EMPTY_PATH` and `AT_SYMLINK_NOFOLLOW` as execveat takes them.
-pub const AT_EMPTY_PATH: i32 = libc::AT_EMPTY_PATH;
-pub const AT_SYMLINK_NOFOLLOW: i32 = libc::AT_SYMLINK_NOFOLLOW;
+pub(crate) const AT_EMPTY_PATH: i32 = libc::AT_EMPTY_PATH;
+pub(crate) const AT_SYMLINK_NOFOLLOW: i32 = libc::AT_SYMLINK_NOFOLLOW;
 /// Scripts whose interpreter is a script, and so on: the kernel stops after a few levels.
 const MAX_INTERPRETER_DEPTH: u32 = 4;
 
 /// Where glibc and musl put their loaders on the distributions CI images are built from.
-pub const SYSTEM_LOADER_PATHS: &[&str] = &[
+pub(crate) const SYSTEM_LOADER_PATHS: &[&str] = &[
     "/lib64/ld-linux-x86-64.so.2",
     "/lib/ld-linux-x86-64.so.2",
     "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
@@ -44,26 +44,26 @@ pub const SYSTEM_LOADER_PATHS: &[&str] = &[
 
 /// One exec as the kernel was asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExecRequest {
+pub(crate) struct ExecRequest {
     /// `Execve` or `Execveat`.
-    pub syscall: Syscall,
-    pub abi: Abi,
-    pub path: Vec<u8>,
+    pub(crate) syscall: Syscall,
+    pub(crate) abi: Abi,
+    pub(crate) path: Vec<u8>,
     /// The execveat dirfd; `None` for execve and `AT_FDCWD`.
-    pub dirfd: Option<i32>,
-    pub flags: i32,
+    pub(crate) dirfd: Option<i32>,
+    pub(crate) flags: i32,
 }
 
 /// The exec's argument vector, as far as it was read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Argv {
-    pub items: Vec<Vec<u8>>,
+pub(crate) struct Argv {
+    pub(crate) items: Vec<Vec<u8>>,
     /// More arguments, or longer ones, than the supervisor reads.
-    pub truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum InspectError {
+pub(crate) enum InspectError {
     /// The path does not resolve; the kernel's own lookup fails with the same errno.
     #[error("resolving the exec path: {errno}")]
     Resolve { errno: Errno },
@@ -79,15 +79,15 @@ pub enum InspectError {
 }
 
 /// Supplies argv and the loader-relevant environment, only when they are needed.
-pub trait ExecArgs {
+pub(crate) trait ExecArgs {
     fn argv(&mut self) -> Result<Argv, InspectError>;
     fn loader_env(&mut self) -> Result<LoaderEnv, InspectError>;
 }
 
 /// Fixed arguments: what `explain` and the tests use.
-pub struct GivenArgs {
-    pub argv: Argv,
-    pub env: LoaderEnv,
+pub(crate) struct GivenArgs {
+    pub(crate) argv: Argv,
+    pub(crate) env: LoaderEnv,
 }
 
 impl ExecArgs for GivenArgs {
@@ -101,13 +101,13 @@ impl ExecArgs for GivenArgs {
 
 /// The loaders a container's root holds at the standard paths, by (device, inode).
 #[derive(Clone, Debug, Default)]
-pub struct SystemLoaders {
+pub(crate) struct SystemLoaders {
     by_key: HashMap<(u64, u64), LoaderKind>,
 }
 
 impl SystemLoaders {
     /// Finds the loaders of the root that `view` sees.
-    pub fn discover(view: &FsView, extra: &[String]) -> Self {
+    pub(crate) fn discover(view: &FsView, extra: &[String]) -> Self {
         let mut by_key = HashMap::new();
         let paths = SYSTEM_LOADER_PATHS
             .iter()
@@ -133,32 +133,28 @@ impl SystemLoaders {
         Self { by_key }
     }
 
-    pub fn kind_of(&self, key: (u64, u64)) -> Option<LoaderKind> {
+    pub(crate) fn kind_of(&self, key: (u64, u64)) -> Option<LoaderKind> {
         self.by_key.get(&key).copied()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_key.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
     }
 }
 
 /// Identity of a file version: a rewrite changes the change time, and the size most often.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FileVersion {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: i64,
+pub(crate) struct FileVersion {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) size: i64,
     /// Modification time, seconds and nanoseconds.
-    pub mtime: (i64, i64),
+    pub(crate) mtime: (i64, i64),
     /// Change time (any write or metadata change, which a writer cannot set back).
-    pub ctime: (i64, i64),
+    pub(crate) ctime: (i64, i64),
 }
 
-pub fn version_of(st: &nix::sys::stat::FileStat) -> FileVersion {
+pub(crate) fn version_of(st: &nix::sys::stat::FileStat) -> FileVersion {
     FileVersion {
         dev: st.st_dev,
         ino: st.st_ino,
@@ -172,7 +168,7 @@ pub fn version_of(st: &nix::sys::stat::FileStat) -> FileVersion {
 /// Files changed less than two seconds ago are not cached: a rewrite within one timestamp tick
 /// would otherwise go unseen.
 #[derive(Default)]
-pub struct FileCache {
+pub(crate) struct FileCache {
     kinds: HashMap<FileVersion, FileKind>,
     /// Device and inode of mappings found to be one of the container's loaders, where the
     /// mapping names the file differently from `stat` (an overlay's layer).
@@ -184,11 +180,11 @@ const FILE_CACHE_ENTRIES: usize = 4096;
 const FILE_CACHE_MIN_AGE_SECS: i64 = 2;
 
 impl FileCache {
-    pub fn get(&self, v: &FileVersion) -> Option<&FileKind> {
+    pub(crate) fn get(&self, v: &FileVersion) -> Option<&FileKind> {
         self.kinds.get(v)
     }
 
-    pub fn put(&mut self, v: FileVersion, kind: &FileKind) {
+    pub(crate) fn put(&mut self, v: FileVersion, kind: &FileKind) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .ok()
@@ -204,11 +200,11 @@ impl FileCache {
     }
 
     /// Whether a mapping with this device and inode was found to be a loader of the container.
-    pub fn is_mapped_loader(&self, key: (u64, u64)) -> bool {
+    pub(crate) fn is_mapped_loader(&self, key: (u64, u64)) -> bool {
         self.mapped_loaders.contains(&key)
     }
 
-    pub fn add_mapped_loader(&mut self, key: (u64, u64)) {
+    pub(crate) fn add_mapped_loader(&mut self, key: (u64, u64)) {
         if self.mapped_loaders.len() >= FILE_CACHE_ENTRIES {
             self.mapped_loaders.clear();
         }
@@ -218,7 +214,7 @@ impl FileCache {
 
 /// How a loader came to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Via {
+pub(crate) enum Via {
     /// The exec named the loader (by any path, copy, fd or memfd).
     Direct,
     /// A `#!` line named the loader.
@@ -228,7 +224,7 @@ pub enum Via {
 }
 
 impl Via {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Via::Direct => "direct",
             Via::Shebang => "shebang",
@@ -238,29 +234,29 @@ impl Via {
 }
 
 #[derive(Clone, Debug)]
-pub struct LoaderFinding {
-    pub path: Vec<u8>,
-    pub kind: LoaderKind,
-    pub invocation: LoaderInvocation,
-    pub via: Via,
+pub(crate) struct LoaderFinding {
+    pub(crate) path: Vec<u8>,
+    pub(crate) kind: LoaderKind,
+    pub(crate) invocation: LoaderInvocation,
+    pub(crate) via: Via,
 }
 
 #[derive(Clone, Debug)]
-pub struct Finding {
-    pub rule: Rule,
-    pub reason: String,
-    pub loader: Option<LoaderFinding>,
+pub(crate) struct Finding {
+    pub(crate) rule: Rule,
+    pub(crate) reason: String,
+    pub(crate) loader: Option<LoaderFinding>,
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct Inspection {
+pub(crate) struct Inspection {
     /// The target's path inside the root, as resolved.
-    pub resolved: Option<Vec<u8>>,
-    pub finding: Option<Finding>,
+    pub(crate) resolved: Option<Vec<u8>>,
+    pub(crate) finding: Option<Finding>,
 }
 
 /// Inspects one exec; `clock` is charged for resolving and classifying.
-pub fn inspect(
+pub(crate) fn inspect(
     req: &ExecRequest,
     view: &FsView,
     args: &mut dyn ExecArgs,
@@ -621,7 +617,7 @@ mod tests {
     #[test]
     fn the_host_has_its_loader() {
         let view = FsView::of_self().unwrap();
-        assert!(!SystemLoaders::discover(&view, &[]).is_empty());
+        assert!(SystemLoaders::discover(&view, &[]).len() > 0);
     }
 
     #[test]

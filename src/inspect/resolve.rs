@@ -23,7 +23,7 @@ pub(crate) const PATH_MAX: usize = 4096;
 /// The filesystem as one process sees it. `/proc/TID` is opened first and pins that task:
 /// the root and cwd are opened through it only when needed, and can never be another
 /// process's even if the task dies and its pid is reused meanwhile.
-pub struct FsView {
+pub(crate) struct FsView {
     /// The host's `/proc/TID` of the process, for its fds and for `/proc/self`.
     pub proc_dir: OwnedFd,
     root: std::cell::OnceCell<OwnedFd>,
@@ -32,7 +32,7 @@ pub struct FsView {
 
 impl FsView {
     /// The view of task `tid` (a host pid or tid).
-    pub fn of_task(tid: u32) -> Result<Self, Errno> {
+    pub(crate) fn of_task(tid: u32) -> Result<Self, Errno> {
         Ok(Self::new(open_path(
             &format!("/proc/{tid}"),
             OFlag::O_DIRECTORY,
@@ -40,7 +40,7 @@ impl FsView {
     }
 
     /// The view of this process: what `explain` uses.
-    pub fn of_self() -> Result<Self, Errno> {
+    pub(crate) fn of_self() -> Result<Self, Errno> {
         Ok(Self::new(open_path("/proc/self", OFlag::O_DIRECTORY)?))
     }
 
@@ -70,17 +70,17 @@ impl FsView {
     }
 
     /// The process's root (`/proc/PID/root`).
-    pub fn root(&self) -> Result<&OwnedFd, Errno> {
+    pub(crate) fn root(&self) -> Result<&OwnedFd, Errno> {
         self.dir_link(&self.root, "root")
     }
 
     /// The process's working directory (`/proc/PID/cwd`).
-    pub fn cwd(&self) -> Result<&OwnedFd, Errno> {
+    pub(crate) fn cwd(&self) -> Result<&OwnedFd, Errno> {
         self.dir_link(&self.cwd, "cwd")
     }
 
     /// The directory a relative path starts from: the cwd, or the target's fd `dirfd`.
-    pub fn start_dir(&self, dirfd: Option<i32>) -> Result<OwnedFd, Errno> {
+    pub(crate) fn start_dir(&self, dirfd: Option<i32>) -> Result<OwnedFd, Errno> {
         match dirfd {
             None => self.cwd()?.try_clone().map_err(io_errno),
             Some(fd) => self.target_fd(fd),
@@ -88,7 +88,7 @@ impl FsView {
     }
 
     /// The file behind the target's fd `fd` (`/proc/TID/fd/N`, followed like the kernel does).
-    pub fn target_fd(&self, fd: i32) -> Result<OwnedFd, Errno> {
+    pub(crate) fn target_fd(&self, fd: i32) -> Result<OwnedFd, Errno> {
         if fd < 0 {
             return Err(Errno::EBADF);
         }

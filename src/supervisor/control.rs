@@ -19,7 +19,7 @@ use super::registry::Shared;
 use crate::config::Config;
 
 /// Upper bounds (µs) of the answer-latency histogram's buckets.
-pub const LATENCY_BUCKETS_US: [u64; 12] = [
+pub(crate) const LATENCY_BUCKETS_US: [u64; 12] = [
     5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 100000,
 ];
 /// Requests larger than this are refused.
@@ -27,23 +27,23 @@ const MAX_REQUEST: u64 = 8 << 10;
 
 /// Counters every worker thread adds to, without locks.
 #[derive(Default)]
-pub struct Counters {
-    pub exec_notifications: AtomicU64,
-    pub image_notifications: AtomicU64,
-    pub other_notifications: AtomicU64,
-    pub denials: AtomicU64,
-    pub notification_errors: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) exec_notifications: AtomicU64,
+    pub(crate) image_notifications: AtomicU64,
+    pub(crate) other_notifications: AtomicU64,
+    pub(crate) denials: AtomicU64,
+    pub(crate) notification_errors: AtomicU64,
     /// Receive-to-answer time of every notification.
-    pub latency: super::stats::Histogram,
+    pub(crate) latency: super::stats::Histogram,
 }
 
 /// Per-container counters, shown by `execguard status`.
 #[derive(Default)]
-pub struct ContainerCounters {
-    pub execs: AtomicU64,
-    pub images: AtomicU64,
-    pub events: AtomicU64,
-    pub denials: AtomicU64,
+pub(crate) struct ContainerCounters {
+    pub(crate) execs: AtomicU64,
+    pub(crate) images: AtomicU64,
+    pub(crate) events: AtomicU64,
+    pub(crate) denials: AtomicU64,
 }
 
 #[derive(Serialize)]
@@ -272,7 +272,8 @@ fn serve<S: Read + Write + SetTimeout>(stream: S, shared: &Shared, full: bool) {
         ("POST", "/reload", true) => match check_reload(shared) {
             Ok(()) => {
                 then_reload = true;
-                let m = "reloading: a new worker starts with the new config; no container is dropped";
+                let m =
+                    "reloading: a new worker starts with the new config; no container is dropped";
                 ("200 OK", "text/plain", format!("{m}\n"))
             }
             Err(e) => (

@@ -64,7 +64,9 @@ struct Worker {
 /// Runs the keeper until SIGTERM or SIGINT.
 pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
     let signals = super::keeper_signals();
-    signals.thread_block().map_err(SupervisorError::SignalMask)?;
+    signals
+        .thread_block()
+        .map_err(SupervisorError::SignalMask)?;
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(SupervisorError::SignalFd)?;
 

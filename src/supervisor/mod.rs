@@ -42,7 +42,7 @@ use registry::Shared;
 use slots::Slots;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SupervisorError {
+pub(crate) enum SupervisorError {
     #[error("another supervisor is already listening on {0}")]
     SocketInUse(PathBuf),
     #[error("preparing the socket {path}: {source}")]
@@ -105,7 +105,7 @@ fn keeper_signals() -> SigSet {
 }
 
 /// The environment variable that carries the keeper's start time (seconds since the epoch).
-pub const KEEPER_STARTED_ENV: &str = "EXECGUARD_KEEPER_STARTED";
+pub(crate) const KEEPER_STARTED_ENV: &str = "EXECGUARD_KEEPER_STARTED";
 
 /// Binds the listener socket: only root may connect (mode 0600, peer uid checked).
 fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
@@ -129,7 +129,7 @@ fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
 
 /// Runs the worker: reads notify fds from the keeper's channel and serves each on a thread of
 /// its own. Ends when the keeper closes the channel.
-pub fn run_worker(
+pub(crate) fn run_worker(
     config: Config,
     config_path: Option<PathBuf>,
     sink: EventSink,

@@ -16,7 +16,7 @@ pub(crate) const MAX_SLOTS: usize = 4096;
 
 /// Where a notification is in its handling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlotState {
+pub(crate) enum SlotState {
     Empty = 0,
     /// Received, not answered.
     Received = 1,
@@ -25,14 +25,14 @@ pub enum SlotState {
 }
 
 /// The slot file, mapped: recording a notification is a few stores, no system call.
-pub struct Slots {
+pub(crate) struct Slots {
     file: File,
     map: SharedWords,
 }
 
 impl Slots {
     /// A new, empty slot file.
-    pub fn create() -> std::io::Result<Self> {
+    pub(crate) fn create() -> std::io::Result<Self> {
         let fd = nix::sys::memfd::memfd_create(
             c"execguard-slots",
             nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
@@ -43,7 +43,7 @@ impl Slots {
     }
 
     /// The slot file a keeper handed over.
-    pub fn from_fd(fd: OwnedFd) -> std::io::Result<Self> {
+    pub(crate) fn from_fd(fd: OwnedFd) -> std::io::Result<Self> {
         let file = File::from(fd);
         let len = file.metadata()?.len();
         if len < (SLOT_WORDS * MAX_SLOTS * 8) as u64 {
@@ -57,7 +57,7 @@ impl Slots {
         Ok(Self { file, map })
     }
 
-    pub fn file(&self) -> &File {
+    pub(crate) fn file(&self) -> &File {
         &self.file
     }
 
@@ -69,7 +69,7 @@ impl Slots {
 
     /// Records a notification as received (or its event as written). The state word is
     /// written last, so a slot never says "received" over a half-written notification.
-    pub fn record(&self, index: usize, state: SlotState, n: &SeccompNotif) {
+    pub(crate) fn record(&self, index: usize, state: SlotState, n: &SeccompNotif) {
         let Some(slot) = self.slot(index) else {
             return;
         };
@@ -86,7 +86,7 @@ impl Slots {
     }
 
     /// Marks the slot answered.
-    pub fn clear(&self, index: usize) {
+    pub(crate) fn clear(&self, index: usize) {
         if let Some(slot) = self.slot(index) {
             slot[0].store(SlotState::Empty as u64, Ordering::Release);
         }
@@ -94,7 +94,7 @@ impl Slots {
 
     /// What the slot holds: the last notification recorded there (its state `Empty` once it
     /// was answered: its id still tells a new worker where to look for unrecorded ones).
-    pub fn read(&self, index: usize) -> Option<(SlotState, SeccompNotif)> {
+    pub(crate) fn read(&self, index: usize) -> Option<(SlotState, SeccompNotif)> {
         let slot = self.slot(index)?;
         let state = slot[0].load(Ordering::Acquire);
         let w = |i: usize| slot[i].load(Ordering::Relaxed);

@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 /// Larger state messages are refused: runc's are a few KiB (annotations included), and the
 /// keeper hands each to its worker as one datagram.
-pub const MAX_STATE_BYTES: usize = 128 << 10;
+pub(crate) const MAX_STATE_BYTES: usize = 128 << 10;
 /// How long a connecting runtime may take to send its message.
-pub const READ_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const READ_DEADLINE: Duration = Duration::from_secs(5);
 /// At most this many fds are accepted with one message (runc sends one).
 const MAX_FDS: usize = 8;
 
@@ -38,28 +38,28 @@ pub enum StateError {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct ContainerProcessState {
     #[serde(rename = "ociVersion", default)]
-    pub oci_version: String,
+    pub(crate) oci_version: String,
     #[serde(default)]
-    pub fds: Vec<String>,
+    pub(crate) fds: Vec<String>,
     #[serde(default)]
-    pub pid: i64,
+    pub(crate) pid: i64,
     #[serde(default)]
-    pub metadata: String,
-    pub state: ContainerState,
+    pub(crate) metadata: String,
+    pub(crate) state: ContainerState,
 }
 
 /// The container part of it (`specs.State`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct ContainerState {
-    pub id: String,
+pub(crate) struct ContainerState {
+    pub(crate) id: String,
     #[serde(default)]
-    pub status: String,
+    pub(crate) status: String,
     #[serde(default)]
-    pub pid: i64,
+    pub(crate) pid: i64,
     #[serde(default)]
-    pub bundle: String,
+    pub(crate) bundle: String,
     #[serde(default)]
-    pub annotations: HashMap<String, String>,
+    pub(crate) annotations: HashMap<String, String>,
 }
 
 /// Parses the JSON part (also the fuzz entry point).
@@ -72,7 +72,7 @@ pub fn parse(bytes: &[u8]) -> Result<ContainerProcessState, StateError> {
 
 /// Reads one message from a freshly accepted connection: the state (raw and parsed) and its
 /// seccomp fd.
-pub fn receive(
+pub(crate) fn receive(
     stream: &UnixStream,
 ) -> Result<(Vec<u8>, ContainerProcessState, OwnedFd), StateError> {
     stream

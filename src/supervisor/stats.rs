@@ -51,9 +51,9 @@ fn lower_bound(b: usize) -> u64 {
 impl Histogram {
     pub(crate) fn record(&self, micros: u64) {
         // A bucket saturates rather than wraps (2^32 samples of one microsecond value).
-        let _ = self.counts[bucket(micros)].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-            c.checked_add(1)
-        });
+        let _ =
+            self.counts[bucket(micros)]
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_add(1));
         self.total.fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(micros, Ordering::Relaxed);
     }
@@ -93,7 +93,6 @@ impl Histogram {
         }
         lower_bound(BUCKETS - 1)
     }
-
 }
 
 #[cfg(test)]

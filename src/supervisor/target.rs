@@ -105,7 +105,13 @@ pub(crate) struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    pub(crate) fn new(notify: &'a NotifyFd, notif: &SeccompNotif, abi: Abi, argv: u64, envp: u64) -> Self {
+    pub(crate) fn new(
+        notify: &'a NotifyFd,
+        notif: &SeccompNotif,
+        abi: Abi,
+        argv: u64,
+        envp: u64,
+    ) -> Self {
         Self {
             notify,
             id: notif.id,

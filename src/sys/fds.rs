@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// worker to inherit, lives between the `dup` and the worker's start inside one function. So a
 /// descriptor without the flag was inherited and not adopted yet; adopting sets the flag (under
 /// a lock), and a second adoption of the same number fails with `EBUSY`.
-pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+pub(crate) fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     static ADOPTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = ADOPTING.lock().unwrap_or_else(|p| p.into_inner());
     if fd < 3 {
@@ -40,7 +40,7 @@ pub fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
 
 /// Receives one message on a Unix socket and the descriptors sent with it (`SCM_RIGHTS`, at
 /// most `N`; the kernel closes any beyond), each with exactly one owner and close-on-exec.
-pub fn recv_with_fds<const N: usize>(
+pub(crate) fn recv_with_fds<const N: usize>(
     sock: std::os::fd::BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> Result<(usize, Vec<OwnedFd>), nix::errno::Errno> {

@@ -6,24 +6,25 @@
 //! Every `unsafe` block has a `// SAFETY:` note, and each ioctl number is a `const` pinned to the
 //! kernel's headers by a test here.
 
-pub mod fds;
-pub mod process;
-pub mod seccomp;
-pub mod shm;
+pub(crate) mod fds;
+pub(crate) mod process;
+pub(crate) mod seccomp;
+pub(crate) mod shm;
 
-pub use fds::{adopt_inherited_fd, recv_with_fds};
-pub use process::{pid_ns_parent, procmap_query, Mapping, PidFd, NS_GET_PARENT, PROCMAP_QUERY};
-pub use seccomp::{
-    empty_notif, NotifyFd, SeccompData, SeccompNotif, SeccompNotifResp,
-    SECCOMP_IOCTL_NOTIF_ID_VALID, SECCOMP_IOCTL_NOTIF_RECV, SECCOMP_IOCTL_NOTIF_SEND,
-    SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
-    SECCOMP_USER_NOTIF_FLAG_CONTINUE,
-};
-pub use shm::SharedWords;
+pub(crate) use fds::{adopt_inherited_fd, recv_with_fds};
+pub(crate) use process::{pid_ns_parent, procmap_query, Mapping, PidFd};
+pub(crate) use seccomp::{empty_notif, SeccompData, SeccompNotif};
+/// What the benchmark's null responder needs to answer notifications like the supervisor.
+pub use seccomp::{NotifyFd, SeccompNotifResp, SECCOMP_USER_NOTIF_FLAG_CONTINUE};
+pub(crate) use shm::SharedWords;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::process::{self, NS_GET_PARENT, PROCMAP_QUERY};
+    use super::seccomp::{
+        SECCOMP_IOCTL_NOTIF_ID_VALID, SECCOMP_IOCTL_NOTIF_RECV, SECCOMP_IOCTL_NOTIF_SEND,
+        SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+    };
     use std::io::Write;
     use std::process::Command;
 

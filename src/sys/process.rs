@@ -5,17 +5,17 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `_IOWR('f', 17, struct procmap_query)` (`<linux/fs.h>`, Linux 6.11 and later).
-pub const PROCMAP_QUERY: u64 = 0xc068_6611;
+pub(crate) const PROCMAP_QUERY: u64 = 0xc068_6611;
 /// `_IO(0xb7, 0x2)` (`<linux/nsfs.h>`): the parent of a pid namespace.
-pub const NS_GET_PARENT: u64 = 0xb702;
+pub(crate) const NS_GET_PARENT: u64 = 0xb702;
 
 /// A pidfd: a handle on one process that cannot come to mean another when its pid is reused.
 #[derive(Debug)]
-pub struct PidFd(OwnedFd);
+pub(crate) struct PidFd(OwnedFd);
 
 impl PidFd {
     /// `pidfd_open(pid, 0)`.
-    pub fn open(pid: u32) -> io::Result<Self> {
+    pub(crate) fn open(pid: u32) -> io::Result<Self> {
         // SAFETY: pidfd_open takes two integers and returns a new fd or -1; no memory is passed.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
         if fd < 0 {
@@ -26,7 +26,7 @@ impl PidFd {
     }
 
     /// Sends SIGKILL to the process.
-    pub fn kill(&self) -> io::Result<()> {
+    pub(crate) fn kill(&self) -> io::Result<()> {
         // SAFETY: pidfd_send_signal with a null siginfo pointer reads no memory; the fd is ours.
         let rc = unsafe {
             libc::syscall(
@@ -67,18 +67,21 @@ pub(super) struct ProcmapQuery {
 
 /// The file behind one mapping of a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mapping {
-    pub start: u64,
-    pub end: u64,
+pub(crate) struct Mapping {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
     /// The file's device and inode, as `stat` reports them (`st_dev`, `st_ino`).
-    pub key: (u64, u64),
+    pub(crate) key: (u64, u64),
 }
 
 /// Which file backs the mapping that contains `addr`, asked of an open `/proc/PID/maps` with
 /// one `PROCMAP_QUERY` ioctl instead of reading and parsing the whole text. `Ok(None)` when no
 /// mapping contains `addr` or the one that does has no file behind it. Kernels before 6.11
 /// answer `ENOTTY`.
-pub fn procmap_query(maps: &impl std::os::fd::AsFd, addr: u64) -> io::Result<Option<Mapping>> {
+pub(crate) fn procmap_query(
+    maps: &impl std::os::fd::AsFd,
+    addr: u64,
+) -> io::Result<Option<Mapping>> {
     let mut q = ProcmapQuery {
         size: std::mem::size_of::<ProcmapQuery>() as u64,
         query_addr: addr,
@@ -112,7 +115,7 @@ pub fn procmap_query(maps: &impl std::os::fd::AsFd, addr: u64) -> io::Result<Opt
 
 /// The parent of the pid namespace `ns` (an open `/proc/PID/ns/pid`). Fails with `EPERM` at
 /// the top of what this process may see.
-pub fn pid_ns_parent(ns: &impl std::os::fd::AsFd) -> io::Result<OwnedFd> {
+pub(crate) fn pid_ns_parent(ns: &impl std::os::fd::AsFd) -> io::Result<OwnedFd> {
     // SAFETY: NS_GET_PARENT takes no argument and returns a new descriptor or -1.
     let fd = unsafe { libc::ioctl(ns.as_fd().as_raw_fd(), NS_GET_PARENT as _) };
     if fd < 0 {

@@ -5,12 +5,12 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 
-pub use libc::{
+pub(crate) use libc::{
     SECCOMP_IOCTL_NOTIF_ID_VALID, SECCOMP_IOCTL_NOTIF_RECV, SECCOMP_IOCTL_NOTIF_SEND,
     SECCOMP_IOCTL_NOTIF_SET_FLAGS,
 };
 /// Wake the supervisor on the CPU of the notifying task (Linux 6.6 and later; not in `libc`).
-pub const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: libc::c_ulong = 1;
+pub(crate) const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: libc::c_ulong = 1;
 /// Answer "let the system call run".
 pub const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
 /// Words of the stack buffer that RECV and SEND go through: room for notification structures
@@ -19,12 +19,12 @@ const IOCTL_BUF_WORDS: usize = 64;
 
 /// `struct seccomp_data`, `struct seccomp_notif`, `struct seccomp_notif_resp`: the kernel's
 /// layouts as `libc` declares them (a test checks the sizes against `SECCOMP_GET_NOTIF_SIZES`).
-pub type SeccompData = libc::seccomp_data;
-pub type SeccompNotif = libc::seccomp_notif;
+pub(crate) type SeccompData = libc::seccomp_data;
+pub(crate) type SeccompNotif = libc::seccomp_notif;
 pub type SeccompNotifResp = libc::seccomp_notif_resp;
 
 /// A notification with every field zero, to fill in.
-pub fn empty_notif() -> SeccompNotif {
+pub(crate) fn empty_notif() -> SeccompNotif {
     SeccompNotif {
         id: 0,
         pid: 0,
@@ -137,7 +137,7 @@ impl NotifyFd {
 
     /// True while notification `id` is still pending: the task has not died or been
     /// interrupted, so memory read from it since the notification arrived belongs to it.
-    pub fn id_valid(&self, id: u64) -> bool {
+    pub(crate) fn id_valid(&self, id: u64) -> bool {
         let mut id = id;
         // SAFETY: NOTIF_ID_VALID reads one `u64` from the pointer, which points at a live local.
         let rc = unsafe {

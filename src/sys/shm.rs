@@ -5,7 +5,7 @@ use std::io;
 /// A shared mapping of a file as 64-bit atomic words: the slot file, which the keeper holds
 /// and each worker maps, so that recording an in-flight notification costs no system call.
 #[derive(Debug)]
-pub struct SharedWords {
+pub(crate) struct SharedWords {
     ptr: std::ptr::NonNull<std::ffi::c_void>,
     words: usize,
 }
@@ -19,7 +19,7 @@ unsafe impl Sync for SharedWords {}
 impl SharedWords {
     /// Maps the first `words` 64-bit words of `file` (which must be at least that long),
     /// readable and writable, shared with every other process that maps it.
-    pub fn map(file: &impl std::os::fd::AsFd, words: usize) -> io::Result<Self> {
+    pub(crate) fn map(file: &impl std::os::fd::AsFd, words: usize) -> io::Result<Self> {
         let len = std::num::NonZeroUsize::new(words * 8)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: a new shared mapping of the file, at an address the kernel chooses; nothing
@@ -39,7 +39,7 @@ impl SharedWords {
 
     /// The words. Other processes may change them at any time: read and write them only
     /// atomically.
-    pub fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+    pub(crate) fn words(&self) -> &[std::sync::atomic::AtomicU64] {
         // SAFETY: the mapping is `words * 8` bytes, page-aligned (so 8-byte aligned), lives as
         // long as `self`, and `AtomicU64` has the layout of `u64`; every access through the
         // slice is atomic, so concurrent writers (other threads, other processes) are sound.
