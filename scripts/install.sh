@@ -26,10 +26,11 @@ if [ -e "$dest/etc/execguard/config.toml" ]; then
 else
   run install -m 644 config/execguard.toml "$dest/etc/execguard/config.toml"
 fi
-hook=$(sed "s#/usr/bin/execguard#$prefix/bin/execguard#" packaging/hooks/execguard.json)
-if [ -n "$dry" ]; then echo "would: write $share/hooks.d/execguard.json"; else printf '%s\n' "$hook" > "$share/hooks.d/execguard.json"; fi
-dropin=$(sed "s#/usr/share/execguard/hooks.d#$prefix/share/execguard/hooks.d#" packaging/containers.conf.d/50-execguard.conf)
-if [ -n "$dry" ]; then echo "would: write $dest/etc/containers/containers.conf.d/50-execguard.conf"; else printf '%s\n' "$dropin" > "$dest/etc/containers/containers.conf.d/50-execguard.conf"; fi
+# The podman hook and the containers.conf drop-in, as `execguard setup podman` writes them
+# (podman's own hooks directories are kept).
+target/release/execguard setup podman ${dry:+--dry-run} --root "${dest:-/}" \
+  --execguard-path "$prefix/bin/execguard" --runtime-path "$prefix/bin/execguard-runtime" \
+  --hooks-dir "$prefix/share/execguard/hooks.d"
 units=$dest/etc/systemd/system
 for u in execguard.socket execguard.service; do
   text=$(sed "s#/usr/bin/execguard#$prefix/bin/execguard#" "packaging/systemd/$u")

@@ -191,15 +191,16 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
         dirfd: None,
         flags: 0,
     };
+    // The loader would see this command's environment.
+    let host_env: Vec<Vec<u8>> = std::env::vars_os()
+        .map(|(k, v)| [k.as_encoded_bytes(), b"=", v.as_encoded_bytes()].concat())
+        .collect();
     let mut args = GivenArgs {
         argv: Argv {
             items: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
             truncated: false,
         },
-        env: LoaderEnv {
-            trace: std::env::var_os("LD_TRACE_LOADED_OBJECTS").is_some(),
-            audit: std::env::var_os("LD_AUDIT").is_some_and(|v| !v.is_empty()),
-        },
+        env: LoaderEnv::scan(host_env.iter().map(Vec::as_slice)),
     };
     let mut out = String::new();
     out.push_str(&format!("exec:       {}\n", argv.join(" ")));

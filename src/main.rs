@@ -93,6 +93,9 @@ enum Command {
         /// The config the hook reads.
         #[arg(long, default_value = execguard::config::DEFAULT_CONFIG_PATH)]
         config: PathBuf,
+        /// podman: execguard's own hooks directory (added to podman's list).
+        #[arg(long, default_value = "/usr/share/execguard/hooks.d")]
+        hooks_dir: PathBuf,
     },
     /// A podman precreate hook: the spec on stdin, the patched spec on stdout.
     Hook {
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
             runtime_path,
             execguard_path,
             config,
+            hooks_dir,
         } => {
             let engine = match engine {
                 SetupEngine::Podman => execguard::setup::Engine::Podman,
@@ -146,7 +150,7 @@ fn main() -> ExitCode {
                 execguard: execguard_path,
                 runtime: runtime_path,
                 config,
-                ..Default::default()
+                hooks_dir,
             };
             commands::setup(engine, &layout, dry_run)
         }

@@ -102,6 +102,8 @@ const PODMAN_DEFAULT_HOOKS: &[&str] = &[
     "/usr/share/containers/oci/hooks.d",
     "/etc/containers/oci/hooks.d",
 ];
+/// The podman hook as the package ships it; `setup` points it at the layout's paths.
+const PACKAGED_HOOK: &str = include_str!("../packaging/hooks/execguard.json");
 const PODMAN_DROPIN: &str = "/etc/containers/containers.conf.d/50-execguard.conf";
 
 fn podman(l: &Layout) -> Result<Vec<Change>> {
@@ -157,15 +159,9 @@ fn podman(l: &Layout) -> Result<Vec<Change>> {
         "# Written by `execguard setup podman`: podman's hooks directories plus execguard's own\n\
          # (not a shared one: CRI-O reads those and does not know the precreate stage).\n{doc}"
     );
-    let hook = serde_json::json!({
-        "version": "1.0.0",
-        "hook": {
-            "path": l.execguard,
-            "args": ["execguard", "hook", "--config", l.config],
-        },
-        "when": {"always": true},
-        "stages": ["precreate"],
-    });
+    let mut hook: serde_json::Value = serde_json::from_str(PACKAGED_HOOK)?;
+    hook["hook"]["path"] = serde_json::json!(l.execguard);
+    hook["hook"]["args"] = serde_json::json!(["execguard", "hook", "--config", l.config]);
     let hook_path = l.at(&l.hooks_dir.join("execguard.json").to_string_lossy());
     Ok(vec![
         Change {

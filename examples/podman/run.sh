@@ -24,11 +24,11 @@ trap '[ -n "$sup_pid" ] && kill "$sup_pid" 2>/dev/null; wait 2>/dev/null || true
   cat "$here/execguard.toml"
 } > "$work/config.toml"
 
-# The hook, as hooks/execguard.json ships it, pointed at this build and this config.
+# The hook, as the package ships it, pointed at this build and this config.
 mkdir -p "$work/hooks.d"
 jq --arg eg "$eg" --arg cfg "$work/config.toml" \
   '.hook.path = $eg | .hook.args = ["execguard", "hook", "--config", $cfg]' \
-  "$top/hooks/execguard.json" > "$work/hooks.d/execguard.json"
+  "$top/packaging/hooks/execguard.json" > "$work/hooks.d/execguard.json"
 
 # A build root: the host's /usr read-only, a source tree to build.
 rootfs=$work/rootfs

@@ -143,10 +143,9 @@ pub(crate) fn inspect_image(
             )
             .map_err(gone_or("exe"))?;
             let st = fstat(&file).map_err(gone_or("exe"))?;
-            let k = classify_fd(file, "/proc/PID/exe")?;
-            let kind = ExeKind::of(&k);
-            cache.put(version_of(&st), &k);
-            kind
+            let k =
+                cache.get_or_classify(version_of(&st), || classify_fd(file, "/proc/PID/exe"))?;
+            ExeKind::of(&k)
         }
     };
     clock.lap(Phase::Classify);
@@ -233,15 +232,7 @@ fn judge_interpreter(
         }
         return Ok(None);
     }
-    let version = version_of(&st);
-    let kind = match cache.get(&version) {
-        Some(k) => k.clone(),
-        None => {
-            let k = classify_fd(file, "the interpreter")?;
-            cache.put(version, &k);
-            k
-        }
-    };
+    let kind = cache.get_or_classify(version_of(&st), || classify_fd(file, "the interpreter"))?;
     clock.lap(Phase::Classify);
     let proc_dir = open_proc_dir(tid)?;
     let exe_display = readlinkat(&proc_dir, "exe")

@@ -184,7 +184,21 @@ impl FileCache {
         self.kinds.get(v)
     }
 
-    pub(crate) fn put(&mut self, v: FileVersion, kind: &FileKind) {
+    /// The kind of file version `v`: from the cache, or from `classify` (then remembered).
+    pub(crate) fn get_or_classify<E>(
+        &mut self,
+        v: FileVersion,
+        classify: impl FnOnce() -> Result<FileKind, E>,
+    ) -> Result<FileKind, E> {
+        if let Some(kind) = self.kinds.get(&v) {
+            return Ok(kind.clone());
+        }
+        let kind = classify()?;
+        self.put(v, &kind);
+        Ok(kind)
+    }
+
+    fn put(&mut self, v: FileVersion, kind: &FileKind) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .ok()
@@ -361,21 +375,19 @@ impl Ctx<'_> {
         if let Some(kind) = self.loaders.kind_of(target.key()) {
             return Ok(FileKind::Loader(kind));
         }
-        let version = version_of(&target.stat);
-        if let Some(kind) = self.cache.borrow().get(&version) {
-            return Ok(kind.clone());
-        }
         let path = || crate::event::lossy(&target.display);
-        let file = resolve::open_for_read(target).map_err(|errno| InspectError::Open {
-            path: path(),
-            errno,
-        })?;
-        let kind = file::classify(&file).map_err(|source| InspectError::File {
-            path: path(),
-            source,
-        })?;
-        self.cache.borrow_mut().put(version, &kind);
-        Ok(kind)
+        self.cache
+            .borrow_mut()
+            .get_or_classify(version_of(&target.stat), || {
+                let file = resolve::open_for_read(target).map_err(|errno| InspectError::Open {
+                    path: path(),
+                    errno,
+                })?;
+                file::classify(&file).map_err(|source| InspectError::File {
+                    path: path(),
+                    source,
+                })
+            })
     }
 
     /// A file found by the one-syscall lookup carries the path as given; for an event, the

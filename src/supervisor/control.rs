@@ -5,14 +5,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde::Serialize;
 
 use super::registry::Shared;
@@ -203,16 +201,14 @@ fn signal_reload() {
 /// Starts the control endpoint and, when configured, the metrics port.
 pub(super) fn start(shared: Arc<Shared>) {
     let path = shared.config.control.socket.clone();
-    match bind_unix(&path) {
+    match super::bind_root_only(&path, super::Existing::Replace) {
         Ok(listener) => {
             let shared = shared.clone();
             let _ = std::thread::Builder::new()
                 .name("control".into())
                 .spawn(move || {
                     for stream in listener.incoming().flatten() {
-                        let root = getsockopt(&stream, PeerCredentials).is_ok_and(|c| c.uid() == 0);
-                        if !root {
-                            tracing::warn!("refused a non-root peer on the control socket");
+                        if !super::peer_is_root(&stream, "control") {
                             continue;
                         }
                         serve(stream, &shared, true);
@@ -238,16 +234,6 @@ pub(super) fn start(shared: Arc<Shared>) {
             Err(e) => tracing::error!(listen, error = %e, "cannot open the metrics port"),
         }
     }
-}
-
-fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
 }
 
 /// Answers one HTTP/1.0 request. `full` allows /status and /reload (the root-only socket);

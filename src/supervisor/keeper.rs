@@ -19,12 +19,12 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{
-    getsockopt, sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage, MsgFlags,
-    SockFlag, SockType,
+    sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage, MsgFlags, SockFlag,
+    SockType,
 };
 
 use super::slots::{Slots, MAX_SLOTS};
-use super::{bind, state, SupervisorError};
+use super::{bind_root_only, state, Existing, SupervisorError};
 use crate::config::Config;
 
 const TOKEN_SIGNAL: u64 = u64::MAX;
@@ -43,14 +43,9 @@ pub(crate) struct WorkerCommand {
     pub started: u64,
 }
 
-/// A container's notify fd, as the keeper holds it.
+/// A container's notify fd, as it arrives and as the keeper then holds it.
 struct Held {
     /// runc's message, as it came: the worker parses it again.
-    state: Vec<u8>,
-    fd: OwnedFd,
-}
-
-struct Arrival {
     state: Vec<u8>,
     fd: OwnedFd,
 }
@@ -72,7 +67,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
 
     let (listener, activated) = match activated_listener()? {
         Some(l) => (l, true),
-        None => (bind(&config.socket)?, false),
+        None => (bind_root_only(&config.socket, Existing::RefuseLive)?, false),
     };
     let slots = Slots::create().map_err(SupervisorError::SlotFile)?;
     let wake = Arc::new(
@@ -316,7 +311,7 @@ fn send(worker: &Worker, index: usize, h: &Held) {
     }
 }
 
-fn admit(epoll: &Epoll, held: &mut [Option<Held>], worker: Option<&Worker>, a: Arrival) {
+fn admit(epoll: &Epoll, held: &mut [Option<Held>], worker: Option<&Worker>, h: Held) {
     let Some(index) = held.iter().position(Option::is_none) else {
         tracing::error!(
             "{MAX_SLOTS} notify fds are held already; this container is not served and its execs fail"
@@ -324,14 +319,10 @@ fn admit(epoll: &Epoll, held: &mut [Option<Held>], worker: Option<&Worker>, a: A
         return;
     };
     // No events asked for: epoll still reports EPOLLHUP, when the container is gone.
-    if let Err(e) = epoll.add(&a.fd, EpollEvent::new(EpollFlags::empty(), index as u64)) {
+    if let Err(e) = epoll.add(&h.fd, EpollEvent::new(EpollFlags::empty(), index as u64)) {
         tracing::error!(error = %e, "cannot watch a notify fd");
         return;
     }
-    let h = Held {
-        state: a.state,
-        fd: a.fd,
-    };
     if let Some(w) = worker {
         send(w, index, &h);
     }
@@ -340,7 +331,7 @@ fn admit(epoll: &Epoll, held: &mut [Option<Held>], worker: Option<&Worker>, a: A
 
 /// Accepts runtimes' connections; each is read on a thread of its own, so that a slow peer
 /// delays nobody.
-fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Arrival>, wake: Arc<EventFd>) {
+fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Held>, wake: Arc<EventFd>) {
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -355,7 +346,7 @@ fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Arrival>, wake: Arc<Even
             .name("connection".into())
             .spawn(move || {
                 if let Some((state, fd)) = receive(&stream) {
-                    if tx.send(Arrival { state, fd }).is_ok() {
+                    if tx.send(Held { state, fd }).is_ok() {
                         let _ = wake.write(1);
                     }
                 }
@@ -368,20 +359,8 @@ fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Arrival>, wake: Arc<Even
 
 /// Reads runc's message from a root peer.
 fn receive(stream: &UnixStream) -> Option<(Vec<u8>, OwnedFd)> {
-    match getsockopt(stream, sockopt::PeerCredentials) {
-        Ok(cred) if cred.uid() == 0 => {}
-        Ok(cred) => {
-            tracing::warn!(
-                uid = cred.uid(),
-                pid = cred.pid(),
-                "refused a non-root peer"
-            );
-            return None;
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read peer credentials; refused");
-            return None;
-        }
+    if !super::peer_is_root(stream, "listener") {
+        return None;
     }
     match state::receive(stream) {
         Ok((raw, parsed, fd)) => {

@@ -35,6 +35,7 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::config::Config;
 use crate::event::EventSink;
@@ -107,8 +108,18 @@ fn keeper_signals() -> SigSet {
 /// The environment variable that carries the keeper's start time (seconds since the epoch).
 pub(crate) const KEEPER_STARTED_ENV: &str = "EXECGUARD_KEEPER_STARTED";
 
-/// Binds the listener socket: only root may connect (mode 0600, peer uid checked).
-fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
+/// What [`bind_root_only`] does with a socket file that is already there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Existing {
+    /// Refuse if something listens on it (another supervisor); replace a stale file.
+    RefuseLive,
+    /// Replace it: the socket belongs to this keeper's workers, and a new worker takes over.
+    Replace,
+}
+
+/// Binds a unix socket that only root may use: mode 0600 on the file, and every connection
+/// checked by [`peer_is_root`].
+fn bind_root_only(path: &Path, existing: Existing) -> Result<UnixListener, SupervisorError> {
     let err = |source| SupervisorError::Socket {
         path: path.to_owned(),
         source,
@@ -117,7 +128,7 @@ fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     if path.exists() {
-        if UnixStream::connect(path).is_ok() {
+        if existing == Existing::RefuseLive && UnixStream::connect(path).is_ok() {
             return Err(SupervisorError::SocketInUse(path.to_owned()));
         }
         std::fs::remove_file(path).map_err(err)?;
@@ -125,6 +136,27 @@ fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
     let listener = UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(listener)
+}
+
+/// Whether the peer of a connection to `socket` runs as root; a refusal is logged with the
+/// peer's uid and pid.
+fn peer_is_root(stream: &UnixStream, socket: &'static str) -> bool {
+    match getsockopt(stream, PeerCredentials) {
+        Ok(cred) if cred.uid() == 0 => true,
+        Ok(cred) => {
+            tracing::warn!(
+                socket,
+                uid = cred.uid(),
+                pid = cred.pid(),
+                "refused a non-root peer"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(socket, error = %e, "cannot read peer credentials; refused");
+            false
+        }
+    }
 }
 
 /// Runs the worker: reads notify fds from the keeper's channel and serves each on a thread of
