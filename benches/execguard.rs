@@ -362,7 +362,7 @@ fn syscalls_per_exec(guards: &Guards, g: Guard, n: usize) -> Option<Vec<(String,
         n,
     );
     let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(strace.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(strace.id()).expect("a pid fits in pid_t")),
         nix::sys::signal::Signal::SIGINT,
     );
     let _ = strace.wait();

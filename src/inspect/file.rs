@@ -129,10 +129,11 @@ fn classify_elf<S: Source + ?Sized>(file: &S, head: &[u8]) -> Result<FileKind, F
         let (p_type, p_offset, p_filesz) = layout.phdr(ph);
         if p_type == PT_INTERP && interp.is_none() {
             // The kernel refuses interpreters longer than PATH_MAX or shorter than 2 bytes.
-            if !(2..=4096).contains(&p_filesz) {
-                return Ok(FileKind::Other);
-            }
-            let mut name = vec![0u8; p_filesz as usize];
+            let len = match usize::try_from(p_filesz) {
+                Ok(len @ 2..=4096) => len,
+                _ => return Ok(FileKind::Other),
+            };
+            let mut name = vec![0u8; len];
             let n = read_at(file, &mut name, p_offset, "PT_INTERP")?;
             name.truncate(n);
             if let Some(nul) = name.iter().position(|b| *b == 0) {

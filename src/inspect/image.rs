@@ -414,8 +414,9 @@ fn read_proc(dir: &OwnedFd, name: &'static str, max: u64) -> Result<(Vec<u8>, bo
             what: name,
             errno: io_errno(&e),
         })?;
-    let truncated = bytes.len() as u64 > max;
-    bytes.truncate(max as usize);
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    let truncated = bytes.len() > max;
+    bytes.truncate(max);
     Ok((bytes, truncated))
 }
 
@@ -507,9 +508,9 @@ mod tests {
         );
         let mut v32 = Vec::new();
         for (k, v) in [
-            (AT_RANDOM as u32, 0xffd0_0010u32),
+            (u32::try_from(AT_RANDOM).unwrap(), 0xffd0_0010u32),
             (0, 0),
-            (AT_BASE as u32, 5),
+            (u32::try_from(AT_BASE).unwrap(), 5),
         ] {
             v32.extend(k.to_le_bytes());
             v32.extend(v.to_le_bytes());

@@ -117,7 +117,10 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
             match ev.data() {
                 TOKEN_SIGNAL => {
                     while let Ok(Some(info)) = signal_fd.read_signal() {
-                        match Signal::try_from(info.ssi_signo as i32) {
+                        match i32::try_from(info.ssi_signo)
+                            .map_err(|_| Errno::EINVAL)
+                            .and_then(Signal::try_from)
+                        {
                             Ok(Signal::SIGCHLD) => {
                                 if let Some(w) = worker.as_mut() {
                                     if let Ok(Some(status)) = w.child.try_wait() {
@@ -160,7 +163,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                                 tracing::info!(signal = ?sig, "shutting down");
                                 if let Some(mut w) = worker.take() {
                                     let _ = nix::sys::signal::kill(
-                                        nix::unistd::Pid::from_raw(w.child.id() as i32),
+                                        child_pid(&w.child),
                                         Signal::SIGTERM,
                                     );
                                     let _ = w.child.wait();
@@ -187,7 +190,8 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                 }
                 index => {
                     // A notify fd hung up: every task of that filter is gone.
-                    if let Some(h) = held.get_mut(index as usize).and_then(Option::take) {
+                    let slot = usize::try_from(index).ok().and_then(|i| held.get_mut(i));
+                    if let Some(h) = slot.and_then(Option::take) {
                         let _ = epoll.delete(&h.fd);
                     }
                 }
@@ -293,9 +297,15 @@ fn start_worker(
     Ok(worker)
 }
 
+/// A child's pid for `kill` (pids are below `PID_MAX_LIMIT`, 2^22).
+fn child_pid(child: &Child) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
+}
+
 /// Hands one notify fd to the worker: the slot index, runc's message, and the fd.
 fn send(worker: &Worker, index: usize, h: &Held) {
-    let head = (index as u32).to_le_bytes();
+    // A slot index is below MAX_SLOTS; the worker checks it against its own slot file.
+    let head = u32::try_from(index).unwrap_or(u32::MAX).to_le_bytes();
     let iov = [IoSlice::new(&head), IoSlice::new(&h.state)];
     let fds = [h.fd.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];

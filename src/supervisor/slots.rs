@@ -76,7 +76,7 @@ impl Slots {
         let words = [
             n.id,
             u64::from(n.pid) | u64::from(n.flags) << 32,
-            u64::from(n.data.nr as u32) | u64::from(n.data.arch) << 32,
+            u64::from(u32::from_ne_bytes(n.data.nr.to_ne_bytes())) | u64::from(n.data.arch) << 32,
             n.data.instruction_pointer,
         ];
         for (w, v) in slot[1..].iter().zip(words.iter().chain(&n.data.args)) {
@@ -116,7 +116,7 @@ impl Slots {
                 pid: low(w(2)),
                 flags: (w(2) >> 32) as u32,
                 data: SeccompData {
-                    nr: low(w(3)) as i32,
+                    nr: crate::traps::low_i32(w(3)),
                     arch: (w(3) >> 32) as u32,
                     instruction_pointer: w(4),
                     args,

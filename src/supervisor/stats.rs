@@ -5,10 +5,10 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-const LINEAR: u64 = 256;
-const PER_OCTAVE: u64 = 64;
-const OCTAVES: u64 = 32;
-const BUCKETS: usize = (LINEAR + PER_OCTAVE * OCTAVES) as usize;
+const LINEAR: usize = 256;
+const PER_OCTAVE: usize = 64;
+const OCTAVES: usize = 32;
+const BUCKETS: usize = LINEAR + PER_OCTAVE * OCTAVES;
 
 #[derive(Debug)]
 pub(crate) struct Histogram {
@@ -28,24 +28,26 @@ impl Default for Histogram {
 }
 
 fn bucket(us: u64) -> usize {
-    if us < LINEAR {
-        return us as usize;
+    match usize::try_from(us) {
+        Ok(us) if us < LINEAR => return us,
+        _ => {}
     }
-    let exp = 63 - u64::from(us.leading_zeros()); // >= 8
+    let exp = 63 - us.leading_zeros(); // >= 8
     let shift = exp - 6; // keep 7 bits: 64..127
-    let octave = (exp - 8).min(OCTAVES - 1);
-    let sub = ((us >> shift) - PER_OCTAVE).min(PER_OCTAVE - 1);
-    (LINEAR + octave * PER_OCTAVE + sub) as usize
+    let octave = usize::try_from(exp - 8).map_or(OCTAVES - 1, |o| o.min(OCTAVES - 1));
+    // `us >> shift` is 64..=127 (7 significant bits).
+    let top = usize::try_from(us >> shift).unwrap_or(2 * PER_OCTAVE - 1);
+    let sub = (top - PER_OCTAVE).min(PER_OCTAVE - 1);
+    LINEAR + octave * PER_OCTAVE + sub
 }
 
 fn lower_bound(b: usize) -> u64 {
-    let b = b as u64;
     if b < LINEAR {
-        return b;
+        return b as u64;
     }
     let octave = (b - LINEAR) / PER_OCTAVE;
     let sub = (b - LINEAR) % PER_OCTAVE;
-    (PER_OCTAVE + sub) << (octave + 2)
+    ((PER_OCTAVE + sub) as u64) << (octave + 2)
 }
 
 impl Histogram {
@@ -77,13 +79,14 @@ impl Histogram {
             .sum()
     }
 
-    /// The value below which a fraction `q` of the samples lie (a bucket's lower bound).
-    pub(crate) fn quantile(&self, q: f64) -> u64 {
+    /// The value below which `per_mille` thousandths of the samples lie (a bucket's lower
+    /// bound): 500 for the median, 990 for p99.
+    pub(crate) fn quantile(&self, per_mille: u64) -> u64 {
         let total = self.count();
         if total == 0 {
             return 0;
         }
-        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let rank = total.saturating_mul(per_mille).div_ceil(1000).max(1);
         let mut seen = 0u64;
         for (b, c) in self.counts.iter().enumerate() {
             seen += u64::from(c.load(Ordering::Relaxed));
@@ -120,12 +123,12 @@ mod tests {
         for us in 1..=100 {
             h.record(us);
         }
-        assert_eq!(h.quantile(0.5), 50);
-        assert_eq!(h.quantile(0.99), 99);
+        assert_eq!(h.quantile(500), 50);
+        assert_eq!(h.quantile(990), 99);
         assert_eq!(h.count(), 100);
         assert_eq!(h.sum(), 5050);
         h.record(1000);
-        assert!(h.quantile(1.0) >= 990);
+        assert!(h.quantile(1000) >= 990);
         assert_eq!(h.count_at_most(50), 50);
         assert_eq!(h.count_at_most(999), 100);
         assert_eq!(h.count_at_most(1000), 101);

@@ -22,7 +22,14 @@ pub(crate) const MAX_ARGV_ITEMS: usize = 128;
 pub(crate) const MAX_ARG_BYTES: usize = 4096;
 /// Environment entries scanned for `LD_TRACE_LOADED_OBJECTS` and `LD_AUDIT`.
 pub(crate) const MAX_ENV_ITEMS: usize = 4096;
-const PAGE: u64 = 4096;
+const PAGE: usize = 4096;
+
+/// Bytes from `at` to the end of its page (1 to `PAGE`): a read that stays within one page
+/// cannot fail half-way on an unmapped neighbour.
+fn to_page_end(at: u64) -> usize {
+    let into_page = at % PAGE as u64;
+    PAGE - usize::try_from(into_page).unwrap_or(0)
+}
 
 /// What a notification is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +122,8 @@ impl<'a> Target<'a> {
         Self {
             notify,
             id: notif.id,
-            pid: Pid::from_raw(notif.pid as i32),
+            // Pids are below PID_MAX_LIMIT (2^22); one that is not names no process.
+            pid: Pid::from_raw(i32::try_from(notif.pid).unwrap_or(i32::MAX)),
             abi,
             argv_addr: argv,
             envp_addr: envp,
@@ -156,8 +164,7 @@ impl<'a> Target<'a> {
         let mut out = Vec::new();
         let mut at = addr;
         while out.len() < max {
-            let in_page = (PAGE - at % PAGE) as usize;
-            let want = in_page.min(max - out.len());
+            let want = to_page_end(at).min(max - out.len());
             let start = out.len();
             out.resize(start + want, 0);
             self.read_exact(at, &mut out[start..], what)?;
@@ -189,10 +196,9 @@ impl<'a> Target<'a> {
             return Ok((out, true));
         }
         let mut at = addr;
-        let mut buf = vec![0u8; PAGE as usize];
+        let mut buf = vec![0u8; PAGE];
         while out.len() < max {
-            let in_page = (PAGE - at % PAGE) as usize;
-            let want = (in_page / size).clamp(1, max - out.len()) * size;
+            let want = (to_page_end(at) / size).clamp(1, max - out.len()) * size;
             self.read_exact(at, &mut buf[..want], what)?;
             for chunk in buf[..want].chunks_exact(size) {
                 let p = self.abi.word(chunk);
@@ -218,10 +224,11 @@ impl<'a> Target<'a> {
         what: &'static str,
     ) -> Result<(), InspectError> {
         let len = buf.len();
-        let remote = [RemoteIoVec {
-            base: addr as usize,
-            len,
-        }];
+        let base = usize::try_from(addr).map_err(|_| InspectError::ReadTarget {
+            what,
+            errno: Errno::EFAULT,
+        })?;
+        let remote = [RemoteIoVec { base, len }];
         match process_vm_readv(self.pid, &mut [IoSliceMut::new(buf)], &remote) {
             Ok(n) if n == len => Ok(()),
             Ok(_) => Err(InspectError::ReadTarget {
@@ -305,7 +312,7 @@ mod tests {
             (r.syscall, r.abi, r.dirfd, p, a, e),
             (Syscall::Execve, Abi::X86_64, None, 1, 2, 3)
         );
-        let at_fdcwd = libc::AT_FDCWD as u32 as u64;
+        let at_fdcwd = u64::from(u32::from_ne_bytes(libc::AT_FDCWD.to_ne_bytes()));
         let (r, ..) = exec(notif(
             AUDIT_ARCH_X86_64,
             322,

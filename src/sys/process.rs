@@ -16,13 +16,16 @@ pub(crate) struct PidFd(OwnedFd);
 impl PidFd {
     /// `pidfd_open(pid, 0)`.
     pub(crate) fn open(pid: u32) -> io::Result<Self> {
+        let pid =
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
         // SAFETY: pidfd_open takes two integers and returns a new fd or -1; no memory is passed.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
+        let fd = RawFd::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
         // SAFETY: the kernel just returned this new descriptor to us; nothing else owns it.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
     /// Sends SIGKILL to the process.

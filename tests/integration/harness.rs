@@ -206,7 +206,7 @@ impl Supervisor {
 
     /// The keeper's pid.
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        i32::try_from(self.child.id()).expect("a pid fits in pid_t")
     }
 
     /// The current worker's pid (the keeper's child), waiting for one to be there.
@@ -264,7 +264,7 @@ pub fn write_config(dir: &Path, mode: Option<&str>, extra: &str) -> PathBuf {
 /// Stops a daemon the way a service manager would: SIGTERM, then wait.
 pub fn terminate(child: &mut Child) {
     let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid fits in pid_t")),
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = child.wait();
