@@ -120,7 +120,12 @@ pub fn reload(config_path: Option<&Path>) -> Result<()> {
 /// `execguard inject --bundle DIR`: patches DIR/config.json in place, atomically.
 pub fn inject(bundle: &Path, config: Option<&Path>) -> Result<()> {
     let config = Config::load_or_default(config)?;
-    let decision = guard::patch_bundle(bundle, &config, Entry::Inject, None, false)?;
+    let decision = guard::patch_bundle(
+        bundle,
+        &config,
+        guard::Request::new(Entry::Inject, false),
+        None,
+    )?;
     println!("{}", decision.describe(&config));
     Ok(())
 }
@@ -149,8 +154,12 @@ pub fn hook(config: Option<&Path>) -> Result<()> {
         let mut value: serde_json::Value =
             serde_json::from_slice(&text).context("the spec on stdin is not valid JSON")?;
         let container = value["hostname"].as_str().map(str::to_owned);
-        let decision =
-            guard::guard_spec(&mut value, &config, Entry::Hook, container.as_deref(), true)?;
+        let decision = guard::guard_spec(
+            &mut value,
+            &config,
+            guard::Request::new(Entry::Hook, true),
+            container.as_deref(),
+        )?;
         let out = match decision {
             Decision::Guarded { .. } => serde_json::to_vec(&value)?,
             Decision::NotGuarded { .. } => text.clone(),
@@ -282,5 +291,6 @@ pub fn setup(
         };
         println!("{}: {state}", c.path.display());
     }
+    println!("next: {}", engine.next_step());
     Ok(())
 }

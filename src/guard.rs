@@ -75,21 +75,51 @@ impl Decision {
     }
 }
 
-/// Decides and patches. `probe` checks that the supervisor is listening (the hook and the
-/// runtime wrapper do; `inject` prepares bundles and may run before the supervisor starts).
-/// On error the spec is unchanged.
+/// What decides a container's mode besides the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Request {
+    /// The entry point at work.
+    pub(crate) entry: Entry,
+    /// Check that the supervisor is listening (the hook and the runtime wrapper do; `inject`
+    /// prepares bundles and may run before the supervisor starts).
+    pub(crate) probe: bool,
+    /// The mode the runtime was registered with (`execguard-runtime --execguard-mode`, as
+    /// `setup docker` names runtimes): for a container without the annotation, it replaces
+    /// `mode` and `guard_unannotated`, and is written into the spec as the annotation, which
+    /// is where the supervisor reads a container's mode.
+    pub(crate) runtime_mode: Option<Mode>,
+}
+
+impl Request {
+    pub(crate) fn new(entry: Entry, probe: bool) -> Self {
+        Self {
+            entry,
+            probe,
+            runtime_mode: None,
+        }
+    }
+}
+
+/// Decides and patches. On error the spec is unchanged.
 pub(crate) fn guard_spec(
     spec: &mut Value,
     config: &Config,
-    entry: Entry,
+    req: Request,
     container: Option<&str>,
-    probe: bool,
 ) -> Result<Decision, GuardError> {
-    let mode = match spec::annotated_mode(spec)? {
+    let Request {
+        entry,
+        probe,
+        runtime_mode,
+    } = req;
+    let annotated = spec::annotated_mode(spec)?;
+    let mode = match annotated.or(runtime_mode) {
         Some(Mode::Off) => {
-            return Ok(Decision::NotGuarded {
-                reason: format!("annotation {} is off", spec::MODE_ANNOTATION),
-            })
+            let reason = match annotated {
+                Some(_) => format!("annotation {} is off", spec::MODE_ANNOTATION),
+                None => "the runtime's --execguard-mode is off".to_owned(),
+            };
+            return Ok(Decision::NotGuarded { reason });
         }
         Some(m) => m,
         None if !config.guard_unannotated => {
@@ -133,8 +163,15 @@ pub(crate) fn guard_spec(
         }
     }
     let checkpoints = spec::Checkpoints::with_exec(config.detect.exec_checkpoint);
-    match spec::patch(spec, &config.socket, checkpoints)? {
-        Outcome::Guarded { trapped } => Ok(Decision::Guarded { mode, trapped }),
+    let mut work = spec.clone();
+    if annotated.is_none() && runtime_mode.is_some() {
+        spec::set_annotated_mode(&mut work, mode)?;
+    }
+    match spec::patch(&mut work, &config.socket, checkpoints)? {
+        Outcome::Guarded { trapped } => {
+            *spec = work;
+            Ok(Decision::Guarded { mode, trapped })
+        }
         Outcome::Off => Ok(Decision::NotGuarded {
             reason: format!("annotation {} is off", spec::MODE_ANNOTATION),
         }),
@@ -223,9 +260,8 @@ pub(crate) fn report(
 pub(crate) fn patch_bundle(
     bundle: &Path,
     config: &Config,
-    entry: Entry,
+    req: Request,
     container: Option<&str>,
-    probe: bool,
 ) -> anyhow::Result<Decision> {
     let path = bundle.join("config.json");
     let meta = std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -235,7 +271,7 @@ pub(crate) fn patch_bundle(
     let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut value: serde_json::Value = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    let decision = guard_spec(&mut value, config, entry, container, probe)
+    let decision = guard_spec(&mut value, config, req, container)
         .with_context(|| format!("patching {}", path.display()))?;
     if matches!(decision, Decision::Guarded { .. }) {
         write_atomically(&path, &value, meta.permissions().mode())?;
@@ -270,7 +306,7 @@ mod tests {
         let c = config(dir.path(), Unavailable::ByMode);
         let mut audit = json!({"annotations": {"execguard.io/mode": "audit"}});
         let before = audit.clone();
-        let d = guard_spec(&mut audit, &c, Entry::Hook, Some("c1"), true).unwrap();
+        let d = guard_spec(&mut audit, &c, Request::new(Entry::Hook, true), Some("c1")).unwrap();
         assert!(matches!(d, Decision::NotGuarded { .. }));
         assert_eq!(audit, before, "an unguarded spec is not patched");
         let log = std::fs::read_to_string(dir.path().join("report.log")).unwrap();
@@ -279,7 +315,7 @@ mod tests {
         assert_eq!(line["container"]["id"], "c1");
 
         let mut enforce = json!({"annotations": {"execguard.io/mode": "enforce"}});
-        let err = guard_spec(&mut enforce, &c, Entry::Hook, None, true).unwrap_err();
+        let err = guard_spec(&mut enforce, &c, Request::new(Entry::Hook, true), None).unwrap_err();
         assert!(err.to_string().contains("none.sock"), "{err}");
     }
 
@@ -288,11 +324,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = json!({});
         let fail = config(dir.path(), Unavailable::Fail);
-        assert!(guard_spec(&mut spec, &fail, Entry::Runtime, None, true).is_err());
+        assert!(guard_spec(&mut spec, &fail, Request::new(Entry::Runtime, true), None).is_err());
         let mut enforce = json!({"annotations": {"execguard.io/mode": "enforce"}});
         let unguarded = config(dir.path(), Unavailable::Unguarded);
         assert!(matches!(
-            guard_spec(&mut enforce, &unguarded, Entry::Runtime, None, true).unwrap(),
+            guard_spec(
+                &mut enforce,
+                &unguarded,
+                Request::new(Entry::Runtime, true),
+                None
+            )
+            .unwrap(),
             Decision::NotGuarded { .. }
         ));
     }
@@ -303,11 +345,11 @@ mod tests {
         let mut c = config(dir.path(), Unavailable::ByMode);
         c.guard_unannotated = false;
         let mut spec = json!({});
-        let d = guard_spec(&mut spec, &c, Entry::Inject, None, false).unwrap();
+        let d = guard_spec(&mut spec, &c, Request::new(Entry::Inject, false), None).unwrap();
         assert!(matches!(d, Decision::NotGuarded { .. }));
         assert_eq!(spec, json!({}));
         let mut annotated = json!({"annotations": {"execguard.io/mode": "enforce"}});
-        let d = guard_spec(&mut annotated, &c, Entry::Inject, None, false).unwrap();
+        let d = guard_spec(&mut annotated, &c, Request::new(Entry::Inject, false), None).unwrap();
         assert!(matches!(
             d,
             Decision::Guarded {
@@ -315,5 +357,55 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A runtime registered with a mode guards unannotated containers in that mode (even with
+    /// `guard_unannotated = false`) and writes it into the spec; an annotation still wins.
+    #[test]
+    fn runtime_mode_for_unannotated_containers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path(), Unavailable::ByMode);
+        c.guard_unannotated = false;
+        let req = |m| Request {
+            runtime_mode: Some(m),
+            ..Request::new(Entry::Runtime, false)
+        };
+        let mut spec = json!({"process": {"args": ["sh"]}});
+        let d = guard_spec(&mut spec, &c, req(Mode::Enforce), None).unwrap();
+        assert!(
+            matches!(
+                d,
+                Decision::Guarded {
+                    mode: Mode::Enforce,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        assert_eq!(spec["annotations"]["execguard.io/mode"], "enforce");
+        assert!(spec["linux"]["seccomp"]["listenerPath"].is_string());
+
+        let mut annotated = json!({"annotations": {"execguard.io/mode": "audit"}});
+        let d = guard_spec(&mut annotated, &c, req(Mode::Enforce), None).unwrap();
+        assert!(
+            matches!(
+                d,
+                Decision::Guarded {
+                    mode: Mode::Audit,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        assert_eq!(annotated["annotations"]["execguard.io/mode"], "audit");
+
+        let mut off = json!({});
+        let d = guard_spec(&mut off, &c, req(Mode::Off), None).unwrap();
+        assert!(matches!(d, Decision::NotGuarded { .. }));
+        assert_eq!(off, json!({}), "an unguarded spec is not patched");
+
+        let mut bad = json!({"annotations": 5});
+        assert!(guard_spec(&mut bad, &c, req(Mode::Audit), None).is_err());
+        assert_eq!(bad, json!({"annotations": 5}));
     }
 }

@@ -23,6 +23,7 @@ enum SetupEngine {
     Podman,
     Containerd,
     Crio,
+    Docker,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -144,6 +145,7 @@ fn main() -> ExitCode {
                 SetupEngine::Podman => execguard::setup::Engine::Podman,
                 SetupEngine::Containerd => execguard::setup::Engine::Containerd,
                 SetupEngine::Crio => execguard::setup::Engine::Crio,
+                SetupEngine::Docker => execguard::setup::Engine::Docker,
             };
             let layout = execguard::setup::Layout {
                 root,

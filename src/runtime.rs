@@ -6,7 +6,10 @@
 //! Its config comes from `--execguard-config FILE` among the global flags (podman:
 //! `--runtime-flag execguard-config=FILE`; the flag is removed before the real runtime runs),
 //! else `$EXECGUARD_CONFIG` (containerd's shim passes containerd's environment on), else
-//! `/etc/execguard/config.toml`.
+//! `/etc/execguard/config.toml`. `--execguard-mode MODE` (also removed) sets the mode of the
+//! containers it creates that carry no `execguard.io/mode` annotation: Docker before 24 has no
+//! annotations, so `execguard setup docker` registers one runtime per mode
+//! (`execguard-audit`, `execguard-enforce`) besides `execguard` (the config's mode).
 //!
 //! Its own errors go to stderr and, when the caller gave `--log`, to that file as runc-style
 //! log lines, which is where containerd's shim looks for the reason a create failed.
@@ -20,12 +23,16 @@ use std::process::{Command, ExitCode};
 
 use crate::config::Config;
 use crate::guard::{self, Decision, Entry};
+use crate::vocab::Mode;
 
-/// The wrapper's own global flag; never passed on.
+/// The wrapper's own global flags; never passed on.
 const CONFIG_FLAG: &str = "--execguard-config";
+const MODE_FLAG: &str = "--execguard-mode";
+const OWN_FLAGS: &[&str] = &[CONFIG_FLAG, MODE_FLAG];
 /// Global flags of runc and crun that take a value (as the next argument or after `=`).
 const GLOBAL_VALUE_FLAGS: &[&str] = &[
     CONFIG_FLAG,
+    MODE_FLAG,
     "--root",
     "--log",
     "--log-format",
@@ -57,6 +64,9 @@ pub(crate) struct Invocation {
     pub(crate) version: bool,
     /// `--execguard-config`.
     pub(crate) config: Option<PathBuf>,
+    /// `--execguard-mode`: the mode of unannotated containers of this runtime (Docker's named
+    /// runtimes, `execguard setup docker`).
+    pub(crate) mode: Option<String>,
     /// The arguments for the real runtime: all but `--execguard-config` and its value.
     pub(crate) forward: Vec<OsString>,
     /// For `create` and `run`: the bundle (`--bundle`/`-b`, else the working directory).
@@ -104,9 +114,12 @@ pub(crate) fn parse(args: &[OsString]) -> Invocation {
             b"--log-format" => log_format = value,
             b"--version" | b"-v" => inv.version = true,
             f if f == CONFIG_FLAG.as_bytes() => inv.config = value.map(|v| to_path(&v)),
+            f if f == MODE_FLAG.as_bytes() => {
+                inv.mode = Some(String::from_utf8_lossy(&value.unwrap_or_default()).into_owned());
+            }
             _ => {}
         }
-        if flag != CONFIG_FLAG.as_bytes() {
+        if !OWN_FLAGS.iter().any(|f| f.as_bytes() == flag) {
             inv.forward
                 .extend(args[start..=i.min(args.len() - 1)].iter().cloned());
         }
@@ -143,6 +156,12 @@ pub(crate) fn parse(args: &[OsString]) -> Invocation {
         }
     }
     inv
+}
+
+/// The value of `--execguard-mode`.
+fn parse_mode(value: &str) -> Result<Mode, String> {
+    Mode::from_annotation(value)
+        .ok_or_else(|| format!("{MODE_FLAG} {value:?} is not one of off, audit, enforce"))
 }
 
 /// The configured runtime is a name that no directory of PATH has.
@@ -218,6 +237,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&inv, &Config::default(), &format!("execguard: {e}")),
     };
+    let mode = match inv.mode.as_deref().map(parse_mode).transpose() {
+        Ok(m) => m,
+        Err(e) => return fail(&inv, &config, &format!("execguard: {e}")),
+    };
     let real = match find_runtime(&config.runtime.path) {
         Ok(r) => r,
         Err(e) => return fail(&inv, &config, &format!("execguard: {e}")),
@@ -228,13 +251,11 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         let _ = std::io::stdout().flush();
     }
     if let (Some("create" | "run"), Some(bundle)) = (inv.command.as_deref(), &inv.bundle) {
-        let result = guard::patch_bundle(
-            bundle,
-            &config,
-            Entry::Runtime,
-            inv.container.as_deref(),
-            true,
-        );
+        let req = guard::Request {
+            runtime_mode: mode,
+            ..guard::Request::new(Entry::Runtime, true)
+        };
+        let result = guard::patch_bundle(bundle, &config, req, inv.container.as_deref());
         match result {
             Ok(Decision::Guarded { .. }) => {}
             Ok(Decision::NotGuarded { reason }) => {
@@ -334,6 +355,42 @@ mod tests {
         );
         let plain = args(&["r", "--root", "/r", "--debug", "state", "c"]);
         assert_eq!(parse(&plain).forward, plain[1..].to_vec());
+    }
+
+    /// Docker passes a runtime's `runtimeArgs` first, then its own global flags.
+    #[test]
+    fn mode_flag_is_taken_out() {
+        let inv = parse(&args(&[
+            "execguard-runtime",
+            "--execguard-config",
+            "/e.toml",
+            "--execguard-mode=enforce",
+            "--root",
+            "/var/run/docker/runtime-runc/moby",
+            "--log",
+            "/l/log.json",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "c",
+        ]));
+        assert_eq!(inv.mode.as_deref(), Some("enforce"));
+        assert_eq!(inv.config, Some(PathBuf::from("/e.toml")));
+        assert!(!inv
+            .forward
+            .iter()
+            .any(|a| a.to_string_lossy().contains("execguard")));
+        assert_eq!(parse_mode("audit"), Ok(Mode::Audit));
+        let err = parse_mode("strict").unwrap_err();
+        assert!(
+            err.contains("--execguard-mode") && err.contains("strict"),
+            "{err}"
+        );
+        let spaced = parse(&args(&["r", "--execguard-mode", "off", "create", "c"]));
+        assert_eq!(spaced.mode.as_deref(), Some("off"));
+        assert_eq!(spaced.forward, args(&["create", "c"]));
     }
 
     #[test]

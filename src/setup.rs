@@ -12,6 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
+use crate::vocab::Mode;
 use toml_edit::{value, Array, DocumentMut, Item, Table};
 
 /// The engines `setup` knows.
@@ -20,6 +22,25 @@ pub enum Engine {
     Podman,
     Containerd,
     Crio,
+    Docker,
+}
+
+impl Engine {
+    /// What makes the engine use what `setup` wrote.
+    pub(crate) fn next_step(self) -> &'static str {
+        match self {
+            Engine::Podman => "podman reads its hooks at every container start: nothing to restart",
+            Engine::Containerd => {
+                "restart containerd (systemctl restart containerd); running containers keep running"
+            }
+            Engine::Crio => "restart CRI-O (systemctl restart crio)",
+            Engine::Docker => {
+                "dockerd reads its runtimes again on SIGHUP: systemctl reload docker (or \
+                 kill -HUP $(pidof dockerd)); running containers keep running. Then: docker run \
+                 --runtime execguard (the config's mode), execguard-audit or execguard-enforce"
+            }
+        }
+    }
 }
 
 /// Where execguard's binaries and files are (the package's layout by default).
@@ -66,6 +87,7 @@ pub(crate) fn plan(engine: Engine, l: &Layout) -> Result<Vec<Change>> {
         Engine::Podman => podman(l),
         Engine::Containerd => containerd(l).map(|c| vec![c]),
         Engine::Crio => Ok(vec![crio(l)?]),
+        Engine::Docker => docker(l).map(|c| vec![c]),
     }
 }
 
@@ -240,6 +262,55 @@ fn ensure_sub<'a>(t: &'a mut Table, key: &str) -> Result<&'a mut Table> {
     t.get_mut(key)
         .and_then(Item::as_table_mut)
         .with_context(|| format!("`{key}` is not a table"))
+}
+
+const DOCKER_DAEMON_JSON: &str = "/etc/docker/daemon.json";
+
+/// The Docker runtimes `setup docker` registers, with the mode each gives containers that
+/// carry no `execguard.io/mode` annotation (`None`: the config's `mode`). Docker before 24 has
+/// no `--annotation`, so the runtime's name is how a container picks its mode.
+const DOCKER_RUNTIMES: &[(&str, Option<Mode>)] = &[
+    ("execguard", None),
+    ("execguard-audit", Some(Mode::Audit)),
+    ("execguard-enforce", Some(Mode::Enforce)),
+];
+
+/// Adds execguard's runtimes to dockerd's `daemon.json`, keeping every other key and value.
+fn docker(l: &Layout) -> Result<Change> {
+    let path = l.at(DOCKER_DAEMON_JSON);
+    let before = read_existing(&path)?;
+    let mut doc: serde_json::Value = match before.as_deref() {
+        None => serde_json::json!({}),
+        Some(t) if t.trim().is_empty() => serde_json::json!({}),
+        Some(t) => serde_json::from_str(t)
+            .with_context(|| format!("{} is not valid JSON; left as it is", path.display()))?,
+    };
+    let top = doc
+        .as_object_mut()
+        .with_context(|| format!("{}: the top level is not a JSON object", path.display()))?;
+    let runtimes = top
+        .entry("runtimes")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()
+        .with_context(|| format!("{}: `runtimes` is not a JSON object", path.display()))?;
+    for (name, mode) in DOCKER_RUNTIMES {
+        let mut args = vec![
+            "--execguard-config".to_owned(),
+            l.config.to_string_lossy().into_owned(),
+        ];
+        if let Some(m) = mode {
+            args.push(format!("--execguard-mode={m}"));
+        }
+        runtimes.insert(
+            (*name).to_owned(),
+            serde_json::json!({"path": l.runtime, "runtimeArgs": args}),
+        );
+    }
+    Ok(Change {
+        path,
+        content: serde_json::to_string_pretty(&doc)? + "\n",
+        before,
+    })
 }
 
 const CRIO_DROPIN: &str = "/etc/crio/crio.conf.d/50-execguard.conf";

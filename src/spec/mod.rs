@@ -117,6 +117,24 @@ pub(crate) fn annotated_mode(spec: &Value) -> Result<Option<Mode>, SpecError> {
     }
 }
 
+/// Sets the mode annotation (the supervisor reads a container's mode from it).
+pub(crate) fn set_annotated_mode(spec: &mut Value, mode: Mode) -> Result<(), SpecError> {
+    let root = spec
+        .as_object_mut()
+        .ok_or_else(|| wrong_type("(root)", "object"))?;
+    let annotations = root
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let annotations = annotations
+        .as_object_mut()
+        .ok_or_else(|| wrong_type("annotations", "object"))?;
+    annotations.insert(
+        MODE_ANNOTATION.to_owned(),
+        Value::String(mode.as_str().to_owned()),
+    );
+    Ok(())
+}
+
 /// Patches `spec` for the supervisor listening on `socket`, trapping what `checkpoints` needs.
 /// On error the spec is unchanged.
 pub(crate) fn patch(

@@ -231,3 +231,71 @@ fn setup_containerd_edits_in_place() {
         .join("etc/crio/crio.conf.d/50-execguard.conf")
         .exists());
 }
+
+/// `setup docker` adds the three runtimes to daemon.json, keeps every other key and value,
+/// changes nothing the second time, and refuses a malformed file with the file and the JSON
+/// error, leaving it untouched.
+#[test]
+fn setup_docker_edits_daemon_json() {
+    needs_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let json = dir.path().join("etc/docker/daemon.json");
+    std::fs::create_dir_all(json.parent().unwrap()).unwrap();
+    let site = r#"{"log-driver": "journald", "runtimes": {"kata": {"path": "/usr/bin/kata"}}, "default-runtime": "runc"}"#;
+    std::fs::write(&json, site).unwrap();
+
+    let (ok, out, err) = execguard(&["setup", "docker", "--dry-run", "--root", root]);
+    assert!(ok, "{err}");
+    assert!(out.contains("would be changed"), "{out}");
+    assert_eq!(std::fs::read_to_string(&json).unwrap(), site);
+
+    let (ok, out, err) = execguard(&["setup", "docker", "--root", root]);
+    assert!(ok, "{err}");
+    assert!(out.contains("written") && out.contains("SIGHUP"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["log-driver"], "journald");
+    assert_eq!(v["default-runtime"], "runc");
+    assert_eq!(v["runtimes"]["kata"]["path"], "/usr/bin/kata");
+    for (name, mode) in [
+        ("execguard", None),
+        ("execguard-audit", Some("audit")),
+        ("execguard-enforce", Some("enforce")),
+    ] {
+        let rt = &v["runtimes"][name];
+        assert_eq!(rt["path"], "/usr/bin/execguard-runtime", "{v:#}");
+        let args: Vec<&str> = rt["runtimeArgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            &args[..2],
+            ["--execguard-config", "/etc/execguard/config.toml"]
+        );
+        assert_eq!(
+            args.get(2).copied(),
+            mode.map(|m| format!("--execguard-mode={m}")).as_deref()
+        );
+    }
+    let (ok, out, _) = execguard(&["setup", "docker", "--root", root]);
+    assert!(ok && out.contains("already set up"), "{out}");
+
+    // dockerd itself reads the file in tests/integration/docker.rs.
+    let broken = "{\"log-driver\": \"journald\",\n  \"runtimes\": {,}\n}\n";
+    std::fs::write(&json, broken).unwrap();
+    let (ok, _, err) = execguard(&["setup", "docker", "--root", root]);
+    assert!(!ok);
+    assert!(
+        err.contains("daemon.json") && err.contains("line 2"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&json).unwrap(), broken);
+
+    // No daemon.json at all: created.
+    std::fs::remove_file(&json).unwrap();
+    let (ok, out, err) = execguard(&["setup", "docker", "--root", root]);
+    assert!(ok && out.contains("written"), "{out}{err}");
+}
