@@ -535,16 +535,22 @@ pub fn podman_run(
     cmd.args(["-k", "5", "120", "podman", "--cgroup-manager", "cgroupfs"]);
     match way {
         PodmanWay::Hook => {
-            let hooks = dir.path().join("hooks.d");
-            std::fs::create_dir_all(&hooks).unwrap();
-            let hook = json!({
-                "version": "1.0.0",
-                "hook": {"path": EXECGUARD, "args": ["execguard", "hook", "--config", config]},
-                "when": {"always": true},
-                "stages": ["precreate"]
-            });
-            std::fs::write(hooks.join("execguard.json"), hook.to_string()).unwrap();
-            cmd.args(["--runtime", "runc", "--hooks-dir"]).arg(&hooks);
+            // The hook as `execguard setup podman` writes it, pointed at this build.
+            let (ok, out, err) = execguard(&[
+                "setup",
+                "podman",
+                "--root",
+                dir.path().to_str().unwrap(),
+                "--execguard-path",
+                EXECGUARD,
+                "--config",
+                config.to_str().unwrap(),
+                "--hooks-dir",
+                "/hooks.d",
+            ]);
+            assert!(ok, "execguard setup podman: {out}{err}");
+            cmd.args(["--runtime", "runc", "--hooks-dir"])
+                .arg(dir.path().join("hooks.d"));
         }
         PodmanWay::Runtime => {
             cmd.args(["--runtime", EXECGUARD_RUNTIME, "--runtime-flag"])
@@ -679,6 +685,177 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+/// A private dockerd (own data root, exec root, socket and managed containerd), with the
+/// runtimes `execguard setup docker` writes, stopped on drop (its containers first).
+pub struct Docker {
+    pub socket: PathBuf,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+/// The image every Docker test runs: the fixture's root filesystem, `docker import`ed.
+pub const DOCKER_IMAGE: &str = "execguard-test-rootfs:1";
+
+impl Docker {
+    /// Starts dockerd with the daemon.json that `execguard setup docker` writes for this
+    /// build's `execguard-runtime` and `execguard_config`, and imports the test image.
+    pub fn start(execguard_config: &Path) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("eg-dockerd")
+            .tempdir()
+            .unwrap();
+        let (ok, out, err) = execguard(&[
+            "setup",
+            "docker",
+            "--root",
+            dir.path().to_str().unwrap(),
+            "--runtime-path",
+            EXECGUARD_RUNTIME,
+            "--config",
+            execguard_config.to_str().unwrap(),
+        ]);
+        assert!(ok, "execguard setup docker: {out}{err}");
+        let socket = dir.path().join("docker.sock");
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(dir.path().join("etc/docker/daemon.json"))
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting dockerd");
+        let docker = Self { socket, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !docker
+            .cli()
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start:\n{}",
+                docker.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let fx = fixture();
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(&fx.rootfs)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let import = docker
+            .cli()
+            .args(["import", "-", DOCKER_IMAGE])
+            .stdin(tar.stdout.unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            import.status.success(),
+            "docker import: {}",
+            String::from_utf8_lossy(&import.stderr)
+        );
+        docker
+    }
+
+    /// The docker client, talking to this daemon.
+    pub fn cli(&self) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.arg("-H")
+            .arg(format!("unix://{}", self.socket.display()));
+        cmd
+    }
+
+    /// `docker run --rm --runtime RUNTIME [OPTIONS] IMAGE sh -c script`, with the host's /usr,
+    /// the helpers and a work directory mounted. The run's `id` is Docker's full container id
+    /// (the one runc and the supervisor see).
+    pub fn run(&self, runtime: &str, options: &[&str], script: &str) -> Run {
+        let (mut cmd, cidfile, work, dir) = self.run_command(runtime, options);
+        cmd.args(["--rm", DOCKER_IMAGE, "/bin/sh", "-c", script]);
+        let out = cmd.output().unwrap();
+        let id = std::fs::read_to_string(cidfile).unwrap_or_default();
+        Run::new(id, out, work, dir)
+    }
+
+    /// Starts a container that sleeps, for `docker exec`; removed with the daemon. Gives its
+    /// full id and its work directory.
+    pub fn start_sleeping(&self, runtime: &str) -> (String, PathBuf, tempfile::TempDir) {
+        let (mut cmd, cidfile, work, dir) = self.run_command(runtime, &[]);
+        cmd.args(["-d", DOCKER_IMAGE, "/bin/sleep", "120"]);
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker run -d: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (std::fs::read_to_string(cidfile).unwrap(), work, dir)
+    }
+
+    fn run_command(
+        &self,
+        runtime: &str,
+        options: &[&str],
+    ) -> (Command, PathBuf, PathBuf, tempfile::TempDir) {
+        let fx = fixture();
+        let dir = tempfile::Builder::new()
+            .prefix("eg-docker")
+            .tempdir()
+            .unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let cidfile = dir.path().join("cid");
+        let mut cmd = self.cli();
+        cmd.args([
+            "run",
+            "--runtime",
+            runtime,
+            "--network",
+            "none",
+            "--cidfile",
+        ])
+        .arg(&cidfile)
+        .args(options)
+        .args(["-v", "/usr:/usr:ro", "-v"])
+        .arg(format!("{}:/opt/eg:ro", fx.bin.display()))
+        .arg("-v")
+        .arg(format!("{}:/work", work.display()))
+        .stdin(Stdio::null());
+        (cmd, cidfile, work, dir)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        if let Ok(out) = self.cli().args(["ps", "-aq"]).output() {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            if !ids.is_empty() {
+                let _ = self.cli().args(["rm", "-f"]).args(&ids).output();
+            }
+        }
+        // SIGTERM: dockerd stops its containerd and unmounts its layers before it exits.
         terminate(&mut self.child);
     }
 }
