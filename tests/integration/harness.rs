@@ -753,7 +753,7 @@ impl Docker {
             std::thread::sleep(Duration::from_millis(50));
         }
         let fx = fixture();
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&fx.rootfs)
             .args(["-c", "."])
@@ -763,9 +763,13 @@ impl Docker {
         let import = docker
             .cli()
             .args(["import", "-", DOCKER_IMAGE])
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().unwrap())
             .output()
             .unwrap();
+        assert!(
+            tar.wait().unwrap().success(),
+            "tar of the test rootfs failed"
+        );
         assert!(
             import.status.success(),
             "docker import: {}",
