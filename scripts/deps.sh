@@ -17,6 +17,11 @@ if ! command -v kubernetes-validate >/dev/null; then
   echo "execguard: installing kubernetes-validate (PyPI)" >&2
   python3 -m pip install -q kubernetes-validate >&2
 fi
+# The CI snippets: the GitHub workflow schema (vendored in check-jsonschema), YAML.
+if ! command -v check-jsonschema >/dev/null; then
+  echo "execguard: installing check-jsonschema (PyPI)" >&2
+  python3 -m pip install -q check-jsonschema pyyaml >&2
+fi
 if ! command -v cargo >/dev/null; then
   echo "execguard: cargo is not on PATH; install a Rust toolchain (1.85 or newer) first" >&2
   exit 1

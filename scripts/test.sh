@@ -21,6 +21,8 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-10} ./scripts/fuzz.sh
 cargo bench --bench execguard -- --quick
 # The Kubernetes manifests against the API schemas.
 kubernetes-validate --strict deploy/kubernetes/execguard.yaml examples/kubernetes/runtimeclass.yaml
+# The CI runner snippets (examples/ci/) against the schemas and parsers that install here.
+python3 scripts/check-ci-examples.py
 # The Debian package installs and removes cleanly on this machine.
 ./scripts/package.sh
 # Tests that skip when a component is missing fail instead: here everything is installed.
