@@ -237,6 +237,22 @@ fn containerd(l: &Layout) -> Result<Change> {
     handler.insert("container_annotations", value(annotations));
     let options = ensure_sub(handler, "options")?;
     options.insert("BinaryName", value(l.runtime.to_string_lossy().as_ref()));
+    // A config that names no runtime relies on containerd's built-in `runc` entry, which a
+    // `runtimes` table of its own replaces: without this, the CRI plugin would refuse to load
+    // ("no corresponding runtime configured ... for default_runtime_name").
+    let cri = ensure_table(
+        &mut doc,
+        &["plugins", "io.containerd.grpc.v1.cri", "containerd"],
+    )?;
+    let builtin_default = cri
+        .get("default_runtime_name")
+        .and_then(Item::as_str)
+        .is_none_or(|name| name == "runc");
+    let runtimes = ensure_sub(cri, "runtimes")?;
+    if builtin_default && !runtimes.contains_key("runc") {
+        let runc = ensure_sub(runtimes, "runc")?;
+        runc.insert("runtime_type", value("io.containerd.runc.v2"));
+    }
     Ok(Change {
         path,
         content: doc.to_string(),
@@ -370,6 +386,33 @@ mod tests {
         let again = containerd(&l).unwrap();
         assert_eq!(again.before.as_deref(), Some(again.content.as_str()));
         assert!(apply(&[again]).unwrap().is_empty());
+    }
+
+    /// A config that names no runtime relied on containerd's built-in `runc`; a `runtimes`
+    /// table of ours must not make the CRI plugin lose it (it would refuse to load).
+    #[test]
+    fn containerd_keeps_the_default_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(dir.path());
+        let cfg = dir.path().join("etc/containerd/config.toml");
+        std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        for (original, runc_added) in [
+            ("version = 2\n", true),
+            ("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v1\"\n", false),
+            ("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  default_runtime_name = \"crun\"\n", false),
+        ] {
+            std::fs::write(&cfg, original).unwrap();
+            let doc: DocumentMut = containerd(&l).unwrap().content.parse().unwrap();
+            let runc = doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"].get("runc");
+            let runtime_type = runc
+                .and_then(|r| r.get("runtime_type"))
+                .and_then(Item::as_str);
+            match (runc_added, original.contains("runc.v1")) {
+                (true, _) => assert_eq!(runtime_type, Some("io.containerd.runc.v2"), "{original}"),
+                (false, true) => assert_eq!(runtime_type, Some("io.containerd.runc.v1"), "{original}"),
+                (false, false) => assert!(runc.is_none(), "{original}"),
+            }
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ macro_rules! needs_root {
 
 mod cli;
 mod containerd;
+mod cri;
 mod docker;
 mod failsafe;
 mod harness;
