@@ -263,31 +263,43 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
     Ok(())
 }
 
-/// `execguard setup ENGINE [--dry-run]`.
+/// `execguard setup ENGINE [--dry-run] [--remove]`.
 pub fn setup(
     engine: crate::setup::Engine,
     layout: &crate::setup::Layout,
     dry_run: bool,
+    remove: bool,
 ) -> Result<()> {
-    let changes = crate::setup::plan(engine, layout)?;
+    let changes = if remove {
+        crate::setup::plan_removal(engine, layout)?
+    } else {
+        crate::setup::plan(engine, layout)?
+    };
     if dry_run {
         for c in &changes {
-            let state = match &c.before {
-                Some(b) if *b == c.content => "unchanged",
-                Some(_) => "would be changed",
-                None => "would be created",
+            let state = match (&c.before, &c.content) {
+                _ if c.is_noop() => "unchanged",
+                (None, None) => "absent",
+                (Some(_), None) => "would be removed",
+                (Some(_), Some(_)) => "would be changed",
+                (None, Some(_)) => "would be created",
             };
-            println!("== {} ({state})\n{}", c.path.display(), c.content);
+            println!(
+                "== {} ({state})\n{}",
+                c.path.display(),
+                c.content.as_deref().unwrap_or("")
+            );
         }
         println!("(dry run: nothing written)");
         return Ok(());
     }
     let written = crate::setup::apply(&changes)?;
     for c in &changes {
-        let state = if written.contains(&c.path) {
-            "written"
-        } else {
-            "already set up"
+        let state = match (written.contains(&c.path), &c.content) {
+            (true, Some(_)) => "written",
+            (true, None) => "removed",
+            (false, _) if remove => "nothing of execguard's",
+            (false, _) => "already set up",
         };
         println!("{}: {state}", c.path.display());
     }

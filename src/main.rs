@@ -82,6 +82,9 @@ enum Command {
         /// Show the files and their new content; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Take execguard out of the engine's configuration instead (the rest is kept).
+        #[arg(long)]
+        remove: bool,
         /// Write under this directory instead of / (image builds, tests).
         #[arg(long, default_value = "/")]
         root: PathBuf,
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
         Command::Setup {
             engine,
             dry_run,
+            remove,
             root,
             runtime_path,
             execguard_path,
@@ -154,7 +158,7 @@ fn main() -> ExitCode {
                 config,
                 hooks_dir,
             };
-            commands::setup(engine, &layout, dry_run)
+            commands::setup(engine, &layout, dry_run, remove)
         }
         Command::Reload { config } => commands::reload(config.as_deref()),
         Command::Worker {

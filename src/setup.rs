@@ -66,13 +66,29 @@ impl Default for Layout {
     }
 }
 
-/// One file `setup` writes: its path (inside `root`) and its new content.
+/// One file `setup` writes: its path (inside `root`) and its new content (`None`: the file
+/// is removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Change {
     pub(crate) path: PathBuf,
-    pub(crate) content: String,
+    pub(crate) content: Option<String>,
     /// The file's content before, if it existed.
     pub(crate) before: Option<String>,
+}
+
+impl Change {
+    fn write(path: PathBuf, content: String, before: Option<String>) -> Self {
+        Self {
+            path,
+            content: Some(content),
+            before,
+        }
+    }
+
+    /// Whether the file is already as it should be.
+    pub(crate) fn is_noop(&self) -> bool {
+        self.before == self.content
+    }
 }
 
 impl Layout {
@@ -91,20 +107,91 @@ pub(crate) fn plan(engine: Engine, l: &Layout) -> Result<Vec<Change>> {
     }
 }
 
-/// Writes the changes (temporary file, synced, then renamed; an existing file's mode kept),
-/// skipping files already as they should be.
+/// What `setup --remove` changes to take execguard out of `engine`'s configuration: the
+/// files it wrote are removed, the entries it added to shared files are taken out (the rest
+/// of those files kept).
+pub(crate) fn plan_removal(engine: Engine, l: &Layout) -> Result<Vec<Change>> {
+    let remove = |path: PathBuf| -> Result<Change> {
+        Ok(Change {
+            before: read_existing(&path)?,
+            path,
+            content: None,
+        })
+    };
+    match engine {
+        Engine::Podman => Ok(vec![
+            remove(l.at(PODMAN_DROPIN))?,
+            remove(l.at(&l.hooks_dir.join("execguard.json").to_string_lossy()))?,
+        ]),
+        Engine::Crio => Ok(vec![remove(l.at(CRIO_DROPIN))?]),
+        Engine::Containerd => {
+            let path = l.at(CONTAINERD_CONFIG);
+            let Some(before) = read_existing(&path)? else {
+                return Ok(Vec::new());
+            };
+            let mut doc: DocumentMut = before
+                .parse()
+                .with_context(|| format!("{} is not valid TOML", path.display()))?;
+            let runtimes = doc
+                .get_mut("plugins")
+                .and_then(|p| p.get_mut("io.containerd.grpc.v1.cri"))
+                .and_then(|c| c.get_mut("containerd"))
+                .and_then(|c| c.get_mut("runtimes"))
+                .and_then(Item::as_table_like_mut);
+            if let Some(runtimes) = runtimes {
+                runtimes.remove("execguard");
+            }
+            Ok(vec![Change::write(path, doc.to_string(), Some(before))])
+        }
+        Engine::Docker => {
+            let path = l.at(DOCKER_DAEMON_JSON);
+            let Some(before) = read_existing(&path)? else {
+                return Ok(Vec::new());
+            };
+            let mut doc: serde_json::Value = serde_json::from_str(&before)
+                .with_context(|| format!("{} is not valid JSON; left as it is", path.display()))?;
+            if let Some(top) = doc.as_object_mut() {
+                if let Some(runtimes) = top.get_mut("runtimes").and_then(|r| r.as_object_mut()) {
+                    for (name, _) in DOCKER_RUNTIMES {
+                        runtimes.remove(*name);
+                    }
+                    if runtimes.is_empty() {
+                        top.remove("runtimes");
+                    }
+                }
+            }
+            let content = serde_json::to_string_pretty(&doc)? + "\n";
+            // Untouched when there was nothing of ours (its formatting kept).
+            let content = if serde_json::from_str::<serde_json::Value>(&before).ok() == Some(doc) {
+                before.clone()
+            } else {
+                content
+            };
+            Ok(vec![Change::write(path, content, Some(before))])
+        }
+    }
+}
+
+/// Writes the changes (temporary file, synced, then renamed; an existing file's mode kept) and
+/// removes the files to remove, skipping files already as they should be.
 pub(crate) fn apply(changes: &[Change]) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for c in changes {
-        if c.before.as_deref() == Some(c.content.as_str()) {
+        if c.is_noop() {
             continue;
         }
+        let Some(content) = &c.content else {
+            std::fs::remove_file(&c.path)
+                .with_context(|| format!("removing {}", c.path.display()))?;
+            written.push(c.path.clone());
+            continue;
+        };
         if let Some(dir) = c.path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let mode = crate::fsutil::mode_or(&c.path, 0o644)
             .with_context(|| format!("reading {}", c.path.display()))?;
-        crate::fsutil::write_atomic(&c.path, c.content.as_bytes(), mode)
+        crate::fsutil::write_atomic(&c.path, content.as_bytes(), mode)
             .with_context(|| format!("replacing {}", c.path.display()))?;
         written.push(c.path.clone());
     }
@@ -186,16 +273,16 @@ fn podman(l: &Layout) -> Result<Vec<Change>> {
     hook["hook"]["args"] = serde_json::json!(["execguard", "hook", "--config", l.config]);
     let hook_path = l.at(&l.hooks_dir.join("execguard.json").to_string_lossy());
     Ok(vec![
-        Change {
-            before: read_existing(&l.at(PODMAN_DROPIN))?,
-            path: l.at(PODMAN_DROPIN),
-            content: dropin,
-        },
-        Change {
-            before: read_existing(&hook_path)?,
-            path: hook_path,
-            content: serde_json::to_string_pretty(&hook)? + "\n",
-        },
+        Change::write(
+            l.at(PODMAN_DROPIN),
+            dropin,
+            read_existing(&l.at(PODMAN_DROPIN))?,
+        ),
+        Change::write(
+            hook_path.clone(),
+            serde_json::to_string_pretty(&hook)? + "\n",
+            read_existing(&hook_path)?,
+        ),
     ])
 }
 
@@ -253,11 +340,7 @@ fn containerd(l: &Layout) -> Result<Change> {
         let runc = ensure_sub(runtimes, "runc")?;
         runc.insert("runtime_type", value("io.containerd.runc.v2"));
     }
-    Ok(Change {
-        path,
-        content: doc.to_string(),
-        before,
-    })
+    Ok(Change::write(path, doc.to_string(), before))
 }
 
 /// The table at `keys`, made (implicitly, like containerd's own config does) where missing.
@@ -322,11 +405,11 @@ fn docker(l: &Layout) -> Result<Change> {
             serde_json::json!({"path": l.runtime, "runtimeArgs": args}),
         );
     }
-    Ok(Change {
+    Ok(Change::write(
         path,
-        content: serde_json::to_string_pretty(&doc)? + "\n",
+        serde_json::to_string_pretty(&doc)? + "\n",
         before,
-    })
+    ))
 }
 
 const CRIO_DROPIN: &str = "/etc/crio/crio.conf.d/50-execguard.conf";
@@ -343,16 +426,18 @@ fn crio(l: &Layout) -> Result<Change> {
          allowed_annotations = [\"execguard.io/mode\"]\n",
         l.runtime.display()
     );
-    Ok(Change {
-        before: read_existing(&path)?,
-        path,
-        content,
-    })
+    Ok(Change::write(path.clone(), content, read_existing(&path)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Change {
+        fn text(&self) -> &str {
+            self.content.as_deref().expect("a file to write")
+        }
+    }
 
     fn layout(root: &Path) -> Layout {
         Layout {
@@ -371,20 +456,20 @@ mod tests {
         std::fs::write(&cfg, original).unwrap();
         let change = containerd(&l).unwrap();
         assert!(change
-            .content
+            .text()
             .starts_with("# site config, keep me\nversion = 2\n"));
         assert!(change
-            .content
+            .text()
             .contains("sandbox_image = \"pause:3.9\" # pinned"));
         assert!(change
-            .content
+            .text()
             .contains("BinaryName = \"/usr/bin/execguard-runtime\""));
         assert!(change
-            .content
+            .text()
             .contains("pod_annotations = [\"execguard.io/*\"]"));
         apply(&[change]).unwrap();
         let again = containerd(&l).unwrap();
-        assert_eq!(again.before.as_deref(), Some(again.content.as_str()));
+        assert!(again.is_noop());
         assert!(apply(&[again]).unwrap().is_empty());
     }
 
@@ -402,7 +487,7 @@ mod tests {
             ("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd]\n  default_runtime_name = \"crun\"\n", false),
         ] {
             std::fs::write(&cfg, original).unwrap();
-            let doc: DocumentMut = containerd(&l).unwrap().content.parse().unwrap();
+            let doc: DocumentMut = containerd(&l).unwrap().text().parse().unwrap();
             let runc = doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"].get("runc");
             let runtime_type = runc
                 .and_then(|r| r.get("runtime_type"))
@@ -413,6 +498,64 @@ mod tests {
                 (false, false) => assert!(runc.is_none(), "{original}"),
             }
         }
+    }
+
+    /// `--remove` takes out what setup added and keeps the rest; a second removal changes
+    /// nothing.
+    #[test]
+    fn removal_undoes_setup() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(dir.path());
+        let cfg = dir.path().join("etc/containerd/config.toml");
+        let json = dir.path().join("etc/docker/daemon.json");
+        std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(json.parent().unwrap()).unwrap();
+        std::fs::write(&cfg, "# site\nversion = 2\noom_score = -999\n").unwrap();
+        std::fs::write(
+            &json,
+            r#"{"runtimes": {"kata": {"path": "/k"}}, "debug": true}"#,
+        )
+        .unwrap();
+        for engine in [
+            Engine::Containerd,
+            Engine::Docker,
+            Engine::Podman,
+            Engine::Crio,
+        ] {
+            apply(&plan(engine, &l).unwrap()).unwrap();
+            apply(&plan_removal(engine, &l).unwrap()).unwrap();
+            assert!(
+                plan_removal(engine, &l)
+                    .unwrap()
+                    .iter()
+                    .all(Change::is_noop),
+                "{engine:?}"
+            );
+        }
+        let toml = std::fs::read_to_string(&cfg).unwrap();
+        assert!(
+            toml.starts_with("# site\nversion = 2\noom_score = -999\n"),
+            "{toml}"
+        );
+        assert!(!toml.contains("execguard"), "{toml}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"runtimes": {"kata": {"path": "/k"}}, "debug": true})
+        );
+        assert!(!dir
+            .path()
+            .join("etc/containers/containers.conf.d/50-execguard.conf")
+            .exists());
+        assert!(!dir
+            .path()
+            .join("usr/share/execguard/hooks.d/execguard.json")
+            .exists());
+        assert!(!dir
+            .path()
+            .join("etc/crio/crio.conf.d/50-execguard.conf")
+            .exists());
     }
 
     #[test]
@@ -427,7 +570,7 @@ mod tests {
         )
         .unwrap();
         let changes = podman(&l).unwrap();
-        let dropin = &changes[0].content;
+        let dropin = &changes[0].text();
         assert!(dropin.contains("\"/opt/site-hooks\""), "{dropin}");
         assert!(
             dropin.contains("\"/usr/share/execguard/hooks.d\""),
@@ -437,11 +580,12 @@ mod tests {
             !dropin.contains("/usr/share/containers/oci/hooks.d"),
             "{dropin}"
         );
-        let hook: serde_json::Value = serde_json::from_str(&changes[1].content).unwrap();
+        let hook: serde_json::Value = serde_json::from_str(changes[1].text()).unwrap();
         assert_eq!(hook["stages"][0], "precreate");
         // Without any configured list, podman's defaults are kept.
         let empty = tempfile::tempdir().unwrap();
-        let dropin = &podman(&layout(empty.path())).unwrap()[0].content;
+        let changes = podman(&layout(empty.path())).unwrap();
+        let dropin = changes[0].text();
         assert!(
             dropin.contains("/usr/share/containers/oci/hooks.d"),
             "{dropin}"
