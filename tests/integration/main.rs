@@ -24,6 +24,7 @@ mod docker;
 mod failsafe;
 mod harness;
 mod hostile;
+mod kubernetes;
 mod legit;
 mod operations;
 mod podman;
