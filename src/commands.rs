@@ -1,7 +1,7 @@
 //! The subcommands of the `execguard` binary. `main.rs` parses arguments and calls these.
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -305,4 +305,18 @@ pub fn setup(
     }
     println!("next: {}", engine.next_step());
     Ok(())
+}
+
+/// `execguard report`: writes the summary of the event files to stdout; true when `fail_on`
+/// was reached.
+pub fn report(
+    format: crate::report::Format,
+    fail_on: Option<crate::report::FailOn>,
+    events: &[PathBuf],
+) -> Result<bool> {
+    let summary = crate::report::summarize(events, fail_on)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(summary.render(format).as_bytes())?;
+    out.flush()?;
+    Ok(summary.failed())
 }

@@ -32,6 +32,7 @@ mod guard;
 pub mod inspect;
 pub mod phases;
 mod policy;
+pub mod report;
 pub mod runtime;
 pub mod setup;
 mod spec;

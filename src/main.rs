@@ -27,6 +27,22 @@ enum SetupEngine {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Markdown,
+    Github,
+    Sarif,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFailOn {
+    Denied,
+    Critical,
+    High,
+    Medium,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ExplainMode {
     Audit,
     Enforce,
@@ -106,6 +122,19 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Sum up event files for CI: a Markdown job summary, GitHub annotations, SARIF 2.1.0 or
+    /// JSON on stdout. Exit status 1 when --fail-on is reached, 2 when a file cannot be read.
+    Report {
+        #[arg(long, value_enum, default_value = "markdown")]
+        format: ReportFormat,
+        /// Fail (exit status 1) on any denied exec, or on any event at or above an importance
+        /// (audit mode included).
+        #[arg(long, value_enum)]
+        fail_on: Option<ReportFailOn>,
+        /// Event files (JSON lines; `.gz` ones decompressed; `-` for stdin).
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+    },
     /// Say, offline on this host, what the supervisor would decide for an exec, and why.
     Explain {
         #[arg(long)]
@@ -129,6 +158,34 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Report {
+            format,
+            fail_on,
+            events,
+        } => {
+            use execguard::report::{FailOn, Format};
+            use execguard::vocab::Importance;
+            let format = match format {
+                ReportFormat::Markdown => Format::Markdown,
+                ReportFormat::Github => Format::Github,
+                ReportFormat::Sarif => Format::Sarif,
+                ReportFormat::Json => Format::Json,
+            };
+            let fail_on = fail_on.map(|f| match f {
+                ReportFailOn::Denied => FailOn::Denied,
+                ReportFailOn::Critical => FailOn::Importance(Importance::Critical),
+                ReportFailOn::High => FailOn::Importance(Importance::High),
+                ReportFailOn::Medium => FailOn::Importance(Importance::Medium),
+            });
+            return match commands::report(format, fail_on, &events) {
+                Ok(false) => ExitCode::SUCCESS,
+                Ok(true) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("execguard: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Supervise { config, events } => {
             commands::supervise(config.as_deref(), events.as_deref())
         }

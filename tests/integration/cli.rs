@@ -299,3 +299,187 @@ fn setup_docker_edits_daemon_json() {
     let (ok, out, err) = execguard(&["setup", "docker", "--root", root]);
     assert!(ok && out.contains("written"), "{out}{err}");
 }
+
+/// The official SARIF 2.1.0 schema, as the `serde-sarif` crate (a dependency) ships it.
+fn sarif_schema() -> std::path::PathBuf {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let package = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "serde-sarif")
+        .expect("serde-sarif in cargo metadata");
+    let manifest = std::path::PathBuf::from(package["manifest_path"].as_str().unwrap());
+    manifest.parent().unwrap().join("src/schema.json")
+}
+
+/// `execguard report` on what a real supervisor wrote (a rotated, gzip-compressed copy and a
+/// malformed line included): Markdown, GitHub commands, SARIF valid against the official
+/// schema, JSON; `--fail-on` decides the exit status.
+#[test]
+fn report_sums_up_events_for_ci() {
+    needs_root!();
+    use std::io::Write as _;
+    let sup = Supervisor::start("audit", "");
+    for (name, mode) in [("rep-audit", "audit"), ("rep-enforce", "enforce")] {
+        let run = crate::harness::run_container(
+            &sup,
+            name,
+            "/lib64/ld-linux-x86-64.so.2 /bin/touch /work/m",
+            &[("execguard.io/mode", mode)],
+        );
+        assert_eq!(run.marker("m"), mode == "audit", "{}", run.describe());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let events = std::fs::read(&sup.events).unwrap();
+    // The first half rotated and compressed, then a malformed line in the current file.
+    let lines: Vec<&[u8]> = events.split_inclusive(|b| *b == b'\n').collect();
+    let (old, new) = lines.split_at(lines.len() / 2);
+    let rotated = dir.path().join("events.json.1.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&rotated).unwrap(),
+        flate2::Compression::default(),
+    );
+    gz.write_all(&old.concat()).unwrap();
+    gz.finish().unwrap();
+    let current = dir.path().join("events.json");
+    std::fs::write(&current, [new.concat(), b"{truncated\n".to_vec()].concat()).unwrap();
+    let files = [rotated.to_str().unwrap(), current.to_str().unwrap()];
+    let report = |extra: &[&str]| {
+        let out = Command::new(crate::harness::EXECGUARD)
+            .arg("report")
+            .args(extra)
+            .args(files)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, md, err) = report(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        md.contains("| `binary_executed_by_loader` | 1 | 1 |"),
+        "{md}"
+    );
+    assert!(md.contains("1 malformed line(s) skipped"), "{md}");
+    assert!(md.contains("`/bin/touch`"), "{md}");
+
+    let (code, gh, _) = report(&["--format", "github"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        gh.lines()
+            .any(|l| l
+                .starts_with("::error title=execguard%3A binary_executed_by_loader (denied)::")),
+        "{gh}"
+    );
+
+    let (code, sarif, _) = report(&["--format", "sarif"]);
+    assert_eq!(code, Some(0));
+    let sarif_file = dir.path().join("report.sarif");
+    std::fs::write(&sarif_file, &sarif).unwrap();
+    // ECMAScript regexes, as the schema is written for; non-unicode mode, because one of its
+    // patterns (`language`) has a stray `]` that unicode mode refuses.
+    let check = Command::new("check-jsonschema")
+        .args(["--regex-variant", "nonunicode", "--schemafile"])
+        .arg(sarif_schema())
+        .arg(&sarif_file)
+        .output()
+        .expect("check-jsonschema (scripts/deps.sh installs it)");
+    assert!(
+        check.status.success(),
+        "SARIF not valid: {}{}\n{sarif}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let (_, json, _) = report(&["--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["malformed_lines"], 1);
+    assert_eq!(v["by_event"]["binary_executed_by_loader"]["denied"], 1);
+
+    // Audit mode fails the job too, when asked to.
+    assert_eq!(report(&["--fail-on", "denied"]).0, Some(1));
+    assert_eq!(report(&["--fail-on", "critical"]).0, Some(1));
+    let audit_only = dir.path().join("audit.json");
+    let audit_lines: Vec<&str> = std::str::from_utf8(&events)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"action\":\"allowed\""))
+        .collect();
+    std::fs::write(&audit_only, audit_lines.join("\n")).unwrap();
+    let out = Command::new(crate::harness::EXECGUARD)
+        .args(["report", "--fail-on", "denied"])
+        .arg(&audit_only)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let out = Command::new(crate::harness::EXECGUARD)
+        .args(["report", "--fail-on", "critical"])
+        .arg(&audit_only)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let missing = Command::new(crate::harness::EXECGUARD)
+        .args(["report", "/nonexistent/events.json"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/events.json"));
+}
+
+/// A large event stream takes constant memory: the report's peak RSS on 64 MiB of events is
+/// about its peak on 4 MiB (both streamed through stdin).
+#[test]
+fn report_streams_in_constant_memory() {
+    needs_root!();
+    use std::io::Write as _;
+    let line = format!(
+        "{}\n",
+        serde_json::json!({"event": "loader_query", "action": "allowed", "importance": "low",
+            "reason": "ldd", "container": {"id": "c"}, "exec": {"path": "/usr/bin/ldd"},
+            "padding": "x".repeat(400)})
+    );
+    let peak_kib = |mib: usize| -> i64 {
+        #[expect(
+            clippy::zombie_processes,
+            reason = "reaped by wait4 below, which also gives its peak RSS"
+        )]
+        let mut child = Command::new(crate::harness::EXECGUARD)
+            .args(["report", "--format", "json", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let n = mib * (1 << 20) / line.len();
+        for _ in 0..n {
+            stdin.write_all(line.as_bytes()).unwrap();
+        }
+        drop(stdin);
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        // wait4 gives the child's own peak RSS (not the maximum over all children).
+        let mut status = 0;
+        // SAFETY: `rusage` is plain integers, for which all zeros is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes one status int and one rusage into live locals.
+        let rc = unsafe { libc::wait4(pid.as_raw(), &mut status, 0, &mut usage) };
+        assert_eq!(rc, pid.as_raw());
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+        usage.ru_maxrss
+    };
+    let small = peak_kib(4);
+    let large = peak_kib(64);
+    assert!(
+        large < small + 4096 && large < 32 * 1024,
+        "peak RSS {small} KiB on 4 MiB, {large} KiB on 64 MiB"
+    );
+}
