@@ -158,6 +158,28 @@ impl Default for EventsConfig {
     }
 }
 
+/// The line a denied process gets on its own standard error.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MessageConfig {
+    /// Write it at all.
+    pub(crate) enabled: bool,
+    /// Also when audit mode logs a critical event (the exec goes on).
+    pub(crate) in_audit: bool,
+    /// Where the line sends people, after "ask your platform team"; empty: nowhere else.
+    pub(crate) docs_url: String,
+}
+
+impl Default for MessageConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            in_audit: false,
+            docs_url: String::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct MetricsConfig {
@@ -199,6 +221,8 @@ pub struct Config {
     pub(crate) metrics: MetricsConfig,
     #[serde(default)]
     pub(crate) events: EventsConfig,
+    #[serde(default)]
+    pub(crate) message: MessageConfig,
 }
 
 fn default_socket() -> PathBuf {
@@ -228,6 +252,7 @@ impl Default for Config {
             control: ControlConfig::default(),
             metrics: MetricsConfig::default(),
             events: EventsConfig::default(),
+            message: MessageConfig::default(),
         }
     }
 }

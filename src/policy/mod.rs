@@ -32,6 +32,16 @@ pub(crate) struct Settings {
     pub rules: RuleOverrides,
 }
 
+impl Action {
+    /// What an event says was done.
+    pub(crate) fn outcome(self) -> crate::vocab::Outcome {
+        match self {
+            Action::Continue => crate::vocab::Outcome::Allowed,
+            Action::Deny(_) => crate::vocab::Outcome::Denied,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Verdict {
     pub action: Action,

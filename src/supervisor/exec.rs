@@ -4,9 +4,9 @@
 //! that the image checkpoint, which sees the same image, does not log them again.
 
 use super::registry::Shared;
-use super::report;
 use super::serve::{respond, Listener, ListenerState, STATE_ENTRIES};
 use super::target::Target;
+use super::{report, tell};
 use crate::event;
 use crate::inspect::{self, resolve::FsView, ExecArgs, Inspection};
 use crate::phases::{Phase, PhaseClock};
@@ -82,6 +82,18 @@ pub(super) fn handle(
             .and_then(|f| f.loader.as_ref())
             .map(report::loader_info);
         report::emit(shared, l, st, notif, ev, clock);
+        if let Some(f) = finding {
+            let told = tell::Told {
+                rule,
+                importance,
+                outcome: verdict.action.outcome(),
+                exe: &req.path,
+                loader: f.loader.as_ref(),
+            };
+            if tell::due(shared, c.settings.mode, &told) {
+                tell::write_if_pending(l, st, notif, &tell::line(shared, &told));
+            }
+        }
     }
     respond(l, notif.id, verdict.action, clock);
 }

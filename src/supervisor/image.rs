@@ -5,7 +5,7 @@
 
 use super::registry::Shared;
 use super::serve::{respond, Listener, ListenerState, STATE_ENTRIES};
-use super::{exec, report};
+use super::{exec, report, tell};
 use crate::inspect::image;
 use crate::phases::{Phase, PhaseClock};
 use crate::policy::{self, Action};
@@ -42,7 +42,7 @@ pub(super) fn handle(
                 ev.reason = e.to_string();
                 report::emit(shared, l, st, notif, ev, clock);
             }
-            deny_or_continue(l, notif, verdict.action, clock);
+            deny_or_continue(l, st, notif, verdict.action, None, clock);
             return;
         }
     };
@@ -66,6 +66,16 @@ pub(super) fn handle(
         }
     }
     let verdict = policy::decide(Some(finding.rule), &c.settings);
+    let line = verdict.event.and_then(|(rule, importance)| {
+        let told = tell::Told {
+            rule,
+            importance,
+            outcome: verdict.action.outcome(),
+            exe: &img.exe,
+            loader: finding.loader.as_ref(),
+        };
+        tell::due(shared, c.settings.mode, &told).then(|| tell::line(shared, &told))
+    });
     let seen_at_exec = allowed_at_exec.is_some_and(|(rule, start)| {
         rule == finding.rule && exec::start_time_of(notif.pid) == Some(start)
     });
@@ -92,16 +102,29 @@ pub(super) fn handle(
             report::emit(shared, l, st, notif, ev, clock);
         }
     }
-    deny_or_continue(l, notif, verdict.action, clock);
+    deny_or_continue(l, st, notif, verdict.action, line.as_deref(), clock);
 }
 
 /// At the image checkpoint a denial also kills the process: a loader that ignored the failed
-/// call must not go on to run the program.
-fn deny_or_continue(l: &Listener, notif: &SeccompNotif, action: Action, clock: &mut PhaseClock) {
+/// call must not go on to run the program. `line` goes to its standard error first.
+fn deny_or_continue(
+    l: &Listener,
+    st: &mut ListenerState,
+    notif: &SeccompNotif,
+    action: Action,
+    line: Option<&str>,
+    clock: &mut PhaseClock,
+) {
+    if let (Action::Continue, Some(line)) = (action, line) {
+        tell::write_if_pending(l, st, notif, line);
+    }
     if let Action::Deny(_) = action {
         match crate::sys::PidFd::open(notif.pid) {
             // The pidfd names the notifying process only if the notification is still pending.
             Ok(pidfd) if l.notify.id_valid(notif.id) => {
+                if let Some(line) = line {
+                    tell::write(st, &pidfd, notif.pid, line);
+                }
                 if let Err(e) = pidfd.kill() {
                     tracing::warn!(pid = notif.pid, error = %e, "cannot kill a denied image");
                 }

@@ -26,6 +26,7 @@ pub(crate) mod slots;
 pub mod state;
 pub(crate) mod stats;
 pub(crate) mod target;
+mod tell;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;

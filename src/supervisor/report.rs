@@ -13,7 +13,7 @@ use crate::inspect;
 use crate::phases::{Phase, PhaseClock};
 use crate::policy::{Action, Verdict};
 use crate::sys::SeccompNotif;
-use crate::vocab::{Errno, Importance, Outcome, Rule, Stage};
+use crate::vocab::{Errno, Importance, Rule, Stage};
 
 /// The fields every event has; the caller fills in what it is about.
 pub(super) fn base_event(
@@ -24,9 +24,9 @@ pub(super) fn base_event(
     action: Action,
     stage: Stage,
 ) -> Event {
-    let (outcome, errno) = match action {
-        Action::Continue => (Outcome::Allowed, None),
-        Action::Deny(e) => (Outcome::Denied, Some(Errno(e).name())),
+    let errno = match action {
+        Action::Continue => None,
+        Action::Deny(e) => Some(Errno(e).name()),
     };
     Event {
         time: event::now_rfc3339(),
@@ -36,7 +36,7 @@ pub(super) fn base_event(
         method: rule.method(),
         importance,
         mode: c.settings.mode,
-        action: outcome,
+        action: action.outcome(),
         repeated: None,
         stage,
         errno,

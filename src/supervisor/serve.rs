@@ -60,6 +60,8 @@ pub(super) struct ListenerState {
     pub image_latency: stats::Histogram,
     /// Where the time went, summed over every notification.
     pub phases: PhaseClock,
+    /// Processes told on their standard error why (pid, start time): once each.
+    pub told: HashSet<(u32, u64)>,
 }
 
 /// Entries kept in each of `ListenerState`'s maps before it is emptied.

@@ -28,6 +28,22 @@ impl PidFd {
         Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
+    /// A duplicate of the process's descriptor `fd` (`pidfd_getfd`): the same open file
+    /// description, so a write through it goes where the process's own would, with the
+    /// access the process opened it with (never a reopening by path).
+    pub(crate) fn get_fd(&self, fd: RawFd) -> io::Result<OwnedFd> {
+        // SAFETY: pidfd_getfd takes three integers and returns a new fd or -1; no memory is
+        // passed.
+        let new = unsafe { libc::syscall(libc::SYS_pidfd_getfd, self.0.as_raw_fd(), fd, 0) };
+        if new < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let new = RawFd::try_from(new).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+        // SAFETY: the kernel just returned this new descriptor to us (close-on-exec); nothing
+        // else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(new) })
+    }
+
     /// Sends SIGKILL to the process.
     pub(crate) fn kill(&self) -> io::Result<()> {
         // SAFETY: pidfd_send_signal with a null siginfo pointer reads no memory; the fd is ours.
@@ -126,6 +142,21 @@ pub(crate) fn pid_ns_parent(ns: &impl std::os::fd::AsFd) -> io::Result<OwnedFd> 
     }
     // SAFETY: the kernel just returned this new descriptor to us; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Writes `bytes` at the descriptor's current position without ever blocking
+/// (`pwritev2(…, -1, RWF_NOWAIT)`): a full pipe or a socket without room answers `EAGAIN`, a
+/// file type that cannot promise not to block answers `EOPNOTSUPP`. The descriptor's file
+/// status flags, which it may share with other processes, are left alone.
+pub(crate) fn write_nowait(fd: &impl AsRawFd, bytes: &[u8]) -> io::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: bytes.as_ptr().cast_mut().cast(),
+        iov_len: bytes.len(),
+    };
+    // SAFETY: one iovec that points at `bytes`, alive for the call; the kernel only reads
+    // from it.
+    let n = unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ mod harness;
 mod hostile;
 mod kubernetes;
 mod legit;
+mod message;
 mod operations;
 mod podman;
 mod profiles;

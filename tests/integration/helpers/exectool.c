@@ -196,6 +196,29 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: exectool %s TARGET ARGV...\n", mode);
         return 2;
     }
+    if (!strcmp(mode, "full-stderr")) {
+        /* Runs TARGET with its stderr on a pipe that is full (its read end held open here and
+         * never read); prints how the child ended. */
+        int p[2];
+        if (pipe(p)) return die("pipe");
+        int flags = fcntl(p[1], F_GETFL);
+        fcntl(p[1], F_SETFL, flags | O_NONBLOCK);
+        static char block[4096];
+        while (write(p[1], block, sizeof block) > 0) {}
+        while (write(p[1], block, 1) == 1) {}
+        fcntl(p[1], F_SETFL, flags);
+        pid_t c = fork();
+        if (c == 0) {
+            dup2(p[1], 2);
+            execv(argv[2], &argv[3]);
+            _exit(127);
+        }
+        int st;
+        waitpid(c, &st, 0);
+        printf("%s %d\n", WIFSIGNALED(st) ? "signal" : "exit",
+               WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+        return 0;
+    }
     if (!strcmp(mode, "execve")) {
         execve(argv[2], &argv[3], environ);
         return die("execve");
