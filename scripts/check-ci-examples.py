@@ -54,7 +54,7 @@ def pod(name, metadata, spec):
 
 def main():
     run(["check-jsonschema", "--builtin-schema", "vendor.github-workflows",
-         CI / "github-workflow.yml"])
+         CI / "github-workflow.yml", CI / "github-hosted.yml"])
     wf = yaml.safe_load((CI / "github-workflow.yml").read_text())
     opts = wf["jobs"]["build"]["container"]["options"]
     if "--runtime execguard-" not in opts:

@@ -33,6 +33,7 @@ pub mod inspect;
 pub mod phases;
 mod policy;
 pub mod report;
+pub mod run;
 pub mod runtime;
 pub mod setup;
 mod spec;

@@ -122,6 +122,21 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run COMMAND guarded without a container runtime (a CI job on a plain VM): the seccomp
+    /// filter on COMMAND and everything it starts, answered by the running supervisor. Root.
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The mode (default: the config's `mode`).
+        #[arg(long, value_enum)]
+        mode: Option<ExplainMode>,
+        /// The name events carry as the container id (default run-PID).
+        #[arg(long)]
+        name: Option<String>,
+        /// COMMAND [ARG...].
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Sum up event files for CI: a Markdown job summary, GitHub annotations, SARIF 2.1.0 or
     /// JSON on stdout. Exit status 1 when --fail-on is reached, 2 when a file cannot be read.
     Report {
@@ -224,6 +239,20 @@ fn main() -> ExitCode {
             channel_fd,
             slots_fd,
         } => commands::worker(config.as_deref(), events.as_deref(), channel_fd, slots_fd),
+        Command::Run {
+            config,
+            mode,
+            name,
+            command,
+        } => execguard::run::run(&execguard::run::RunRequest {
+            config: config.as_deref(),
+            mode: mode.map(|m| match m {
+                ExplainMode::Audit => Mode::Audit,
+                ExplainMode::Enforce => Mode::Enforce,
+            }),
+            name: name.as_deref(),
+            command: &command,
+        }),
         Command::Explain { config, mode, exec } => {
             let mode = mode.map(|m| match m {
                 ExplainMode::Audit => Mode::Audit,

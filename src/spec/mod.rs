@@ -44,7 +44,7 @@ impl Checkpoints {
     }
 
     /// Whether `trap` is installed.
-    fn traps(self, trap: &Trap) -> bool {
+    pub(crate) fn traps(self, trap: &Trap) -> bool {
         trap.role != Role::Exec || self == Checkpoints::ExecAndImage
     }
 }

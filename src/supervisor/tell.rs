@@ -124,8 +124,32 @@ pub(super) fn write(st: &mut ListenerState, pidfd: &PidFd, pid: u32, line: &str)
         return;
     }
     let text = format!("{line}\n");
-    match write_nowait(&stderr, text.as_bytes()) {
-        Ok(_) => {}
-        Err(e) => tracing::debug!(pid, error = %e, "could not tell the process (dropped)"),
+    let written = match write_nowait(&stderr, text.as_bytes()) {
+        // Buffered writes to most filesystems cannot promise RWF_NOWAIT; a regular file on a
+        // local filesystem does not wait for a reader, so a plain write is bounded.
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && local_file(&stderr) => {
+            nix::unistd::write(&stderr, text.as_bytes()).map_err(std::io::Error::from)
+        }
+        other => other,
+    };
+    if let Err(e) = written {
+        tracing::debug!(pid, error = %e, "could not tell the process (dropped)");
     }
+}
+
+/// A regular file on a filesystem whose writes never wait on another process (not FUSE, not
+/// a network filesystem).
+fn local_file(fd: &std::os::fd::OwnedFd) -> bool {
+    const LOCAL: &[i64] = &[
+        0xEF53,      // ext2/3/4
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0x794C_7630, // overlayfs
+    ];
+    let regular = nix::sys::stat::fstat(fd).is_ok_and(|st| {
+        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+            == nix::sys::stat::SFlag::S_IFREG
+    });
+    regular && nix::sys::statfs::fstatfs(fd).is_ok_and(|fs| LOCAL.contains(&fs.filesystem_type().0))
 }

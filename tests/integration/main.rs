@@ -31,5 +31,6 @@ mod operations;
 mod podman;
 mod profiles;
 mod races;
+mod run;
 mod survival;
 mod threats;

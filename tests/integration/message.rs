@@ -38,6 +38,16 @@ fn denied_process_is_told_why_on_its_stderr() {
         "{ctx}"
     );
     assert_eq!(loader_events(&sup, &run.id), 1);
+
+    // Standard error on a file (a job log): the line is in the file.
+    let run = run_container(&sup, "tell-file", &format!("{LOADER} 2>/work/err"), &[]);
+    let err = std::fs::read_to_string(run.work.join("err")).unwrap_or_default();
+    assert_eq!(
+        err.matches("execguard: denied").count(),
+        1,
+        "{err}\n{}",
+        run.describe()
+    );
 }
 
 /// Closed, opened read-only, a full pipe: no line, the denial and its event as always, and
