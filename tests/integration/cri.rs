@@ -6,8 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -22,7 +21,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::harness::{execguard, fixture, terminate, Supervisor, EXECGUARD_RUNTIME};
+use crate::harness::{
+    execguard, fixture, spawn_containerd, terminate, Supervisor, EXECGUARD_RUNTIME,
+};
 
 const PAUSE_IMAGE: &str = "execguard.test/pause:1";
 const WORK_IMAGE: &str = "execguard.test/rootfs:1";
@@ -72,25 +73,8 @@ impl CriContainerd {
             EXECGUARD_RUNTIME,
         ]);
         assert!(ok, "execguard setup containerd: {out}{err}");
-        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&cfg)
-            .env(execguard::config::CONFIG_ENV, execguard_config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting containerd");
+        let child = spawn_containerd(dir.path(), &cfg, &socket, execguard_config);
         let c = Self { socket, dir, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !c.socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not start\n{}",
-                c.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
         c.import(&pause_image(c.dir.path()));
         c.import(&rootfs_image(c.dir.path()));
         c

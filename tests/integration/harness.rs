@@ -584,6 +584,37 @@ pub fn podman_run(
     Run::new(id, out, work, dir)
 }
 
+/// Starts containerd with `config` (its log in `dir/containerd.log`) and `EXECGUARD_CONFIG`
+/// in its environment, which its runc shims, and so `execguard-runtime`, inherit; returns once
+/// it listens on `socket`.
+pub fn spawn_containerd(
+    dir: &Path,
+    config: &Path,
+    socket: &Path,
+    execguard_config: &Path,
+) -> Child {
+    let log_path = dir.join("containerd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new("containerd")
+        .arg("--config")
+        .arg(config)
+        .env(execguard::config::CONFIG_ENV, execguard_config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting containerd");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "containerd did not start:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// A private containerd (own root, state and socket), stopped on drop.
 pub struct Containerd {
     pub address: PathBuf,
@@ -611,20 +642,7 @@ impl Containerd {
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&cfg)
-            .env(execguard::config::CONFIG_ENV, execguard_config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting containerd");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !address.exists() {
-            assert!(Instant::now() < deadline, "containerd did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = spawn_containerd(dir.path(), &cfg, &address, execguard_config);
         Self {
             address,
             dir,
