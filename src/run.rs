@@ -109,7 +109,8 @@ fn filter(checkpoints: Checkpoints) -> Result<ScmpFilterContext> {
                 bit,
             )],
         };
-        // A call some ABI lacks (x32 has no set_thread_area) is left out of that ABI only.
+        // libseccomp adds the rule to each of the filter's ABIs that has the call (x32 has no
+        // set_thread_area).
         let name = trap.syscall.as_str();
         let syscall =
             ScmpSyscall::from_name(name).with_context(|| format!("the system call {name}"))?;
