@@ -123,7 +123,8 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Run COMMAND guarded without a container runtime (a CI job on a plain VM): the seccomp
-    /// filter on COMMAND and everything it starts, answered by the running supervisor. Root.
+    /// filter on COMMAND and everything it starts, answered by a supervisor in this process;
+    /// exits with COMMAND's status (128+signal when it was killed).
     Run {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -133,6 +134,13 @@ enum Command {
         /// The name events carry as the container id (default run-PID).
         #[arg(long)]
         name: Option<String>,
+        /// Where its own supervisor writes events (JSON lines; default stderr).
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// Hand the filter to the running `execguard supervise` (the config's socket) instead
+        /// of supervising it here; needs root.
+        #[arg(long)]
+        supervisor: bool,
         /// COMMAND [ARG...].
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -163,15 +171,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `run` shares its stderr with the job it guards: only warnings there by default.
+    let default_level = match cli.command {
+        Command::Run { .. } => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EXECGUARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Report {
             format,
@@ -243,16 +256,29 @@ fn main() -> ExitCode {
             config,
             mode,
             name,
+            events,
+            supervisor,
             command,
-        } => execguard::run::run(&execguard::run::RunRequest {
-            config: config.as_deref(),
-            mode: mode.map(|m| match m {
-                ExplainMode::Audit => Mode::Audit,
-                ExplainMode::Enforce => Mode::Enforce,
-            }),
-            name: name.as_deref(),
-            command: &command,
-        }),
+        } => {
+            let req = execguard::run::RunRequest {
+                config: config.as_deref(),
+                mode: mode.map(|m| match m {
+                    ExplainMode::Audit => Mode::Audit,
+                    ExplainMode::Enforce => Mode::Enforce,
+                }),
+                name: name.as_deref(),
+                events: events.as_deref(),
+                external: supervisor,
+                command: &command,
+            };
+            return match execguard::run::run(&req) {
+                Ok(status) => ExitCode::from(status),
+                Err(e) => {
+                    eprintln!("execguard: {e:#}");
+                    ExitCode::from(127)
+                }
+            };
+        }
         Command::Explain { config, mode, exec } => {
             let mode = mode.map(|m| match m {
                 ExplainMode::Audit => Mode::Audit,

@@ -1,15 +1,22 @@
 //! `execguard run -- COMMAND`: a guard without a container runtime, for CI runners that run a
 //! job directly on a VM (GitHub-hosted runners, a self-hosted runner's shell executor). It
-//! does what runc does for a guarded container: installs the seccomp user-notification filter
-//! that `spec` would ask runc for (the same trap table, built with libseccomp, all three
-//! x86 ABIs), hands the listener to the supervisor over its socket in runc's message format,
-//! and then execs COMMAND. Every process COMMAND starts inherits the filter; none can remove
-//! it, and none has the listener (it is close-on-exec).
+//! does what runc does for a guarded container: a child installs the seccomp user-notification
+//! filter that `spec` would ask runc for (the same trap table, built with libseccomp, all
+//! three x86 ABIs), hands the listener over in runc's message format, and execs COMMAND.
+//! Every process COMMAND starts inherits the filter; none can remove it, and none has the
+//! listener (it is close-on-exec).
+//!
+//! By default the listener goes to a supervisor in this very process (the worker's answer
+//! path, on a thread), which exits with COMMAND's status; as root or as an ordinary user (the
+//! filter then sets `no_new_privs`, as the kernel requires). With `--supervisor`, it goes to
+//! the running `execguard supervise` instead (root; its events file, its status and metrics),
+//! and this process becomes COMMAND.
 
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -19,6 +26,7 @@ use libseccomp::{
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
 use crate::config::{Config, Unavailable};
+use crate::event::EventSink;
 use crate::spec::{Checkpoints, MODE_ANNOTATION};
 use crate::traps::{Cond, TRAPS};
 use crate::vocab::Mode;
@@ -30,12 +38,15 @@ pub struct RunRequest<'a> {
     pub mode: Option<Mode>,
     /// The name its events carry as the container id.
     pub name: Option<&'a str>,
+    /// Where the in-process supervisor writes its events (default: stderr).
+    pub events: Option<&'a Path>,
+    /// Hand the listener to the running `execguard supervise` instead.
+    pub external: bool,
     pub command: &'a [String],
 }
 
-/// Installs the filter, hands it to the supervisor, execs the command. Returns only on
-/// failure.
-pub fn run(req: &RunRequest<'_>) -> Result<()> {
+/// Runs the command guarded; gives its exit status (128 + the signal that killed it).
+pub fn run(req: &RunRequest<'_>) -> Result<u8> {
     let config = Config::load_or_default(req.config)?;
     let mode = req.mode.unwrap_or(config.mode);
     let [program, args @ ..] = req.command else {
@@ -43,8 +54,15 @@ pub fn run(req: &RunRequest<'_>) -> Result<()> {
     };
     let mut command = std::process::Command::new(program);
     command.args(args);
+    let name = req
+        .name
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("run-{}", std::process::id()));
     if mode == Mode::Off {
         return Err(command.exec()).with_context(|| format!("running {program}"));
+    }
+    if !req.external {
+        return run_in_process(config, req.events, command, &name, mode);
     }
     let supervisor = match UnixStream::connect(&config.socket) {
         Ok(s) => s,
@@ -68,10 +86,6 @@ pub fn run(req: &RunRequest<'_>) -> Result<()> {
             return Err(command.exec()).with_context(|| format!("running {program}"));
         }
     };
-    let name = req
-        .name
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("run-{}", std::process::id()));
     let filter = filter(Checkpoints::with_exec(config.detect.exec_checkpoint))?;
     filter
         .load()
@@ -79,9 +93,70 @@ pub fn run(req: &RunRequest<'_>) -> Result<()> {
     let listener = filter
         .get_notify_fd()
         .context("the seccomp filter's listener")?;
-    hand_over(&supervisor, listener, &name, mode)?;
+    hand_over(&supervisor, listener, &name, mode, std::process::id())?;
     drop(supervisor);
     Err(command.exec()).with_context(|| format!("running {program}"))
+}
+
+/// A child installs the filter, passes the listener back over a socket pair and execs the
+/// command; this process serves the listener and waits for the child.
+fn run_in_process(
+    config: Config,
+    events: Option<&Path>,
+    mut command: std::process::Command,
+    name: &str,
+    mode: Mode,
+) -> Result<u8> {
+    let sink = match events {
+        Some(path) => EventSink::file(path)
+            .with_context(|| format!("opening the events file {}", path.display()))?,
+        None => EventSink::from_writer(Box::new(std::io::stderr())),
+    };
+    let checkpoints = Checkpoints::with_exec(config.detect.exec_checkpoint);
+    let (ours, theirs) = UnixStream::pair().context("a socket pair for the listener")?;
+    // The child's work between fork and exec allocates (libseccomp, the message): this process
+    // has no other thread yet, so that is sound.
+    let child_name = name.to_owned();
+    let hook = move || -> std::io::Result<()> {
+        let guarded = (|| -> Result<()> {
+            let mut ctx = filter(checkpoints)?;
+            // An ordinary user may install a filter only under no_new_privs.
+            ctx.set_ctl_nnp(!nix::unistd::geteuid().is_root())?;
+            ctx.load().context("installing the seccomp filter")?;
+            let listener = ctx.get_notify_fd().context("the filter's listener")?;
+            hand_over(&theirs, listener, &child_name, mode, std::process::id())
+        })();
+        guarded.map_err(|e| {
+            eprintln!("execguard run: {e:#}");
+            std::io::Error::other(format!("{e:#}"))
+        })
+    };
+    // SAFETY: the closure runs in the forked child before exec. This process has no other
+    // thread yet (the supervisor thread starts after the spawn), so the allocator and
+    // libseccomp, which the closure uses, are in a consistent state in the child.
+    unsafe { command.pre_exec(hook) };
+    let program = command.get_program().to_owned();
+    let spawned = command.spawn();
+    // The child's end of the pair lives in the closure: drop it here, so that a child that
+    // dies before handing over the listener ends the receive below.
+    drop(command);
+    let mut child = spawned.with_context(|| format!("running {}", program.to_string_lossy()))?;
+    let mut buf = vec![0u8; 64 << 10];
+    let (n, fds) = crate::sys::recv_with_fds::<1>(ours.as_fd(), &mut buf)
+        .context("receiving the listener from the child")?;
+    let Some(fd) = fds.into_iter().next() else {
+        let status = child.wait()?;
+        bail!("the child passed no listener (it exited: {status})");
+    };
+    // The serving thread ends when every task behind the listener is gone; this process
+    // leaves when the command does (whatever it left running loses its supervisor).
+    let _serving = crate::supervisor::serve_in_process(config, sink, &buf[..n], fd)?;
+    let status = child.wait().context("waiting for the command")?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(1),
+        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(255),
+        (None, None) => 1,
+    })
 }
 
 /// The filter runc would install for the spec `spec::patch` writes on a profile that allows
@@ -125,8 +200,13 @@ fn arg(index: usize) -> Result<u32> {
 }
 
 /// runc's message to a seccomp listener (`linux.seccomp.listenerPath`), with the listener fd.
-fn hand_over(supervisor: &UnixStream, listener: RawFd, name: &str, mode: Mode) -> Result<()> {
-    let pid = std::process::id();
+fn hand_over(
+    supervisor: &UnixStream,
+    listener: RawFd,
+    name: &str,
+    mode: Mode,
+    pid: u32,
+) -> Result<()> {
     let message = serde_json::json!({
         "ociVersion": "1.0.2",
         "fds": ["seccompFd"],

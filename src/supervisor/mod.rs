@@ -233,6 +233,25 @@ pub(crate) fn run_worker(
     }
 }
 
+/// Serves one notify fd in this process (`execguard run`'s own supervisor): the same answer
+/// path as a worker's, without keeper, control socket or slot recovery. `message` is runc's
+/// message for the fd. The thread ends when every task behind the fd is gone.
+pub(crate) fn serve_in_process(
+    config: Config,
+    sink: EventSink,
+    message: &[u8],
+    fd: OwnedFd,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let parsed = state::parse(message)?;
+    let slots = Slots::create().map_err(SupervisorError::SlotFile)?;
+    let shared = Arc::new(Shared::new(config, None, sink, slots, None));
+    let handle = std::thread::Builder::new()
+        .name("container".into())
+        .stack_size(THREAD_STACK)
+        .spawn(move || serve::serve_fd(&shared, parsed, fd, 0))?;
+    Ok(handle)
+}
+
 /// Stack of a notify fd's thread: inspection recurses at most a few levels (nested `#!`
 /// interpreters) and keeps its buffers on the heap.
 const THREAD_STACK: usize = 256 << 10;

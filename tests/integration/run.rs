@@ -1,15 +1,39 @@
 //! `execguard run -- COMMAND`: the guard without a container runtime (a CI job on a plain VM),
-//! answered by a real supervisor.
+//! with its own in-process supervisor (as root and as an ordinary user) or handing over to a
+//! running one (`--supervisor`).
 
+use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{Supervisor, EXECGUARD};
+use crate::harness::{write_config, Supervisor, EXECGUARD};
 
-fn run(config: &std::path::Path, mode: &str, name: &str, script: &str) -> (Option<i32>, String) {
-    let out = Command::new(EXECGUARD)
+/// `execguard run [extra] --mode MODE --name NAME -- sh -c script`: exit status and output.
+fn run(
+    config: &Path,
+    extra: &[&str],
+    mode: &str,
+    name: &str,
+    script: &str,
+    uid: Option<u32>,
+) -> (Option<i32>, String) {
+    let mut cmd = match uid {
+        Some(uid) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+            ])
+            .arg(EXECGUARD);
+            c
+        }
+        None => Command::new(EXECGUARD),
+    };
+    let out = cmd
         .arg("run")
         .arg("--config")
         .arg(config)
+        .args(extra)
         .args([
             "--mode", mode, "--name", name, "--", "/bin/sh", "-c", script,
         ])
@@ -25,34 +49,71 @@ fn run(config: &std::path::Path, mode: &str, name: &str, script: &str) -> (Optio
     )
 }
 
+/// The loader execution inside a nested shell, ldd, and an exit status to pass through.
+fn script(dir: &Path, tag: &str) -> String {
+    format!(
+        "ldd /bin/true > {d}/ldd-{tag}; sh -c '/lib64/ld-linux-x86-64.so.2 /bin/touch {d}/m-{tag}'; \
+         echo rc=$?; exit 7",
+        d = dir.display()
+    )
+}
+
+fn loader_events(events: &[serde_json::Value], name: &str) -> Vec<serde_json::Value> {
+    events
+        .iter()
+        .filter(|e| e["container"]["id"] == name && e["event"] == "binary_executed_by_loader")
+        .cloned()
+        .collect()
+}
+
+/// Its own supervisor: enforce denies (and says why on stderr), audit logs; the command's exit
+/// status comes back; as root and as an ordinary user (no_new_privs).
 #[test]
-fn run_guards_a_command_and_everything_it_starts() {
+fn run_supervises_a_command_itself() {
     needs_root!();
-    let sup = Supervisor::start("audit", "");
     let dir = tempfile::tempdir().unwrap();
-    let w = dir.path().display();
-    for (mode, action) in [("enforce", "denied"), ("audit", "allowed")] {
-        let name = format!("run-test-{mode}-{}", std::process::id());
-        let m = dir.path().join(format!("m-{mode}"));
-        let script = format!(
-            "ldd /bin/true > {w}/ldd-{mode}; sh -c '/lib64/ld-linux-x86-64.so.2 /bin/touch {m}'; \
-             echo rc=$?",
-            m = m.display()
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let config = write_config(dir.path(), Some("audit"), "");
+    for (tag, mode, uid) in [
+        ("root-enforce", "enforce", None),
+        ("root-audit", "audit", None),
+        ("user-enforce", "enforce", Some(65534)),
+    ] {
+        let events = dir.path().join(format!("events-{tag}.json"));
+        std::fs::write(&events, "").unwrap();
+        std::fs::set_permissions(&events, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let events_arg = events.to_str().unwrap();
+        let (code, out) = run(
+            &config,
+            &["--events", events_arg],
+            mode,
+            tag,
+            &script(dir.path(), tag),
+            uid,
         );
-        let (code, out) = run(&sup.config, mode, &name, &script);
-        let ctx = format!("{mode}: {out}\n{}", sup.log());
-        assert_eq!(code, Some(0), "{ctx}");
-        assert_eq!(m.exists(), mode == "audit", "{ctx}");
-        let ldd = std::fs::read_to_string(dir.path().join(format!("ldd-{mode}"))).unwrap();
+        let ctx = format!("{tag}: {out}");
+        assert_eq!(code, Some(7), "the command's status\n{ctx}");
+        assert_eq!(
+            dir.path().join(format!("m-{tag}")).exists(),
+            mode == "audit",
+            "{ctx}"
+        );
+        let ldd = std::fs::read_to_string(dir.path().join(format!("ldd-{tag}"))).unwrap();
         assert!(ldd.contains("libc.so.6"), "{ctx}");
-        let events: Vec<_> = sup
-            .events_of(&name)
-            .into_iter()
-            .filter(|e| e["event"] == "binary_executed_by_loader")
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(events.len(), 1, "{events:#?}\n{ctx}");
-        assert_eq!(events[0]["action"], action);
-        assert_eq!(events[0]["mode"], mode);
+        let hits = loader_events(&lines, tag);
+        assert_eq!(hits.len(), 1, "{lines:#?}\n{ctx}");
+        let action = if mode == "audit" { "allowed" } else { "denied" };
+        assert_eq!(hits[0]["action"], action);
         if mode == "enforce" {
             assert!(
                 out.contains("rc=137") && out.contains("execguard: denied"),
@@ -60,25 +121,66 @@ fn run_guards_a_command_and_everything_it_starts() {
             );
         }
     }
+    // Killed by a signal: 128 + the signal.
+    let (code, out) = run(&config, &[], "audit", "sig", "kill -TERM $$", None);
+    assert_eq!(code, Some(143), "{out}");
 }
 
-/// With no supervisor listening, enforce mode runs nothing; audit mode runs unguarded and
-/// says so (`on_supervisor_unavailable = "by-mode"`).
+/// `--supervisor`: the filter goes to the running `execguard supervise`, whose events name the
+/// run.
 #[test]
-fn run_without_a_supervisor() {
+fn run_hands_over_to_the_running_supervisor() {
+    needs_root!();
+    let sup = Supervisor::start("audit", "");
+    let dir = tempfile::tempdir().unwrap();
+    for (mode, action) in [("enforce", "denied"), ("audit", "allowed")] {
+        let name = format!("run-test-{mode}-{}", std::process::id());
+        let (code, out) = run(
+            &sup.config,
+            &["--supervisor"],
+            mode,
+            &name,
+            &script(dir.path(), mode),
+            None,
+        );
+        let ctx = format!("{mode}: {out}\n{}", sup.log());
+        assert_eq!(code, Some(7), "{ctx}");
+        assert_eq!(
+            dir.path().join(format!("m-{mode}")).exists(),
+            mode == "audit",
+            "{ctx}"
+        );
+        let hits = loader_events(&sup.events(), &name);
+        assert_eq!(hits.len(), 1, "{hits:#?}\n{ctx}");
+        assert_eq!(hits[0]["action"], action);
+        assert_eq!(hits[0]["mode"], mode);
+    }
+}
+
+/// `--supervisor` with none listening: enforce runs nothing; audit runs unguarded and says so
+/// (`on_supervisor_unavailable = "by-mode"`).
+#[test]
+fn run_without_the_running_supervisor() {
     needs_root!();
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::harness::write_config(dir.path(), Some("audit"), "");
+    let config = write_config(dir.path(), Some("audit"), "");
     let marker = dir.path().join("ran");
     let script = format!("touch {}", marker.display());
-    let (code, out) = run(&config, "enforce", "nosup", &script);
+    let (code, out) = run(
+        &config,
+        &["--supervisor"],
+        "enforce",
+        "nosup",
+        &script,
+        None,
+    );
     assert_ne!(code, Some(0), "{out}");
     assert!(
         out.contains("no execguard supervisor is listening"),
         "{out}"
     );
     assert!(!marker.exists());
-    let (code, out) = run(&config, "audit", "nosup", &script);
+    let (code, out) = run(&config, &["--supervisor"], "audit", "nosup", &script, None);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("unguarded"), "{out}");
     assert!(marker.exists());
