@@ -146,6 +146,9 @@ pub(crate) struct EventsConfig {
     /// many seconds are written once; the next one written says how many were suppressed
     /// (`repeated`), and a container's last suppressed ones are written when it ends. 0: off.
     pub(crate) rate_limit_seconds: u64,
+    /// Events below this importance are not written at all (they are still counted in the
+    /// metrics and `status`); denials follow `[enforce]` whatever this says.
+    pub(crate) min_importance: Importance,
 }
 
 impl Default for EventsConfig {
@@ -154,6 +157,7 @@ impl Default for EventsConfig {
             syslog: false,
             syslog_socket: PathBuf::from("/dev/log"),
             rate_limit_seconds: 10,
+            min_importance: Importance::Low,
         }
     }
 }

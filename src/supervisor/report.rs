@@ -107,6 +107,10 @@ pub(super) fn emit(
         return;
     }
     l.container.counters.events.fetch_add(1, Ordering::Relaxed);
+    if ev.importance < shared.config.events.min_importance {
+        clock.lap(Phase::Log);
+        return;
+    }
     let Some(ev) = ratelimit::admit(shared, st, ev) else {
         clock.lap(Phase::Log);
         return;

@@ -63,6 +63,27 @@ fn ldd() {
         "ldd /bin/true > /work/out && grep -q libc.so.6 /work/out && touch /work/m",
     );
     assert_queries_seen(&events);
+    // One ldd of one binary: one event per container (audit and enforce), not one per loader
+    // ldd probes.
+    assert_eq!(events.len(), 2, "{events:#?}");
+}
+
+/// `[events] min_importance` keeps what is below it out of the log; a denial is still denied
+/// and written.
+#[test]
+fn events_below_min_importance_are_not_written() {
+    needs_root!();
+    let sup = Supervisor::start("enforce", "[events]\nmin_importance = \"medium\"\n");
+    let run = run_container(
+        &sup,
+        "min-importance",
+        "ldd /bin/true > /work/out; /lib64/ld-linux-x86-64.so.2 /bin/touch /work/m",
+        &[],
+    );
+    assert!(!run.marker("m"), "{}", run.describe());
+    let events = sup.events_of(&run.id);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["event"], "binary_executed_by_loader");
 }
 
 #[test]
