@@ -496,6 +496,84 @@ impl Bundle {
     }
 }
 
+/// How a test's script is guarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    /// In a runc container (`execguard inject`).
+    Runc,
+    /// Under `execguard run --supervisor` on the host, in a private mount namespace that
+    /// gives it the container's view: the helpers at /opt/eg, the work directory at /work, a
+    /// private /tmp.
+    Run,
+}
+
+/// Runs `sh -c script` guarded the given way; the mode comes from the `execguard.io/mode`
+/// annotation, else the supervisor's default.
+pub fn run_guarded(
+    way: Way,
+    sup: &Supervisor,
+    name: &str,
+    script: &str,
+    annotations: &[(&str, &str)],
+) -> Run {
+    match way {
+        Way::Runc => run_container(sup, name, script, annotations),
+        Way::Run => run_without_runtime(sup, name, script, annotations),
+    }
+}
+
+fn run_without_runtime(
+    sup: &Supervisor,
+    name: &str,
+    script: &str,
+    annotations: &[(&str, &str)],
+) -> Run {
+    let fx = fixture();
+    let dir = tempfile::Builder::new().prefix("eg-run").tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let id = format!("eg-{}-{name}", std::process::id());
+    let mode = annotations
+        .iter()
+        .find(|(k, _)| *k == "execguard.io/mode")
+        .map(|(_, v)| format!("--mode {v}"))
+        .unwrap_or_default();
+    // The binary (which may sit under /work) and the supervisor's directory (config and
+    // socket, under /tmp) are opened before they are covered: the binary runs from its
+    // descriptor, the directory is bound back into the private /tmp.
+    let sup_dir = sup.config.parent().unwrap().display().to_string();
+    let inner = format!(
+        "exec 9< {exe} 8< {sup_dir} && mkdir -p /opt/eg /work && mount --bind {bin} /opt/eg && \
+         mount --bind {work} /work && mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp && \
+         mkdir -p {sup_dir} && mount --no-canonicalize --bind /proc/self/fd/8 {sup_dir} && exec 8<&- && \
+         exec /proc/self/fd/9 run --supervisor --config {config} {mode} --name {id} -- /bin/sh -c \"$0\"",
+        exe = EXECGUARD,
+        bin = fx.bin.display(),
+        work = work.display(),
+        config = sup.config.display(),
+    );
+    let out = Command::new("timeout")
+        .args([
+            "-k",
+            "5",
+            "120",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+        ])
+        .args(["/bin/sh", "-c", &inner, script])
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("HOME", "/tmp")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Run::new(id, out, work, dir)
+}
+
 /// Runs `sh -c script` in a guarded runc container with these annotations.
 pub fn run_container(
     sup: &Supervisor,

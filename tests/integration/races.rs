@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use crate::harness::{run_container, Supervisor};
+use crate::harness::{run_guarded, Supervisor, Way};
 
 const ATTEMPTS: usize = 2000;
 
@@ -30,17 +30,26 @@ fn race(kind: &str) {
 
 fn race_with(kind: &str, setting: &str, config: &str) {
     let sup = Supervisor::start("audit", config);
-    for mode in ["enforce", "audit"] {
-        let run = run_container(
+    // In a runc container, and through `execguard run` (no container runtime).
+    for (way, mode) in [Way::Runc, Way::Run]
+        .into_iter()
+        .flat_map(|w| [(w, "enforce"), (w, "audit")])
+    {
+        let run = run_guarded(
+            way,
             &sup,
-            &format!("race-{kind}-{setting}-{mode}"),
+            &format!("race-{kind}-{setting}-{way:?}-{mode}"),
             &format!(
                 "/opt/eg/racer {kind} {ATTEMPTS} /work > /work/out 2>&1; echo done > /work/done"
             ),
             &[("execguard.io/mode", mode)],
         );
         let out = std::fs::read_to_string(run.work.join("out")).unwrap_or_default();
-        let ctx = format!("{mode}: {}\nracer: {out}\n{}", run.describe(), sup.log());
+        let ctx = format!(
+            "{way:?} {mode}: {}\nracer: {out}\n{}",
+            run.describe(),
+            sup.log()
+        );
         assert!(run.marker("done"), "{ctx}");
         let ran: HashSet<String> = std::fs::read_dir(&run.work)
             .unwrap()
@@ -50,7 +59,7 @@ fn race_with(kind: &str, setting: &str, config: &str) {
         let events = sup.events_of(&run.id);
         let by_stage = |stage: &str| events.iter().filter(|e| e["stage"] == stage).count();
         eprintln!(
-            "{kind} ({setting} checkpoint) {mode}: {} loader runs, {} events at the exec, {} at the image",
+            "{kind} ({setting} checkpoint, {way:?}) {mode}: {} loader runs, {} events at the exec, {} at the image",
             ran.len(),
             by_stage("exec"),
             by_stage("image")

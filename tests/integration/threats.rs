@@ -3,7 +3,7 @@
 //! (the program does not run and the event says "denied"). Each program proves it ran by
 //! creating /work/m.
 
-use crate::harness::{run_container, Run, Supervisor};
+use crate::harness::{run_container, run_guarded, Run, Supervisor, Way};
 use serde_json::Value;
 
 const LD: &str = "/lib64/ld-linux-x86-64.so.2";
@@ -47,9 +47,18 @@ fn check(name: &str, script: &str, expect: Expect) {
 fn check_with(name: &str, config: &str, stage: &str, script: &str, expect: &Expect) {
     // One supervisor in audit mode by default; the enforce run is switched by annotation.
     let sup = Supervisor::start("audit", config);
-    let audit = run_container(&sup, &format!("{name}-audit"), script, &[]);
-    let enforce = run_container(
-        &sup,
+    // In a runc container, and through `execguard run` (no container runtime).
+    for way in [Way::Runc, Way::Run] {
+        check_way(&sup, way, name, stage, script, expect);
+    }
+}
+
+fn check_way(sup: &Supervisor, way: Way, name: &str, stage: &str, script: &str, expect: &Expect) {
+    let name = format!("{name}-{way:?}");
+    let audit = run_guarded(way, sup, &format!("{name}-audit"), script, &[]);
+    let enforce = run_guarded(
+        way,
+        sup,
         &format!("{name}-enforce"),
         script,
         &[("execguard.io/mode", "enforce")],
@@ -57,12 +66,12 @@ fn check_with(name: &str, config: &str, stage: &str, script: &str, expect: &Expe
     let log = sup.log();
     assert!(
         audit.marker("m"),
-        "audit: the program should have run\n{}\n{log}",
+        "{way:?} audit: the program should have run\n{}\n{log}",
         audit.describe()
     );
     assert!(
         !enforce.marker("m"),
-        "enforce: the program ran\n{}\n{log}",
+        "{way:?} enforce: the program ran\n{}\n{log}",
         enforce.describe()
     );
     for (run, mode, action) in [
