@@ -112,7 +112,43 @@ pub(crate) fn lossy(bytes: &[u8]) -> String {
 pub(crate) struct EventSink {
     out: Mutex<Box<dyn Write + Send>>,
     /// Also to syslog (`/dev/log`; journald reads it too), when configured.
-    syslog: Option<std::os::unix::net::UnixDatagram>,
+    syslog: Option<Syslog>,
+}
+
+/// The syslog copy of the events: a datagram socket connected to `path`, connected again
+/// when a send fails (a syslog daemon that restarts makes a new socket at the same path).
+struct Syslog {
+    path: std::path::PathBuf,
+    socket: Mutex<Option<std::os::unix::net::UnixDatagram>>,
+    /// Events whose syslog copy could not be sent (after one reconnection).
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+/// The largest syslog datagram sent: rsyslog's and syslog-ng's default maximum message size.
+/// A longer event is cut, and ends with [`TRUNCATED`].
+const MAX_SYSLOG_BYTES: usize = 8192;
+const TRUNCATED: &[u8] = b"...[truncated]";
+
+impl Syslog {
+    fn connect(path: &Path) -> io::Result<std::os::unix::net::UnixDatagram> {
+        let s = std::os::unix::net::UnixDatagram::unbound()?;
+        s.connect(path)?;
+        Ok(s)
+    }
+
+    fn send(&self, msg: &[u8]) {
+        let mut socket = self.socket.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = socket.as_ref().is_some_and(|s| s.send(msg).is_ok());
+        if sent {
+            return;
+        }
+        // Once more on a new connection: the daemon may have made a new socket.
+        *socket = Self::connect(&self.path).ok();
+        if !socket.as_ref().is_some_and(|s| s.send(msg).is_ok()) {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// The syslog socket.
@@ -138,10 +174,20 @@ impl EventSink {
     /// Also sends every event to the syslog socket at `path` (default `/dev/log`).
     pub(crate) fn with_syslog(mut self, path: Option<&Path>) -> io::Result<Self> {
         let path = path.unwrap_or(Path::new(DEV_LOG));
-        let s = std::os::unix::net::UnixDatagram::unbound()?;
-        s.connect(path)?;
-        self.syslog = Some(s);
+        let socket = Syslog::connect(path)?;
+        self.syslog = Some(Syslog {
+            path: path.to_owned(),
+            socket: Mutex::new(Some(socket)),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        });
         Ok(self)
+    }
+
+    /// Events whose syslog copy was dropped (the socket gone even after reconnecting).
+    pub(crate) fn syslog_dropped(&self) -> u64 {
+        self.syslog
+            .as_ref()
+            .map_or(0, |s| s.dropped.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     pub(crate) fn emit(&self, event: &Event) -> io::Result<()> {
@@ -157,7 +203,11 @@ impl EventSink {
             };
             let mut msg = format!("<{}>execguard: ", 10 * 8 + severity).into_bytes();
             msg.extend_from_slice(&line);
-            let _ = s.send(&msg);
+            if msg.len() > MAX_SYSLOG_BYTES {
+                msg.truncate(MAX_SYSLOG_BYTES - TRUNCATED.len());
+                msg.extend_from_slice(TRUNCATED);
+            }
+            s.send(&msg);
         }
         line.push(b'\n');
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
@@ -221,5 +271,65 @@ mod tests {
         assert_eq!(v["stage"], "exec");
         assert_eq!(v["container"]["id"], "c");
         assert!(!text.contains('\x1b'));
+    }
+
+    /// A syslog daemon that restarts (a new socket at the same path) still gets the events; a
+    /// long event is cut with a marker; a copy that cannot be sent is counted.
+    #[test]
+    fn syslog_reconnects_truncates_and_counts_drops() {
+        use std::os::unix::net::UnixDatagram;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let first = UnixDatagram::bind(&path).unwrap();
+        let sink = EventSink::from_writer(Box::new(io::sink()))
+            .with_syslog(Some(&path))
+            .unwrap();
+        let mut ev = test_event("one");
+        sink.emit(&ev).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = first.recv(&mut buf).unwrap();
+        assert!(
+            buf[..n].starts_with(b"<82>execguard: {"),
+            "{:?}",
+            &buf[..20]
+        );
+
+        // The daemon restarts: the old socket goes, a new one takes the path.
+        drop(first);
+        std::fs::remove_file(&path).unwrap();
+        let second = UnixDatagram::bind(&path).unwrap();
+        ev.reason = "x".repeat(20_000);
+        sink.emit(&ev).unwrap();
+        let n = second.recv(&mut buf).unwrap();
+        assert_eq!(n, MAX_SYSLOG_BYTES);
+        assert!(buf[..n].ends_with(TRUNCATED));
+        assert_eq!(sink.syslog_dropped(), 0);
+
+        drop(second);
+        std::fs::remove_file(&path).unwrap();
+        sink.emit(&test_event("gone")).unwrap();
+        assert_eq!(sink.syslog_dropped(), 1);
+    }
+
+    fn test_event(reason: &str) -> Event {
+        Event {
+            time: now_rfc3339(),
+            event: Rule::BinaryExecutedByLoader.name(),
+            description: Rule::BinaryExecutedByLoader.description(),
+            category: "execution",
+            method: "system_services",
+            importance: Importance::Critical,
+            mode: Mode::Enforce,
+            action: Outcome::Denied,
+            repeated: None,
+            stage: Stage::Image,
+            errno: None,
+            reason: reason.to_owned(),
+            container: ContainerInfo { id: "c".into() },
+            process: ProcessInfo { pid: 1 },
+            exec: None,
+            syscall: None,
+            loader: None,
+        }
     }
 }

@@ -163,6 +163,12 @@ fn metrics(shared: &Shared) -> String {
         "Containers with at least one notify fd served.",
         vec![(String::new(), guarded)],
     );
+    metric(
+        "execguard_syslog_dropped_total",
+        "counter",
+        "Events whose syslog copy could not be sent, even on a new connection.",
+        vec![(String::new(), shared.sink.syslog_dropped())],
+    );
     out.push_str("# HELP execguard_answer_latency_microseconds Time from receiving a notification to answering it.\n");
     out.push_str("# TYPE execguard_answer_latency_microseconds histogram\n");
     // The count first: a sample recorded while the buckets are read then shows in no bucket
