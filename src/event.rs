@@ -144,7 +144,7 @@ impl Syslog {
         }
         // Once more on a new connection: the daemon may have made a new socket.
         *socket = Self::connect(&self.path).ok();
-        if !socket.as_ref().is_some_and(|s| s.send(msg).is_ok()) {
+        if socket.as_ref().is_none_or(|s| s.send(msg).is_err()) {
             self.dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
