@@ -23,7 +23,9 @@ use anyhow::{bail, Context, Result};
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
 };
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::socket::{
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
 
 use crate::config::{Config, Unavailable};
 use crate::event::EventSink;
@@ -113,7 +115,14 @@ fn run_in_process(
         None => EventSink::from_writer(Box::new(std::io::stderr())),
     };
     let checkpoints = Checkpoints::with_exec(config.detect.exec_checkpoint);
-    let (ours, theirs) = UnixStream::pair().context("a socket pair for the listener")?;
+    // Sequenced packets: the message arrives whole, with its fd.
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .context("a socket pair for the listener")?;
     // The child's work between fork and exec allocates (libseccomp, the message): this process
     // has no other thread yet, so that is sound.
     let child_name = name.to_owned();
@@ -201,7 +210,7 @@ fn arg(index: usize) -> Result<u32> {
 
 /// runc's message to a seccomp listener (`linux.seccomp.listenerPath`), with the listener fd.
 fn hand_over(
-    supervisor: &UnixStream,
+    supervisor: &impl AsRawFd,
     listener: RawFd,
     name: &str,
     mode: Mode,
