@@ -23,6 +23,9 @@ cargo bench --bench execguard -- --quick
 kubernetes-validate --strict deploy/kubernetes/execguard.yaml examples/kubernetes/runtimeclass.yaml
 # The CI runner snippets (examples/ci/) against the schemas and parsers that install here.
 python3 scripts/check-ci-examples.py
+# The systemd unit's hardening: exposure 9.6 before, 5.8 now; a change that weakens it fails.
+systemd-analyze security --offline=true --threshold=60 packaging/systemd/execguard.service > /dev/null \
+  || { systemd-analyze security --offline=true packaging/systemd/execguard.service | tail -1; exit 1; }
 # The Debian package installs and removes cleanly on this machine.
 ./scripts/package.sh
 # Tests that skip when a component is missing fail instead: here everything is installed.
