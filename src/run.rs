@@ -16,7 +16,6 @@ use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -26,6 +25,8 @@ use libseccomp::{
 use nix::sys::socket::{
     sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::ForkResult;
 
 use crate::config::{Config, Unavailable};
 use crate::event::EventSink;
@@ -123,49 +124,67 @@ fn run_in_process(
         SockFlag::SOCK_CLOEXEC,
     )
     .context("a socket pair for the listener")?;
-    // The child's work between fork and exec allocates (libseccomp, the message): this process
-    // has no other thread yet, so that is sound.
-    let child_name = name.to_owned();
-    let hook = move || -> std::io::Result<()> {
-        let guarded = (|| -> Result<()> {
-            let mut ctx = filter(checkpoints)?;
-            // An ordinary user may install a filter only under no_new_privs.
-            ctx.set_ctl_nnp(!nix::unistd::geteuid().is_root())?;
-            ctx.load().context("installing the seccomp filter")?;
-            let listener = ctx.get_notify_fd().context("the filter's listener")?;
-            hand_over(&theirs, listener, &child_name, mode, std::process::id())
-        })();
-        guarded.map_err(|e| {
-            eprintln!("execguard run: {e:#}");
-            std::io::Error::other(format!("{e:#}"))
-        })
-    };
-    // SAFETY: the closure runs in the forked child before exec. This process has no other
-    // thread yet (the supervisor thread starts after the spawn), so the allocator and
-    // libseccomp, which the closure uses, are in a consistent state in the child.
-    unsafe { command.pre_exec(hook) };
-    let program = command.get_program().to_owned();
-    let spawned = command.spawn();
-    // The child's end of the pair lives in the closure: drop it here, so that a child that
-    // dies before handing over the listener ends the receive below.
-    drop(command);
-    let mut child = spawned.with_context(|| format!("running {}", program.to_string_lossy()))?;
-    let mut buf = vec![0u8; 64 << 10];
-    let (n, fds) = crate::sys::recv_with_fds::<1>(ours.as_fd(), &mut buf)
-        .context("receiving the listener from the child")?;
-    let Some(fd) = fds.into_iter().next() else {
-        let status = child.wait()?;
-        bail!("the child passed no listener (it exited: {status})");
-    };
-    // The serving thread ends when every task behind the listener is gone; this process
-    // leaves when the command does (whatever it left running loses its supervisor).
-    let _serving = crate::supervisor::serve_in_process(config, sink, &buf[..n], fd)?;
-    let status = child.wait().context("waiting for the command")?;
-    Ok(match (status.code(), status.signal()) {
-        (Some(code), _) => u8::try_from(code).unwrap_or(1),
-        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(255),
-        (None, None) => 1,
-    })
+    // A plain fork, not `Command::spawn`: spawn waits until the exec is done, and with
+    // `[detect] exec_checkpoint` that exec waits for this process to answer it.
+    // SAFETY: this process has no other thread yet (the supervisor thread starts after the
+    // fork), so the child may allocate and call libseccomp before it execs.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        ForkResult::Child => {
+            drop(ours);
+            let handed = (|| -> Result<()> {
+                let mut ctx = filter(checkpoints)?;
+                // An ordinary user may install a filter only under no_new_privs.
+                ctx.set_ctl_nnp(!nix::unistd::geteuid().is_root())?;
+                ctx.load().context("installing the seccomp filter")?;
+                let listener = ctx.get_notify_fd().context("the filter's listener")?;
+                hand_over(&theirs, listener, name, mode, std::process::id())
+            })();
+            let err = match handed {
+                Ok(()) => anyhow::Error::from(command.exec()).context(format!(
+                    "running {}",
+                    command.get_program().to_string_lossy()
+                )),
+                Err(e) => e,
+            };
+            eprintln!("execguard run: {err:#}");
+            // SAFETY: _exit ends the forked child at once, without running this process's
+            // exit handlers or flushing buffers that belong to the parent.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => {
+            drop(theirs);
+            let mut buf = vec![0u8; 64 << 10];
+            let received = crate::sys::recv_with_fds::<1>(ours.as_fd(), &mut buf);
+            // The serving thread ends when every task behind the listener is gone; this
+            // process leaves when the command does (whatever it left running loses its
+            // supervisor).
+            let _serving = match received {
+                Ok((n, fds)) => match fds.into_iter().next() {
+                    Some(fd) => Some(crate::supervisor::serve_in_process(
+                        config,
+                        sink,
+                        &buf[..n],
+                        fd,
+                    )?),
+                    None => None,
+                },
+                Err(e) => {
+                    eprintln!("execguard run: receiving the listener from the child: {e}");
+                    None
+                }
+            };
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(u8::try_from(code).unwrap_or(1)),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => {
+                        return Ok(u8::try_from(128 + sig as i32).unwrap_or(255))
+                    }
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e).context("waiting for the command"),
+                }
+            }
+        }
+    }
 }
 
 /// The filter runc would install for the spec `spec::patch` writes on a profile that allows

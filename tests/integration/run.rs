@@ -185,3 +185,27 @@ fn run_without_the_running_supervisor() {
     assert!(out.contains("unguarded"), "{out}");
     assert!(marker.exists());
 }
+
+/// With `[detect] exec_checkpoint`, the command's own exec is trapped too: it waits for this
+/// very process's supervisor, which must already be serving (no deadlock), and a denial is a
+/// plain EACCES from the exec.
+#[test]
+fn run_with_the_exec_checkpoint() {
+    needs_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        Some("audit"),
+        "[detect]\nexec_checkpoint = true\n",
+    );
+    let (code, out) = run(
+        &config,
+        &[],
+        "enforce",
+        "exec-checkpoint",
+        "/lib64/ld-linux-x86-64.so.2 /bin/true; echo rc=$?; exit 5",
+        None,
+    );
+    assert_eq!(code, Some(5), "{out}");
+    assert!(out.contains("rc=126"), "denied at the exec: {out}");
+}
