@@ -223,32 +223,18 @@ mod tests {
     #[test]
     fn hostile_bytes_stay_one_escaped_line() {
         let argv = lossy(b"a\n{\"event\":\"fake\"}\x1b[31m\xff\"");
-        let ev = Event {
-            time: now_rfc3339(),
-            event: Rule::BinaryExecutedByLoader.name(),
-            description: Rule::BinaryExecutedByLoader.description(),
-            category: "execution",
-            method: "system_services",
-            importance: Importance::Critical,
-            mode: Mode::Audit,
-            action: Outcome::Allowed,
-            repeated: None,
-            stage: Stage::Exec,
-            errno: None,
-            reason: String::new(),
-            container: ContainerInfo { id: "c".into() },
-            process: ProcessInfo { pid: 1 },
-            exec: Some(ExecInfo {
-                syscall: Syscall::Execve,
-                abi: Abi::X86_64,
-                path: argv.clone(),
-                resolved: None,
-                argv: vec![argv],
-                argv_truncated: false,
-            }),
-            syscall: None,
-            loader: None,
-        };
+        let mut ev = test_event("");
+        ev.mode = Mode::Audit;
+        ev.action = Outcome::Allowed;
+        ev.stage = Stage::Exec;
+        ev.exec = Some(ExecInfo {
+            syscall: Syscall::Execve,
+            abi: Abi::X86_64,
+            path: argv.clone(),
+            resolved: None,
+            argv: vec![argv],
+            argv_truncated: false,
+        });
         let buf = std::sync::Arc::new(Mutex::new(Vec::new()));
         struct W(std::sync::Arc<Mutex<Vec<u8>>>);
         impl Write for W {

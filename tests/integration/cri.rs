@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::harness::{
-    execguard, fixture, spawn_containerd, terminate, Supervisor, EXECGUARD_RUNTIME,
+    fixture, setup_engine, spawn_containerd, terminate, Supervisor, EXECGUARD_RUNTIME,
 };
 
 const PAUSE_IMAGE: &str = "execguard.test/pause:1";
@@ -64,15 +64,11 @@ impl CriContainerd {
             ),
         )
         .unwrap();
-        let (ok, out, err) = execguard(&[
-            "setup",
+        setup_engine(
             "containerd",
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--runtime-path",
-            EXECGUARD_RUNTIME,
-        ]);
-        assert!(ok, "execguard setup containerd: {out}{err}");
+            dir.path(),
+            &["--runtime-path", EXECGUARD_RUNTIME],
+        );
         let child = spawn_containerd(dir.path(), &cfg, &socket, execguard_config);
         let c = Self { socket, dir, child };
         c.import(&pause_image(c.dir.path()));

@@ -614,19 +614,18 @@ pub fn podman_run(
     match way {
         PodmanWay::Hook => {
             // The hook as `execguard setup podman` writes it, pointed at this build.
-            let (ok, out, err) = execguard(&[
-                "setup",
+            setup_engine(
                 "podman",
-                "--root",
-                dir.path().to_str().unwrap(),
-                "--execguard-path",
-                EXECGUARD,
-                "--config",
-                config.to_str().unwrap(),
-                "--hooks-dir",
-                "/hooks.d",
-            ]);
-            assert!(ok, "execguard setup podman: {out}{err}");
+                dir.path(),
+                &[
+                    "--execguard-path",
+                    EXECGUARD,
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--hooks-dir",
+                    "/hooks.d",
+                ],
+            );
             cmd.args(["--runtime", "runc", "--hooks-dir"])
                 .arg(dir.path().join("hooks.d"));
         }
@@ -804,17 +803,16 @@ impl Docker {
             .prefix("eg-dockerd")
             .tempdir()
             .unwrap();
-        let (ok, out, err) = execguard(&[
-            "setup",
+        setup_engine(
             "docker",
-            "--root",
-            dir.path().to_str().unwrap(),
-            "--runtime-path",
-            EXECGUARD_RUNTIME,
-            "--config",
-            execguard_config.to_str().unwrap(),
-        ]);
-        assert!(ok, "execguard setup docker: {out}{err}");
+            dir.path(),
+            &[
+                "--runtime-path",
+                EXECGUARD_RUNTIME,
+                "--config",
+                execguard_config.to_str().unwrap(),
+            ],
+        );
         let socket = dir.path().join("docker.sock");
         let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
         let child = Command::new("dockerd")
@@ -966,6 +964,15 @@ pub fn which(name: &str) -> PathBuf {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{name} is not on PATH"))
+}
+
+/// `execguard setup ENGINE --root ROOT ARGS...`, which must succeed: the engine's files for
+/// this build, written under `root`.
+pub fn setup_engine(engine: &str, root: &Path, args: &[&str]) {
+    let mut all = vec!["setup", engine, "--root", root.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let (ok, out, err) = execguard(&all);
+    assert!(ok, "execguard setup {engine}: {out}{err}");
 }
 
 /// Runs `execguard ARGS`: (success, stdout, stderr).
