@@ -156,7 +156,26 @@ impl Supervisor {
         let config = write_config(dir.path(), Some(mode), extra);
         let events = dir.path().join("events.jsonl");
         let log = std::fs::File::create(dir.path().join("supervisor.log")).unwrap();
-        let child = Command::new(EXECGUARD)
+        // `EXECGUARD_TEST_SUPERVISOR_CAPS=sys_ptrace,kill,...`: the supervisor runs with only
+        // these capabilities (its bounding set, so also its permitted set as root), to show
+        // which ones it needs.
+        let mut cmd = match std::env::var("EXECGUARD_TEST_SUPERVISOR_CAPS") {
+            Ok(caps) => {
+                let keep: Vec<String> = caps
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(|c| format!("+{c}"))
+                    .collect();
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--bounding-set=-all,{}", keep.join(",")))
+                    .arg("--inh-caps=-all")
+                    .arg("--")
+                    .arg(EXECGUARD);
+                c
+            }
+            Err(_) => Command::new(EXECGUARD),
+        };
+        let child = cmd
             .arg("supervise")
             .arg("--config")
             .arg(&config)
