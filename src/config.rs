@@ -104,6 +104,18 @@ pub(crate) enum Unavailable {
     Unguarded,
 }
 
+impl Unavailable {
+    /// Whether a container (or `execguard run`'s command) in `mode` is refused rather than
+    /// started unguarded.
+    pub(crate) fn refuses(self, mode: Mode) -> bool {
+        match self {
+            Unavailable::Fail => true,
+            Unavailable::Unguarded => false,
+            Unavailable::ByMode => mode == Mode::Enforce,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RuntimeConfig {

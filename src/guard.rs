@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::{Config, Unavailable};
+use crate::config::Config;
 use crate::event::now_rfc3339;
 use crate::spec::{self, Outcome, SpecError};
 use crate::vocab::{Importance, Mode};
@@ -134,12 +134,7 @@ pub(crate) fn guard_spec(
     };
     if probe {
         if let Err(source) = UnixStream::connect(&config.socket) {
-            let fail = match config.on_supervisor_unavailable {
-                Unavailable::Fail => true,
-                Unavailable::Unguarded => false,
-                Unavailable::ByMode => mode == Mode::Enforce,
-            };
-            if fail {
+            if config.on_supervisor_unavailable.refuses(mode) {
                 return Err(GuardError::SupervisorUnavailable {
                     socket: config.socket.clone(),
                     mode,
@@ -289,6 +284,7 @@ fn write_atomically(path: &Path, value: &serde_json::Value, mode: u32) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Unavailable;
     use serde_json::json;
 
     fn config(dir: &std::path::Path, unavailable: Unavailable) -> Config {

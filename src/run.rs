@@ -28,7 +28,7 @@ use nix::sys::socket::{
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::ForkResult;
 
-use crate::config::{Config, Unavailable};
+use crate::config::Config;
 use crate::event::EventSink;
 use crate::spec::{Checkpoints, MODE_ANNOTATION};
 use crate::traps::{Cond, TRAPS};
@@ -70,12 +70,7 @@ pub fn run(req: &RunRequest<'_>) -> Result<u8> {
     let supervisor = match UnixStream::connect(&config.socket) {
         Ok(s) => s,
         Err(e) => {
-            let unguarded = match config.on_supervisor_unavailable {
-                Unavailable::Fail => false,
-                Unavailable::Unguarded => true,
-                Unavailable::ByMode => mode == Mode::Audit,
-            };
-            if !unguarded {
+            if config.on_supervisor_unavailable.refuses(mode) {
                 bail!(
                     "no execguard supervisor is listening on {} ({e}); {mode} mode, so {program} \
                      is not run unguarded (start one: execguard supervise)",

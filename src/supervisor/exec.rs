@@ -90,8 +90,8 @@ pub(super) fn handle(
                 exe: &req.path,
                 loader: f.loader.as_ref(),
             };
-            if tell::due(shared, c.settings.mode, &told) {
-                tell::write_if_pending(l, st, notif, &tell::line(shared, &told));
+            if let Some(line) = tell::line_if_due(shared, c.settings.mode, &told) {
+                tell::write_if_pending(l, st, notif, &line);
             }
         }
     }

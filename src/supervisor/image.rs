@@ -74,7 +74,7 @@ pub(super) fn handle(
             exe: &img.exe,
             loader: finding.loader.as_ref(),
         };
-        tell::due(shared, c.settings.mode, &told).then(|| tell::line(shared, &told))
+        tell::line_if_due(shared, c.settings.mode, &told)
     });
     let seen_at_exec = allowed_at_exec.is_some_and(|(rule, start)| {
         rule == finding.rule && exec::start_time_of(notif.pid) == Some(start)

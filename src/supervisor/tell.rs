@@ -33,9 +33,14 @@ pub(super) struct Told<'a> {
     pub loader: Option<&'a LoaderFinding>,
 }
 
+/// The line for `told`, if one is due.
+pub(super) fn line_if_due(shared: &Shared, mode: Mode, told: &Told<'_>) -> Option<String> {
+    due(shared, mode, told).then(|| line(shared, told))
+}
+
 /// Whether a line is due: every denial, and with `in_audit` an allowed critical finding of an
 /// audit container.
-pub(super) fn due(shared: &Shared, mode: Mode, told: &Told<'_>) -> bool {
+fn due(shared: &Shared, mode: Mode, told: &Told<'_>) -> bool {
     let m = &shared.config.message;
     m.enabled
         && match told.outcome {
@@ -48,7 +53,7 @@ pub(super) fn due(shared: &Shared, mode: Mode, told: &Told<'_>) -> bool {
 
 /// The line (without a newline): control characters from the container shown as `?`, each
 /// part cut to [`MAX_PART`] characters.
-pub(super) fn line(shared: &Shared, told: &Told<'_>) -> String {
+fn line(shared: &Shared, told: &Told<'_>) -> String {
     let what = match told.loader {
         Some(l) => match &l.invocation.program {
             Some(p) => format!("{} running {}", clean(&l.path), clean(p)),

@@ -701,6 +701,7 @@ pub fn spawn_containerd(
         .expect("starting containerd");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !socket.exists() {
+        // Its log says why; the temporary directory holding it goes with the test.
         assert!(
             Instant::now() < deadline,
             "containerd did not start:\n{}",
