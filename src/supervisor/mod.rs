@@ -222,12 +222,7 @@ pub(crate) fn run_worker(
                 continue;
             }
         };
-        let shared = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("container".into())
-            .stack_size(THREAD_STACK)
-            .spawn(move || serve::serve_fd(&shared, parsed, fd, slot));
-        if let Err(e) = spawned {
+        if let Err(e) = spawn_serving(shared.clone(), parsed, fd, slot) {
             tracing::error!(error = %e, "cannot start a thread for a container");
         }
     }
@@ -245,11 +240,20 @@ pub(crate) fn serve_in_process(
     let parsed = state::parse(message)?;
     let slots = Slots::create().map_err(SupervisorError::SlotFile)?;
     let shared = Arc::new(Shared::new(config, None, sink, slots, None));
-    let handle = std::thread::Builder::new()
+    Ok(spawn_serving(shared, parsed, fd, 0)?)
+}
+
+/// The thread that serves one notify fd.
+fn spawn_serving(
+    shared: Arc<Shared>,
+    parsed: state::ContainerProcessState,
+    fd: OwnedFd,
+    slot: usize,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
         .name("container".into())
         .stack_size(THREAD_STACK)
-        .spawn(move || serve::serve_fd(&shared, parsed, fd, 0))?;
-    Ok(handle)
+        .spawn(move || serve::serve_fd(&shared, parsed, fd, slot))
 }
 
 /// Stack of a notify fd's thread: inspection recurses at most a few levels (nested `#!`
