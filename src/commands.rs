@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::event::EventSink;
 use crate::guard::MAX_SPEC_BYTES;
 use crate::guard::{self, Decision, Entry};
+use crate::inspect::allow::Judgement;
 use crate::inspect::loader_args::LoaderEnv;
 use crate::inspect::resolve::FsView;
 use crate::inspect::{self, Argv, ExecRequest, GivenArgs, SystemLoaders};
@@ -190,6 +191,7 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
         mode: mode.unwrap_or(config.mode),
         enforce: config.enforce.clone(),
         rules: config.rules.clone(),
+        allow: config.allow.clone(),
     };
     let view = FsView::of_self().context("opening this process's root and cwd")?;
     let loaders = SystemLoaders::discover(&view, &config.detect.extra_system_loaders);
@@ -244,7 +246,28 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
                     }
                 }
             }
-            policy::decide(i.finding.as_ref().map(|f| f.rule), &settings)
+            let rule = i.finding.as_ref().map(|f| f.rule);
+            let exemption = i
+                .finding
+                .as_ref()
+                .and_then(|f| explain_exemption(&view, f, &settings));
+            match (rule, exemption) {
+                (Some(rule), Some(Judgement::Exempt(e))) => {
+                    out.push_str(&format!(
+                        "allow:      [[allow]] {:?} exempts it: the program is {} (a running \
+                         image is also checked to have mapped this very file)\n",
+                        e.rule, e.basis
+                    ));
+                    policy::exempted(rule, &settings)
+                }
+                (_, Some(Judgement::NotExempt(why))) => {
+                    out.push_str(&format!(
+                        "allow:      no [[allow]] rule exempts it: {why}\n"
+                    ));
+                    policy::decide(rule, &settings)
+                }
+                _ => policy::decide(rule, &settings),
+            }
         }
         Err(e) => {
             out.push_str(&format!("error:      {e}\n"));
@@ -261,6 +284,21 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
     out.push_str(&format!("verdict:    {action} in {} mode\n", settings.mode));
     print!("{out}");
     Ok(())
+}
+
+/// What the `[[allow]]` rules say of a finding, when one could apply.
+fn explain_exemption(view: &FsView, f: &inspect::Finding, s: &Settings) -> Option<Judgement> {
+    if !policy::allow::may_exempt(f, s) {
+        return None;
+    }
+    let inv = &f.loader.as_ref()?.invocation;
+    let rules: Vec<_> = policy::allow::candidates(&s.allow, inv).collect();
+    Some(inspect::allow::judge_program(
+        view,
+        inv.program.as_deref()?,
+        &rules,
+        &mut inspect::FileCache::default(),
+    ))
 }
 
 /// `execguard setup ENGINE [--dry-run] [--remove]`.

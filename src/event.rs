@@ -83,6 +83,9 @@ pub(crate) struct Event {
     /// For a denial, the errno the exec failed with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<String>,
+    /// For a loader run that an `[[allow]]` rule exempted, the rule's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_rule: Option<String>,
     pub reason: String,
     pub container: ContainerInfo,
     pub process: ProcessInfo,
@@ -310,6 +313,7 @@ mod tests {
             repeated: None,
             stage: Stage::Image,
             errno: None,
+            allow_rule: None,
             reason: reason.to_owned(),
             container: ContainerInfo { id: "c".into() },
             process: ProcessInfo { pid: 1 },

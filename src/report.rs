@@ -190,7 +190,10 @@ impl Summary {
         self.failed |= match fail_on {
             None => false,
             Some(FailOn::Denied) => key.action == "denied",
-            Some(FailOn::Importance(min)) => importance.is_some_and(|i| i >= min),
+            // A run an `[[allow]]` rule exempted is a sanctioned exception, not a finding.
+            Some(FailOn::Importance(min)) => {
+                v.get("allow_rule").is_none() && importance.is_some_and(|i| i >= min)
+            }
         };
         if let Some(&i) = self.index.get(&key) {
             self.findings[i].count += count;
@@ -470,6 +473,10 @@ mod tests {
         assert!(summary(&audit_only, Some(FailOn::Importance(Importance::High))).failed());
         assert!(!summary(&audit_only, Some(FailOn::Importance(Importance::Critical))).failed());
         assert!(!summary(&audit_only, Some(FailOn::Denied)).failed());
+        // A run an [[allow]] rule exempted is not a finding to fail on.
+        let exempted = audit_only.replacen('{', "{\"allow_rule\":\"vendor\",", 1);
+        assert!(!summary(&exempted, Some(FailOn::Importance(Importance::High))).failed());
+        assert_eq!(summary(&exempted, None).events, 1);
     }
 
     #[test]

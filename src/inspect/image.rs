@@ -272,7 +272,7 @@ fn open_maps(tid: u32) -> Result<OwnedFd, InspectError> {
 
 /// The file mapped at `addr` in the process whose `/proc/PID/maps` is open, by device and
 /// inode (`None` for anonymous memory).
-fn mapping_at(maps: &OwnedFd, addr: u64) -> Result<Option<Mapping>, InspectError> {
+pub(super) fn mapping_at(maps: &OwnedFd, addr: u64) -> Result<Option<Mapping>, InspectError> {
     let maps_err = |e: std::io::Error| InspectError::ReadTarget {
         what: "maps",
         errno: io_errno(&e),

@@ -2,6 +2,7 @@
 //! content, and work out which program a loader would run. Knows nothing of seccomp: the
 //! arguments come through [`ExecArgs`], read lazily, because an ordinary exec needs none.
 
+pub(crate) mod allow;
 pub mod file;
 pub(crate) mod image;
 pub mod loader_args;
@@ -173,6 +174,8 @@ pub(crate) struct FileCache {
     /// Device and inode of mappings found to be one of the container's loaders, where the
     /// mapping names the file differently from `stat` (an overlay's layer).
     mapped_loaders: std::collections::HashSet<(u64, u64)>,
+    /// sha256 of programs that `[[allow]]` rules with `sha256` were checked against.
+    digests: HashMap<FileVersion, [u8; 32]>,
 }
 
 /// Entries kept before the cache is emptied.
@@ -199,18 +202,32 @@ impl FileCache {
     }
 
     fn put(&mut self, v: FileVersion, kind: &FileKind) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .and_then(|d| i64::try_from(d.as_secs()).ok())
-            .unwrap_or(0);
-        if now.saturating_sub(v.ctime.0) < FILE_CACHE_MIN_AGE_SECS {
+        if !settled(&v) {
             return;
         }
         if self.kinds.len() >= FILE_CACHE_ENTRIES {
             self.kinds.clear();
         }
         self.kinds.insert(v, kind.clone());
+    }
+
+    /// The sha256 of file version `v`: from the cache, or from `hash` (then remembered).
+    pub(crate) fn sha256_of<E>(
+        &mut self,
+        v: FileVersion,
+        hash: impl FnOnce() -> Result<[u8; 32], E>,
+    ) -> Result<[u8; 32], E> {
+        if let Some(d) = self.digests.get(&v) {
+            return Ok(*d);
+        }
+        let d = hash()?;
+        if settled(&v) {
+            if self.digests.len() >= FILE_CACHE_ENTRIES {
+                self.digests.clear();
+            }
+            self.digests.insert(v, d);
+        }
+        Ok(d)
     }
 
     /// Whether a mapping with this device and inode was found to be a loader of the container.
@@ -224,6 +241,17 @@ impl FileCache {
         }
         self.mapped_loaders.insert(key);
     }
+}
+
+/// Whether a file version is old enough to be cached: a rewrite within one timestamp tick of
+/// a younger one would go unseen.
+fn settled(v: &FileVersion) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(0);
+    now.saturating_sub(v.ctime.0) >= FILE_CACHE_MIN_AGE_SECS
 }
 
 /// How a loader came to run.

@@ -9,9 +9,11 @@
 //! - anything else (memory unreadable for another reason, the file unreadable): enforce denies
 //!   with the configured errno, audit lets the exec run; both log `inspection_failed`.
 
+pub(crate) mod allow;
+
 use nix::errno::Errno;
 
-use crate::config::{EnforceConfig, RuleOverrides};
+use crate::config::{AllowRule, EnforceConfig, RuleOverrides};
 use crate::inspect::InspectError;
 use crate::vocab::{Importance, Mode, Rule};
 
@@ -30,6 +32,8 @@ pub(crate) struct Settings {
     pub mode: Mode,
     pub enforce: EnforceConfig,
     pub rules: RuleOverrides,
+    /// The `[[allow]]` rules that apply to this container.
+    pub allow: Vec<AllowRule>,
 }
 
 impl Action {
@@ -73,6 +77,18 @@ pub(crate) fn decide(rule: Option<Rule>, s: &Settings) -> Verdict {
             Action::Continue
         },
         event: Some((rule, importance)),
+    }
+}
+
+/// The verdict for a finding that an `[[allow]]` rule exempts: it runs, and the event says so
+/// (whatever `[events] min_importance` is, the caller writes it).
+pub(crate) fn exempted(rule: Rule, s: &Settings) -> Verdict {
+    if s.mode == Mode::Off {
+        return Verdict::CONTINUE;
+    }
+    Verdict {
+        action: Action::Continue,
+        event: Some((rule, s.rules.importance(rule))),
     }
 }
 
@@ -137,6 +153,7 @@ mod tests {
                 errno: CfgErrno(libc::EACCES),
             },
             rules: RuleOverrides::default(),
+            allow: Vec::new(),
         }
     }
 

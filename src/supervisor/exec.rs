@@ -54,9 +54,15 @@ pub(super) fn handle(
         Err(e) => (policy::on_error(&e, &c.settings), None, Some(e)),
     };
     clock.lap(Phase::Answer);
+    let finding = inspection.as_ref().and_then(|i| i.finding.as_ref());
+    if finding.is_some_and(|f| policy::allow::may_exempt(f, &c.settings)) {
+        // An `[[allow]]` rule may exempt it: the image checkpoint judges the file the loader
+        // maps (and writes the event), whatever this path names now.
+        respond(l, notif.id, Action::Continue, clock);
+        return;
+    }
     if let Some((rule, importance)) = verdict.event {
         let argv = target.argv().unwrap_or_default();
-        let finding = inspection.as_ref().and_then(|i| i.finding.as_ref());
         if verdict.action == Action::Continue && finding.is_some() {
             // The image checkpoint will see the same image; it need not log it again.
             remember_allowed(st, notif.pid, rule);

@@ -6,7 +6,9 @@
 use super::registry::Shared;
 use super::serve::{respond, Listener, ListenerState, STATE_ENTRIES};
 use super::{exec, report, tell};
-use crate::inspect::image;
+use crate::inspect::allow::{self, Judgement};
+use crate::inspect::file::LoaderKind;
+use crate::inspect::{image, Finding};
 use crate::phases::{Phase, PhaseClock};
 use crate::policy::{self, Action};
 use crate::sys::SeccompNotif;
@@ -65,17 +67,28 @@ pub(super) fn handle(
             return;
         }
     }
-    let verdict = policy::decide(Some(finding.rule), &c.settings);
-    let line = verdict.event.and_then(|(rule, importance)| {
-        let told = tell::Told {
-            rule,
-            importance,
-            outcome: verdict.action.outcome(),
-            exe: &img.exe,
-            loader: finding.loader.as_ref(),
-        };
-        tell::line_if_due(shared, c.settings.mode, &told)
-    });
+    let judgement = judge_exemption(l, st, notif, abi, &finding);
+    let exemption = match &judgement {
+        Some(Judgement::Exempt(e)) => Some(e),
+        _ => None,
+    };
+    let verdict = match exemption {
+        Some(_) => policy::exempted(finding.rule, &c.settings),
+        None => policy::decide(Some(finding.rule), &c.settings),
+    };
+    let line = verdict
+        .event
+        .filter(|_| exemption.is_none())
+        .and_then(|(rule, importance)| {
+            let told = tell::Told {
+                rule,
+                importance,
+                outcome: verdict.action.outcome(),
+                exe: &img.exe,
+                loader: finding.loader.as_ref(),
+            };
+            tell::line_if_due(shared, c.settings.mode, &told)
+        });
     let seen_at_exec = allowed_at_exec.is_some_and(|(rule, start)| {
         rule == finding.rule && exec::start_time_of(notif.pid) == Some(start)
     });
@@ -84,7 +97,19 @@ pub(super) fn handle(
         if !seen_at_exec || verdict.action != Action::Continue {
             let mut ev =
                 report::base_event(c, notif, rule, importance, verdict.action, Stage::Image);
-            ev.reason = finding.reason.clone();
+            ev.reason = match &judgement {
+                None => finding.reason.clone(),
+                Some(Judgement::Exempt(e)) => {
+                    ev.allow_rule = Some(e.rule.clone());
+                    format!(
+                        "{}; exempted by [[allow]] {:?}: the program is {}",
+                        finding.reason, e.rule, e.basis
+                    )
+                }
+                Some(Judgement::NotExempt(why)) => {
+                    format!("{}; no [[allow]] rule exempts it: {why}", finding.reason)
+                }
+            };
             ev.exec = Some(crate::event::ExecInfo {
                 syscall,
                 abi,
@@ -103,6 +128,35 @@ pub(super) fn handle(
         }
     }
     deny_or_continue(l, st, notif, verdict.action, line.as_deref(), clock);
+}
+
+/// What the `[[allow]]` rules say of a loader run, when one could apply: judged on the file
+/// the loader mapped as its program.
+fn judge_exemption(
+    l: &Listener,
+    st: &mut ListenerState,
+    notif: &SeccompNotif,
+    abi: Abi,
+    finding: &Finding,
+) -> Option<Judgement> {
+    let settings = &l.container.settings;
+    if !policy::allow::may_exempt(finding, settings) {
+        return None;
+    }
+    let loader = finding.loader.as_ref()?;
+    if loader.kind != LoaderKind::Glibc {
+        return Some(Judgement::NotExempt(
+            "only a glibc loader's runs can be exempted (its main program can be told apart)"
+                .to_owned(),
+        ));
+    }
+    let program = loader.invocation.program.as_deref()?;
+    let rules: Vec<_> = policy::allow::candidates(&settings.allow, &loader.invocation).collect();
+    let valid = || l.notify.id_valid(notif.id);
+    Some(
+        allow::judge_image(notif.pid, abi, program, &rules, &mut st.cache, &valid)
+            .unwrap_or_else(|e| Judgement::NotExempt(e.to_string())),
+    )
 }
 
 /// At the image checkpoint a denial also kills the process: a loader that ignored the failed

@@ -74,6 +74,11 @@ impl Shared {
             mode: annotated.unwrap_or(self.config.mode),
             enforce: self.config.enforce.clone(),
             rules: self.config.rules.clone(),
+            allow: crate::policy::allow::for_container(
+                &self.config.allow,
+                &state.state.id,
+                &state.state.annotations,
+            ),
         }
     }
 

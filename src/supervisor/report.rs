@@ -40,6 +40,7 @@ pub(super) fn base_event(
         repeated: None,
         stage,
         errno,
+        allow_rule: None,
         reason: String::new(),
         container: event::ContainerInfo { id: c.id.clone() },
         process: event::ProcessInfo { pid: notif.pid },
@@ -107,7 +108,8 @@ pub(super) fn emit(
         return;
     }
     l.container.counters.events.fetch_add(1, Ordering::Relaxed);
-    if ev.importance < shared.config.events.min_importance {
+    // An exempted run is always written: the exception is visible.
+    if ev.importance < shared.config.events.min_importance && ev.allow_rule.is_none() {
         clock.lap(Phase::Log);
         return;
     }

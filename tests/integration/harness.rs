@@ -71,6 +71,13 @@ pub fn fixture() -> &'static Fixture {
                 .arg(bin.join("payload"))
                 .arg(&payload),
         );
+        // The allow tests' legitimate tool: other bytes, and it writes "tool".
+        run_ok(
+            Command::new("gcc")
+                .args(["-O2", "-DWHO=\"tool\"", "-o"])
+                .arg(bin.join("vendor-tool"))
+                .arg(&payload),
+        );
         run_ok(
             Command::new("gcc")
                 .args(["-m32", "-o"])
@@ -521,8 +528,8 @@ pub enum Way {
     /// In a runc container (`execguard inject`).
     Runc,
     /// Under `execguard run --supervisor` on the host, in a private mount namespace that
-    /// gives it the container's view: the helpers at /opt/eg, the work directory at /work, a
-    /// private /tmp.
+    /// gives it the container's view: the helpers at /opt/eg (read-only), the work directory
+    /// at /work, a private /tmp.
     Run,
 }
 
@@ -562,7 +569,7 @@ fn run_without_runtime(
     // descriptor, the directory is bound back into the private /tmp.
     let sup_dir = sup.config.parent().unwrap().display().to_string();
     let inner = format!(
-        "exec 9< {exe} 8< {sup_dir} && mkdir -p /opt/eg /work && mount --bind {bin} /opt/eg && \
+        "exec 9< {exe} 8< {sup_dir} && mkdir -p /opt/eg /work && mount --bind {bin} /opt/eg && mount -o remount,bind,ro /opt/eg && \
          mount --bind {work} /work && mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp && \
          mkdir -p {sup_dir} && mount --no-canonicalize --bind /proc/self/fd/8 {sup_dir} && exec 8<&- && \
          exec /proc/self/fd/9 run --supervisor --config {config} {mode} --name {id} -- /bin/sh -c \"$0\"",

@@ -17,6 +17,7 @@ macro_rules! needs_root {
     };
 }
 
+mod allow;
 mod cli;
 mod containerd;
 mod cri;

@@ -10,6 +10,10 @@
  *                        loader copy at /tmp/race/i, the PT_INTERP of /opt/eg/interp-payload,
  *                        which the main thread forks and execs with argv [p, DIR/m-<i>] (it
  *                        creates the marker only when a loader copy is its interpreter)
+ *   racer allow N DIR    a thread swaps (RENAME_EXCHANGE) two symlinks, to /opt/eg/vendor-tool
+ *                        and to /opt/eg/payload, at /tmp/race/p, while the main thread forks and
+ *                        execs the loader with argv [ld, /tmp/race/p, DIR/m-<i>] (the marker
+ *                        says "tool" or "ran": which program the loader mapped)
  * Prints how many attempts the kernel answered with an error (denied at the exec).
  */
 #define _GNU_SOURCE
@@ -73,15 +77,27 @@ static int copy(const char *from, const char *to) {
 
 int main(int argc, char **argv) {
     if (argc != 4) {
-        fprintf(stderr, "usage: racer flip|rename|interp N DIR\n");
+        fprintf(stderr, "usage: racer flip|rename|interp|allow N DIR\n");
         return 2;
     }
     int n = atoi(argv[2]);
     int flip = !strcmp(argv[1], "flip");
     int interp = !strcmp(argv[1], "interp");
+    int allow = !strcmp(argv[1], "allow");
     const char *exec_path = "/tmp/race/x";
     char *first = "x";
-    if (interp) {
+    if (allow) {
+        mkdir("/tmp/race", 0755);
+        if (symlink("/opt/eg/vendor-tool", "/tmp/race/p") ||
+            symlink("/opt/eg/payload", "/tmp/race/q")) {
+            perror("setup");
+            return 2;
+        }
+        swap_a = "/tmp/race/p";
+        swap_b = "/tmp/race/q";
+        exec_path = LOADER;
+        first = LOADER;
+    } else if (interp) {
         mkdir("/tmp/race", 0755);
         if (symlink(LOADER, "/tmp/race/i") || copy(LOADER, "/tmp/race/j")) {
             perror("setup");
@@ -106,6 +122,7 @@ int main(int argc, char **argv) {
         snprintf(marker, sizeof marker, "%s/m-%d", argv[3], i);
         char *child_argv[] = {first, "/bin/touch", marker, NULL};
         if (interp) child_argv[1] = marker, child_argv[2] = NULL;
+        if (allow) child_argv[1] = "/tmp/race/p";
         pid_t pid = flip ? vfork() : fork();
         if (pid == 0) {
             execve(flip ? path : exec_path, child_argv, environ);
