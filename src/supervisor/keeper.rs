@@ -69,6 +69,10 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
         Some(l) => (l, true),
         None => (bind_root_only(&config.socket, Existing::RefuseLive)?, false),
     };
+    // Named now, not at the first container; then the keeper keeps none of them itself and
+    // its workers (root processes it execs) get at most these.
+    super::privilege::check_available()?;
+    super::privilege::reduce(false)?;
     let slots = Slots::create().map_err(SupervisorError::SlotFile)?;
     let wake = Arc::new(
         EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)

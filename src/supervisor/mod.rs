@@ -17,6 +17,7 @@ mod exec;
 pub mod fault;
 mod image;
 pub(crate) mod keeper;
+pub(crate) mod privilege;
 mod ratelimit;
 mod recovery;
 mod registry;
@@ -83,6 +84,8 @@ pub(crate) enum SupervisorError {
     },
     #[error("setting the worker's parent-death signal: {0}")]
     DeathSignal(#[source] Errno),
+    #[error(transparent)]
+    Privilege(#[from] privilege::PrivilegeError),
     #[error("receiving from the keeper's channel (fd {fd}): {source}")]
     ChannelRecv {
         fd: std::os::fd::RawFd,
@@ -192,6 +195,10 @@ pub(crate) fn run_worker(
         keeper_started,
     ));
     control::start(shared.clone());
+    // Before the first notification: only what the answer path needs, for good.
+    privilege::check_available()?;
+    let kept = privilege::reduce_worker()?;
+    tracing::info!(capabilities = %privilege::names(&kept), "worker capabilities reduced");
     let mut buf = vec![0u8; state::MAX_STATE_BYTES + 8];
     loop {
         let (n, fds) = match crate::sys::recv_with_fds::<1>(channel.as_fd(), &mut buf) {

@@ -30,6 +30,7 @@ mod legit;
 mod message;
 mod operations;
 mod podman;
+mod privilege;
 mod profiles;
 mod races;
 mod run;

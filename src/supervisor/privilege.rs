@@ -1,0 +1,105 @@
+//! The capabilities the supervisor runs with: exactly those measured to be needed (README,
+//! "Least privilege"), checked when it starts and reduced before the worker handles its first
+//! notification. Through the `caps` crate.
+
+use caps::{CapSet, Capability, CapsHashSet};
+
+/// What the worker needs, and what for (named in the error when one is missing).
+pub(crate) const WORKER_CAPS: &[(Capability, &str)] = &[
+    (
+        Capability::CAP_SYS_PTRACE,
+        "to read containers' processes: their memory, /proc/PID/{exe,root,maps,auxv,environ}, \
+         and their standard error for the denial message",
+    ),
+    (
+        Capability::CAP_DAC_READ_SEARCH,
+        "to read files a container made unreadable, such as an execute-only loader copy",
+    ),
+    (
+        Capability::CAP_KILL,
+        "to kill a denied image that runs as another uid",
+    ),
+    (
+        Capability::CAP_CHECKPOINT_RESTORE,
+        "to open the file behind a mapping (/proc/PID/map_files) when judging an interpreter",
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PrivilegeError {
+    #[error(
+        "the supervisor needs {cap} {why}, and this process does not have it; run it as root \
+         with {cap} in its capability bounding set (the systemd unit's CapabilityBoundingSet \
+         lists what it needs)"
+    )]
+    Missing { cap: Capability, why: &'static str },
+    #[error("reading this process's capabilities: {0}")]
+    Read(#[source] caps::errors::CapsError),
+    #[error("reducing this process's capabilities ({what}): {source}")]
+    Reduce {
+        what: &'static str,
+        source: caps::errors::CapsError,
+    },
+    #[error("setting no_new_privs: {0}")]
+    NoNewPrivs(#[source] nix::errno::Errno),
+}
+
+fn wanted() -> CapsHashSet {
+    WORKER_CAPS.iter().map(|(c, _)| *c).collect()
+}
+
+/// Fails, naming the first capability the worker needs that this process could not pass on to
+/// it (not in its permitted set).
+pub(crate) fn check_available() -> Result<(), PrivilegeError> {
+    let permitted = caps::read(None, CapSet::Permitted).map_err(PrivilegeError::Read)?;
+    match WORKER_CAPS.iter().find(|(c, _)| !permitted.contains(c)) {
+        Some((cap, why)) => Err(PrivilegeError::Missing { cap: *cap, why }),
+        None => Ok(()),
+    }
+}
+
+/// Leaves this process (and every program it starts) with the worker's capabilities at most:
+/// the bounding set is cut to them (while `CAP_SETPCAP` allows it), inheritable and ambient are
+/// emptied. `keep` says whether this process keeps them itself (the worker) or keeps none (the
+/// keeper, which only passes them on: a root process's exec gets its bounding set).
+pub(crate) fn reduce(keep: bool) -> Result<CapsHashSet, PrivilegeError> {
+    let wanted = wanted();
+    let err = |what| move |source| PrivilegeError::Reduce { what, source };
+    let effective = caps::read(None, CapSet::Effective).map_err(PrivilegeError::Read)?;
+    if effective.contains(&Capability::CAP_SETPCAP) {
+        let bounding = caps::read(None, CapSet::Bounding).map_err(PrivilegeError::Read)?;
+        // CAP_SETPCAP itself goes last: dropping the others needs it.
+        let mut extra: Vec<Capability> = bounding.difference(&wanted).copied().collect();
+        extra.sort_by_key(|c| *c == Capability::CAP_SETPCAP);
+        for cap in extra {
+            caps::drop(None, CapSet::Bounding, cap).map_err(err("bounding set"))?;
+        }
+    }
+    caps::clear(None, CapSet::Ambient).map_err(err("ambient set"))?;
+    caps::clear(None, CapSet::Inheritable).map_err(err("inheritable set"))?;
+    let permitted = caps::read(None, CapSet::Permitted).map_err(PrivilegeError::Read)?;
+    let kept: CapsHashSet = if keep {
+        permitted.intersection(&wanted).copied().collect()
+    } else {
+        CapsHashSet::new()
+    };
+    // Effective first: it must stay within the permitted set at every step.
+    caps::set(None, CapSet::Effective, &kept).map_err(err("effective set"))?;
+    caps::set(None, CapSet::Permitted, &kept).map_err(err("permitted set"))?;
+    Ok(kept)
+}
+
+/// The worker: its capabilities cut to [`WORKER_CAPS`], and `no_new_privs`, so that nothing it
+/// could be made to run gains more.
+pub(crate) fn reduce_worker() -> Result<CapsHashSet, PrivilegeError> {
+    let kept = reduce(true)?;
+    nix::sys::prctl::set_no_new_privs().map_err(PrivilegeError::NoNewPrivs)?;
+    Ok(kept)
+}
+
+/// Names of a set of capabilities, sorted, for logs.
+pub(crate) fn names(set: &CapsHashSet) -> String {
+    let mut names: Vec<String> = set.iter().map(ToString::to_string).collect();
+    names.sort();
+    names.join(",")
+}
