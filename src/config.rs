@@ -197,6 +197,26 @@ impl Default for MessageConfig {
     }
 }
 
+/// What the worker's system call allowlist does with a call outside it.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum SyscallFilter {
+    /// The call fails with EPERM.
+    #[default]
+    Refuse,
+    /// The call runs, and the kernel's audit log records it.
+    Log,
+    /// No filter.
+    Off,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct HardeningConfig {
+    /// The worker's own system calls, confined to an allowlist once it is set up.
+    pub(crate) syscall_filter: SyscallFilter,
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct MetricsConfig {
@@ -386,6 +406,8 @@ pub struct Config {
     pub(crate) events: EventsConfig,
     #[serde(default)]
     pub(crate) message: MessageConfig,
+    #[serde(default)]
+    pub(crate) hardening: HardeningConfig,
     /// Exceptions for known, legitimate loader uses (`[[allow]]`).
     #[serde(default)]
     pub(crate) allow: Vec<AllowRule>,
@@ -419,6 +441,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             events: EventsConfig::default(),
             message: MessageConfig::default(),
+            hardening: HardeningConfig::default(),
             allow: Vec::new(),
         }
     }

@@ -12,6 +12,7 @@
 //! `ratelimit` (events), `recovery` (what a dead worker left), [`slots`] (the in-flight record),
 //! [`keeper`] (the process that holds every fd), [`control`] (status, metrics, reload).
 
+mod confine;
 pub mod control;
 mod exec;
 pub mod fault;
@@ -86,6 +87,8 @@ pub(crate) enum SupervisorError {
     DeathSignal(#[source] Errno),
     #[error(transparent)]
     Privilege(#[from] privilege::PrivilegeError),
+    #[error(transparent)]
+    Confine(#[from] confine::ConfineError),
     #[error("receiving from the keeper's channel (fd {fd}): {source}")]
     ChannelRecv {
         fd: std::os::fd::RawFd,
@@ -199,6 +202,9 @@ pub(crate) fn run_worker(
     privilege::check_available()?;
     let kept = privilege::reduce_worker()?;
     tracing::info!(capabilities = %privilege::names(&kept), "worker capabilities reduced");
+    let filter = shared.config.hardening.syscall_filter;
+    confine::confine_worker(filter)?;
+    tracing::info!(?filter, "worker system calls confined");
     let mut buf = vec![0u8; state::MAX_STATE_BYTES + 8];
     loop {
         let (n, fds) = match crate::sys::recv_with_fds::<1>(channel.as_fd(), &mut buf) {

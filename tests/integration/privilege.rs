@@ -37,9 +37,10 @@ fn the_worker_keeps_exactly_the_needed_capabilities_and_the_keeper_none() {
     needs_root!();
     let sup = Supervisor::start("enforce", "");
     let worker = sup.worker_pid();
-    // The worker reduces its sets before it takes its first container: wait for its log line.
+    // The worker reduces its sets and confines itself before it takes its first container:
+    // wait for its log line.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !sup.log().contains("worker capabilities reduced") {
+    while !sup.log().contains("worker system calls confined") {
         assert!(std::time::Instant::now() < deadline, "{}", sup.log());
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -50,6 +51,9 @@ fn the_worker_keeps_exactly_the_needed_capabilities_and_the_keeper_none() {
     assert_eq!(caps(worker, "CapInh:"), 0);
     assert_eq!(caps(worker, "CapAmb:"), 0);
     assert_eq!(status_field(worker, "NoNewPrivs:"), "1");
+    // And its system calls are confined (`[hardening] syscall_filter`, a seccompiler filter).
+    assert_eq!(status_field(worker, "Seccomp:"), "2");
+    assert_eq!(status_field(worker, "Seccomp_filters:"), "1");
     let keeper = sup.pid();
     assert_eq!(caps(keeper, "CapPrm:"), 0);
     assert_eq!(caps(keeper, "CapEff:"), 0);
