@@ -7,6 +7,9 @@
 - Actions Runner Controller: the runner pod template of the Helm values and the job-pod hook
   template, each made into a Pod and checked against the Kubernetes API schema
   (kubernetes-validate, offline).
+- The DaemonSet (deploy/kubernetes/execguard.yaml): no privileged container, and the
+  supervisor's capabilities exactly those of the systemd unit's CapabilityBoundingSet (the
+  set measured to be needed); the API schema check is kubernetes-validate's, in scripts/test.sh.
 Exits non-zero on the first problem, naming the file.
 """
 import json
@@ -52,7 +55,34 @@ def pod(name, metadata, spec):
             "metadata": {"name": name, **(metadata or {})}, "spec": spec}
 
 
+def daemonset():
+    root = CI.parent.parent
+    path = root / "deploy" / "kubernetes" / "execguard.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    ds = next(d for d in docs if d["kind"] == "DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    containers = spec.get("initContainers", []) + spec["containers"]
+    for c in containers:
+        sc = c.get("securityContext", {})
+        if sc.get("privileged"):
+            fail(path, f"container {c['name']} is privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            fail(path, f"container {c['name']} allows privilege escalation")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+            fail(path, f"container {c['name']} does not drop all capabilities")
+    unit = (root / "packaging" / "systemd" / "execguard.service").read_text()
+    line = next(l for l in unit.splitlines() if l.startswith("CapabilityBoundingSet="))
+    want = sorted(c.removeprefix("CAP_") for c in line.split("=", 1)[1].split())
+    sup = next(c for c in spec["containers"] if c["name"] == "supervisor")
+    got = sorted(sup["securityContext"]["capabilities"]["add"])
+    if got != want:
+        fail(path, f"the supervisor's capabilities {got} are not the measured set {want}")
+    if not spec.get("hostPID"):
+        fail(path, "the supervisor does not share the node's pid namespace")
+
+
 def main():
+    daemonset()
     run(["check-jsonschema", "--builtin-schema", "vendor.github-workflows",
          CI / "github-workflow.yml", CI / "github-hosted.yml"])
     wf = yaml.safe_load((CI / "github-workflow.yml").read_text())
@@ -81,7 +111,8 @@ def main():
             f.write_text(yaml.safe_dump(p))
             files.append(f)
         run(["kubernetes-validate", "--strict", *files])
-    print("examples/ci: workflow schema, runner configs and pod templates check out")
+    print("examples/ci: workflow schema, runner configs and pod templates check out; "
+          "the DaemonSet runs unprivileged with the measured capabilities")
 
 
 if __name__ == "__main__":
