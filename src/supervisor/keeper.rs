@@ -69,7 +69,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
         Some(l) => (l, true),
         None => (bind_root_only(&config.socket, Existing::RefuseLive)?, false),
     };
-    // Named now, not at the first container; then the keeper keeps none of them itself and
+    // Named now, not at the first container; then the keeper uses none of them itself and
     // its workers (root processes it execs) get at most these.
     super::privilege::check_available()?;
     super::privilege::reduce(false)?;

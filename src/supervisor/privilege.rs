@@ -60,9 +60,11 @@ pub(crate) fn check_available() -> Result<(), PrivilegeError> {
 
 /// Leaves this process (and every program it starts) with the worker's capabilities at most:
 /// the bounding set is cut to them (while `CAP_SETPCAP` allows it), inheritable and ambient are
-/// emptied. `keep` says whether this process keeps them itself (the worker) or keeps none (the
-/// keeper, which only passes them on: a root process's exec gets its bounding set).
-pub(crate) fn reduce(keep: bool) -> Result<CapsHashSet, PrivilegeError> {
+/// emptied, the permitted set keeps only them. `use_them` says whether they stay effective
+/// (the worker) or only permitted (the keeper, which passes them on: a root process's exec
+/// gets its bounding set, but under `no_new_privs`, as systemd's `NoNewPrivileges=` sets it,
+/// no more than its permitted set).
+pub(crate) fn reduce(use_them: bool) -> Result<CapsHashSet, PrivilegeError> {
     let wanted = wanted();
     let err = |what| move |source| PrivilegeError::Reduce { what, source };
     let effective = caps::read(None, CapSet::Effective).map_err(PrivilegeError::Read)?;
@@ -78,15 +80,16 @@ pub(crate) fn reduce(keep: bool) -> Result<CapsHashSet, PrivilegeError> {
     caps::clear(None, CapSet::Ambient).map_err(err("ambient set"))?;
     caps::clear(None, CapSet::Inheritable).map_err(err("inheritable set"))?;
     let permitted = caps::read(None, CapSet::Permitted).map_err(PrivilegeError::Read)?;
-    let kept: CapsHashSet = if keep {
-        permitted.intersection(&wanted).copied().collect()
+    let kept: CapsHashSet = permitted.intersection(&wanted).copied().collect();
+    let effective = if use_them {
+        kept.clone()
     } else {
         CapsHashSet::new()
     };
     // Effective first: it must stay within the permitted set at every step.
-    caps::set(None, CapSet::Effective, &kept).map_err(err("effective set"))?;
+    caps::set(None, CapSet::Effective, &effective).map_err(err("effective set"))?;
     caps::set(None, CapSet::Permitted, &kept).map_err(err("permitted set"))?;
-    Ok(kept)
+    Ok(effective)
 }
 
 /// The worker: its capabilities cut to [`WORKER_CAPS`], and `no_new_privs`, so that nothing it

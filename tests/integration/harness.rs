@@ -164,8 +164,8 @@ impl Supervisor {
         let events = dir.path().join("events.jsonl");
         let log = std::fs::File::create(dir.path().join("supervisor.log")).unwrap();
         // `EXECGUARD_TEST_SUPERVISOR_CAPS=sys_ptrace,kill,...`: the supervisor runs with only
-        // these capabilities (its bounding set, so also its permitted set as root), to show
-        // which ones it needs.
+        // these capabilities (its bounding set, so also its permitted set as root) and
+        // no_new_privs, as under its systemd unit, to show which ones it needs.
         let mut cmd = match std::env::var("EXECGUARD_TEST_SUPERVISOR_CAPS") {
             Ok(caps) => {
                 let keep: Vec<String> = caps
@@ -173,9 +173,11 @@ impl Supervisor {
                     .filter(|c| !c.is_empty())
                     .map(|c| format!("+{c}"))
                     .collect();
+                // `--no-new-privs` as the systemd unit's NoNewPrivileges=yes.
                 let mut c = Command::new("setpriv");
                 c.arg(format!("--bounding-set=-all,{}", keep.join(",")))
                     .arg("--inh-caps=-all")
+                    .arg("--no-new-privs")
                     .arg("--")
                     .arg(EXECGUARD);
                 c
