@@ -21,9 +21,18 @@ done
 /usr/bin/execguard explain -- /bin/true > /dev/null || fail "explain does not work with the shipped config"
 jq -e '.stages == ["precreate"] and .hook.path == "/usr/bin/execguard"' /usr/share/execguard/hooks.d/execguard.json >/dev/null \
   || fail "the hook JSON is wrong"
-# A changed config survives an upgrade (reinstall) and a remove; purge takes it.
+# A changed config survives an upgrade (reinstall) and a remove; purge takes it. The upgrade
+# asks a running supervisor to re-execute itself in place (SIGUSR2), never to restart: seen
+# through a systemctl that records its calls (systemd is not PID 1 here).
 echo '# local change' >> /etc/execguard/config.toml
-dpkg -i "$deb" >/dev/null
+shim=$(mktemp -d)
+trap 'rm -rf "$shim"' EXIT
+printf '#!/bin/sh\necho "$*" >> %s/calls\n[ "$1" = is-active ] && exit 0\nexit 0\n' "$shim" > "$shim/systemctl"
+chmod +x "$shim/systemctl"
+PATH="$shim:$PATH" dpkg -i "$deb" >/dev/null
+grep -qx 'kill --signal=SIGUSR2 --kill-whom=main execguard.service' "$shim/calls" \
+  || fail "an upgrade did not ask the running supervisor to re-execute itself: $(cat "$shim/calls" 2>/dev/null)"
+! grep -q 'restart\|stop' "$shim/calls" || fail "an upgrade restarted or stopped the supervisor: $(cat "$shim/calls")"
 grep -q 'local change' /etc/execguard/config.toml || fail "an upgrade replaced the changed config"
 dpkg -r execguard >/dev/null
 [ ! -e /usr/bin/execguard ] || fail "remove left the binary"
@@ -31,4 +40,4 @@ dpkg -r execguard >/dev/null
 dpkg -P execguard >/dev/null
 [ ! -e /etc/execguard/config.toml ] || fail "purge left the config"
 [ ! -e /usr/share/execguard/hooks.d/execguard.json ] || fail "purge left the hook"
-echo "package: installs, keeps a changed config on upgrade and remove, purges cleanly"
+echo "package: installs, keeps a changed config on upgrade and remove, upgrades a running supervisor in place (SIGUSR2), purges cleanly"

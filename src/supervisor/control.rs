@@ -163,6 +163,18 @@ fn metrics(shared: &Shared) -> String {
         "Containers with at least one notify fd served.",
         vec![(String::new(), guarded)],
     );
+    // Survives upgrades (the keeper carries it across); a change means the keeper ended, and
+    // with it the guard of every container running then.
+    let keeper_started = shared
+        .keeper_started
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    metric(
+        "execguard_keeper_start_time_seconds",
+        "gauge",
+        "When the keeper started (seconds since the epoch; kept across in-place upgrades).",
+        vec![(String::new(), keeper_started)],
+    );
     metric(
         "execguard_syslog_dropped_total",
         "counter",

@@ -1,8 +1,8 @@
 //! The keeper: the small, long-lived half of `execguard supervise`. It owns the listener
 //! socket and a copy of every container's notify fd, and runs the worker (`execguard worker`,
-//! which does all the inspecting) as a child. When the worker dies, or is replaced on SIGUSR2
-//! by the binary now at the same path (an upgrade), the keeper starts a new one and hands it
-//! every notify fd again: since the keeper's copies keep the listeners open, the kernel keeps
+//! which does all the inspecting) as a child. When the worker dies, the keeper starts a new
+//! one and hands it every notify fd again (on SIGUSR2, an upgrade, the keeper first
+//! re-executes the binary now at its path as the same process: [`super::handover`]): since the keeper's copies keep the listeners open, the kernel keeps
 //! pending execs waiting instead of failing them with ENOSYS, and the slot file tells the new
 //! worker which notifications the old one had received but not answered.
 
@@ -65,15 +65,35 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(SupervisorError::SignalFd)?;
 
-    let (listener, activated) = match activated_listener()? {
-        Some(l) => (l, true),
-        None => (bind_root_only(&config.socket, Existing::RefuseLive)?, false),
+    let mut cmd = cmd;
+    let adopted = super::handover::take()?;
+    let (listener, activated, slots, carried) = match adopted {
+        // This process replaced a keeper (an upgrade): its socket, slot file and notify fds.
+        Some(a) => {
+            tracing::info!(containers = a.held.len(), exe = %cmd.exe.display(), "keeper upgraded in place");
+            cmd.started = a.started;
+            (a.listener, a.activated, a.slots, a.held)
+        }
+        None => {
+            let (listener, activated) = match activated_listener()? {
+                Some(l) => (l, true),
+                None => (bind_root_only(&config.socket, Existing::RefuseLive)?, false),
+            };
+            let slots = Slots::create().map_err(SupervisorError::SlotFile)?;
+            (listener, activated, slots, Vec::new())
+        }
     };
     // Named now, not at the first container; then the keeper uses none of them itself and
     // its workers (root processes it execs) get at most these.
     super::privilege::check_available()?;
     super::privilege::reduce(false)?;
-    let slots = Slots::create().map_err(SupervisorError::SlotFile)?;
+    // The accept thread owns the listener; this copy is what an upgrade carries across.
+    let listener_copy = listener
+        .try_clone()
+        .map_err(|source| SupervisorError::Socket {
+            path: config.socket.clone(),
+            source,
+        })?;
     let wake = Arc::new(
         EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(SupervisorError::EventFd)?,
@@ -107,6 +127,11 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
         })?;
 
     let mut held: Vec<Option<Held>> = (0..MAX_SLOTS).map(|_| None).collect();
+    for (index, state, fd) in carried {
+        if index < MAX_SLOTS && held[index].is_none() && watch(&epoll, index, &fd) {
+            held[index] = Some(Held { state, fd });
+        }
+    }
     let mut worker = Some(start_worker(&cmd, &slots, &held)?);
     tracing::info!(socket = %config.socket.display(), mode = %config.mode, "supervisor listening");
 
@@ -156,12 +181,34 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                                 }
                             }
                             Ok(Signal::SIGUSR2) => {
-                                tracing::info!(exe = %cmd.exe.display(), "replacing the worker");
-                                if let Some(w) = worker.as_mut() {
+                                // Containers that arrived meanwhile go across too.
+                                let _ = wake.read();
+                                while let Ok(arrival) = rx.try_recv() {
+                                    admit(&epoll, &mut held, None, arrival);
+                                }
+                                tracing::info!(exe = %cmd.exe.display(), "upgrading: the keeper re-executes itself");
+                                // As after a worker crash, the slot file tells the next worker
+                                // what this one had received and not answered.
+                                if let Some(mut w) = worker.take() {
                                     let _ = w.child.kill();
                                     let _ = w.child.wait();
                                 }
-                                worker = None;
+                                let carried = super::handover::Carried {
+                                    listener: listener_copy.as_fd(),
+                                    activated,
+                                    slots: &slots,
+                                    started: cmd.started,
+                                    held: held
+                                        .iter()
+                                        .enumerate()
+                                        .filter_map(|(i, h)| {
+                                            h.as_ref()
+                                                .map(|h| (i, h.state.as_slice(), h.fd.as_fd()))
+                                        })
+                                        .collect(),
+                                };
+                                let e = super::handover::reexec(&cmd.exe, &carried);
+                                tracing::error!(error = %e, "the upgrade failed; the keeper goes on as it was");
                             }
                             Ok(sig) => {
                                 tracing::info!(signal = ?sig, "shutting down");
@@ -332,15 +379,25 @@ fn admit(epoll: &Epoll, held: &mut [Option<Held>], worker: Option<&Worker>, h: H
         );
         return;
     };
-    // No events asked for: epoll still reports EPOLLHUP, when the container is gone.
-    if let Err(e) = epoll.add(&h.fd, EpollEvent::new(EpollFlags::empty(), index as u64)) {
-        tracing::error!(error = %e, "cannot watch a notify fd");
+    if !watch(epoll, index, &h.fd) {
         return;
     }
     if let Some(w) = worker {
         send(w, index, &h);
     }
     held[index] = Some(h);
+}
+
+/// Watches a held notify fd for its end. No events asked for: epoll still reports EPOLLHUP,
+/// when the container is gone.
+fn watch(epoll: &Epoll, index: usize, fd: &OwnedFd) -> bool {
+    match epoll.add(fd, EpollEvent::new(EpollFlags::empty(), index as u64)) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch a notify fd");
+            false
+        }
+    }
 }
 
 /// Accepts runtimes' connections; each is read on a thread of its own, so that a slow peer

@@ -16,6 +16,7 @@ mod confine;
 pub mod control;
 mod exec;
 pub mod fault;
+pub(crate) mod handover;
 mod image;
 pub(crate) mod keeper;
 pub(crate) mod privilege;
@@ -89,6 +90,8 @@ pub(crate) enum SupervisorError {
     Privilege(#[from] privilege::PrivilegeError),
     #[error(transparent)]
     Confine(#[from] confine::ConfineError),
+    #[error(transparent)]
+    Handover(#[from] handover::HandoverError),
     #[error("receiving from the keeper's channel (fd {fd}): {source}")]
     ChannelRecv {
         fd: std::os::fd::RawFd,

@@ -5,13 +5,15 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Takes ownership of a descriptor this process inherited, by number, from the process that
-/// started it (the keeper passes the worker its channel and slot file this way; systemd passes
-/// a listening socket as fd 3), and marks it close-on-exec.
+/// started it (the keeper passes the worker its channel and slot file this way, and itself its
+/// notify fds across an upgrade; systemd passes a listening socket as fd 3), and marks it
+/// close-on-exec.
 ///
 /// Sound to call with any number: ownership is tracked by the close-on-exec flag. Every
 /// descriptor this program opens has it (std and nix open with `O_CLOEXEC`, and
-/// [`recv_with_fds`] asks for `MSG_CMSG_CLOEXEC`); the only exception, the keeper's `dup`s for a
-/// worker to inherit, lives between the `dup` and the worker's start inside one function. So a
+/// [`recv_with_fds`] asks for `MSG_CMSG_CLOEXEC`); the only exceptions, the keeper's `dup`s for a
+/// worker to inherit and for its own re-execution (an upgrade) to carry across, live between
+/// the `dup` and the worker's start, or the `execve`, inside one function. So a
 /// descriptor without the flag was inherited and not adopted yet; adopting sets the flag (under
 /// a lock), and a second adoption of the same number fails with `EBUSY`.
 pub(crate) fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {

@@ -158,6 +158,11 @@ impl Supervisor {
 
     /// The same, with more environment variables for the supervisor.
     pub fn start_with_env(mode: &str, extra: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_exe(Path::new(EXECGUARD), mode, extra, env)
+    }
+
+    /// The same, running the execguard binary at `exe` (a copy an upgrade test replaces).
+    pub fn start_exe(exe: &Path, mode: &str, extra: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new().prefix("eg-sup").tempdir().unwrap();
         let socket = dir.path().join("eg.sock");
         let config = write_config(dir.path(), Some(mode), extra);
@@ -179,10 +184,10 @@ impl Supervisor {
                     .arg("--inh-caps=-all")
                     .arg("--no-new-privs")
                     .arg("--")
-                    .arg(EXECGUARD);
+                    .arg(exe);
                 c
             }
-            Err(_) => Command::new(EXECGUARD),
+            Err(_) => Command::new(exe),
         };
         let child = cmd
             .arg("supervise")

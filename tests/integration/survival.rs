@@ -1,6 +1,6 @@
 //! The supervisor survives its own death: the keeper holds every notify fd, so when the worker
-//! is killed (or replaced by an upgrade) in the middle of a build, no exec fails and no event
-//! is lost.
+//! is killed, or the keeper upgraded in place, in the middle of a build, no exec fails and no
+//! event is lost.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -26,8 +26,7 @@ fn exec_loop() -> String {
     )
 }
 
-fn survive(name: &str, disrupt: impl Fn(&Supervisor)) {
-    let sup = Supervisor::start("audit", "");
+fn survive(name: &str, sup: &Supervisor, disrupt: impl Fn(&Supervisor)) {
     let b = bundle(&sup.config, name, &exec_loop(), &[], None);
     let work = b.work.clone();
     let child = b.spawn();
@@ -35,7 +34,7 @@ fn survive(name: &str, disrupt: impl Fn(&Supervisor)) {
     let mut disruptions = 0;
     while !work.join("fails").exists() && disruptions < 8 {
         std::thread::sleep(Duration::from_millis(150));
-        disrupt(&sup);
+        disrupt(sup);
         disruptions += 1;
     }
     let run = b.wait(child);
@@ -70,18 +69,85 @@ fn survive(name: &str, disrupt: impl Fn(&Supervisor)) {
 #[test]
 fn worker_killed_mid_build() {
     needs_root!();
-    survive("kill9", |sup| {
+    let sup = Supervisor::start("audit", "");
+    survive("kill9", &sup, |sup| {
         let _ = kill(Pid::from_raw(sup.worker_pid()), Signal::SIGKILL);
     });
 }
 
-/// SIGUSR2 replaces the worker with the binary now at the keeper's path (an upgrade).
+/// An upgrade in the middle of a build: the binary at the keeper's path is replaced on disk (a
+/// new file renamed over it, as a package manager does), then SIGUSR2 makes the keeper
+/// re-execute it as the same process, carrying its socket, slot file and every notify fd
+/// across. No exec fails, no event is lost, the keeper keeps its pid and runs the new file,
+/// and enforcement works afterwards.
 #[test]
-fn worker_replaced_mid_build() {
+fn keeper_upgraded_mid_build() {
     needs_root!();
-    survive("upgrade", |sup| {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("execguard");
+    let install = || {
+        let new = dir.path().join("execguard.new");
+        std::fs::copy(crate::harness::EXECGUARD, &new).unwrap();
+        std::fs::rename(&new, &exe).unwrap();
+    };
+    install();
+    let sup = Supervisor::start_exe(&exe, "audit", "", &[]);
+    let keeper = sup.pid();
+    // When the keeper started, as /metrics says: kept across upgrades (a change would mean a
+    // keeper that ended, and with it every running container's guard).
+    let keeper_start = |sup: &Supervisor| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(m) = execguard::supervisor::control::request(
+                &sup.dir.path().join("control.sock"),
+                "GET",
+                "/metrics",
+            ) {
+                if let Some(v) = m
+                    .lines()
+                    .find_map(|l| l.strip_prefix("execguard_keeper_start_time_seconds "))
+                {
+                    return v.to_owned();
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no metrics\n{}",
+                sup.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let started = keeper_start(&sup);
+    survive("upgrade", &sup, |sup| {
+        install();
         let _ = kill(Pid::from_raw(sup.pid()), Signal::SIGUSR2);
     });
+    let upgrades = sup.log().matches("keeper upgraded in place").count();
+    assert!(upgrades >= 3, "{}", sup.log());
+    assert_eq!(sup.pid(), keeper);
+    let running = std::fs::metadata(format!("/proc/{keeper}/exe")).unwrap();
+    let installed = std::fs::metadata(&exe).unwrap();
+    assert_eq!(
+        (running.dev(), running.ino()),
+        (installed.dev(), installed.ino()),
+        "the keeper does not run the file now installed"
+    );
+    assert!(!sup.log().contains("the upgrade failed"), "{}", sup.log());
+    assert_eq!(keeper_start(&sup), started);
+    let run = crate::harness::run_container(
+        &sup,
+        "after-upgrade",
+        "/lib64/ld-linux-x86-64.so.2 /opt/eg/payload /work/m; echo rc=$?",
+        &[("execguard.io/mode", "enforce")],
+    );
+    assert!(
+        run.stdout.contains("rc=137") && !run.marker("m"),
+        "{}",
+        run.describe()
+    );
+    eprintln!("keeper upgraded {upgrades} times in place (pid {keeper}), enforcement intact");
 }
 
 /// The worst moment to die: right after the kernel handed the worker a notification, before it
