@@ -75,14 +75,30 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
             (a.listener, a.activated, a.slots, a.held)
         }
         None => {
-            let (listener, activated) = match activated_listener()? {
+            let (passed, stored) = from_systemd()?;
+            let (listener, activated) = match passed {
                 Some(l) => (l, true),
                 None => (bind_root_only(&config.socket, Existing::RefuseLive)?, false),
             };
-            let slots = Slots::create().map_err(SupervisorError::SlotFile)?;
-            (listener, activated, slots, Vec::new())
+            // What systemd's fd store kept of a keeper that ended (a crash, a restart).
+            let restored = super::fdstore::restore(stored);
+            let slots = match restored.slots {
+                Some(fd) => Slots::from_fd(fd).map_err(SupervisorError::SlotFile)?,
+                None => Slots::create().map_err(SupervisorError::SlotFile)?,
+            };
+            if !restored.held.is_empty() {
+                tracing::info!(
+                    containers = restored.held.len(),
+                    "notify fds taken back from systemd's fd store"
+                );
+            }
+            (listener, activated, slots, restored.held)
         }
     };
+    let store = super::fdstore::FdStore::from_env();
+    if let Some(store) = &store {
+        store.store_slots(slots.file().as_fd());
+    }
     // Named now, not at the first container; then the keeper uses none of them itself and
     // its workers (root processes it execs) get at most these.
     super::privilege::check_available()?;
@@ -184,7 +200,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                                 // Containers that arrived meanwhile go across too.
                                 let _ = wake.read();
                                 while let Ok(arrival) = rx.try_recv() {
-                                    admit(&epoll, &mut held, None, arrival);
+                                    admit(&epoll, &mut held, None, store.as_ref(), arrival);
                                 }
                                 tracing::info!(exe = %cmd.exe.display(), "upgrading: the keeper re-executes itself");
                                 // As after a worker crash, the slot file tells the next worker
@@ -236,7 +252,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                 TOKEN_ARRIVAL => {
                     let _ = wake.read();
                     while let Ok(arrival) = rx.try_recv() {
-                        admit(&epoll, &mut held, worker.as_ref(), arrival);
+                        admit(&epoll, &mut held, worker.as_ref(), store.as_ref(), arrival);
                     }
                 }
                 index => {
@@ -244,6 +260,9 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                     let slot = usize::try_from(index).ok().and_then(|i| held.get_mut(i));
                     if let Some(h) = slot.and_then(Option::take) {
                         let _ = epoll.delete(&h.fd);
+                        if let (Some(store), Ok(index)) = (&store, usize::try_from(index)) {
+                            store.remove_held(index);
+                        }
                     }
                 }
             }
@@ -251,9 +270,13 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
     }
 }
 
-/// The listener socket systemd passed (socket activation: `LISTEN_PID` is this process,
-/// `LISTEN_FDS` at least 1, the socket at fd 3), if any.
-fn activated_listener() -> Result<Option<UnixListener>, SupervisorError> {
+/// The listener socket systemd passed, if any, and the named descriptors of its fd store.
+type FromSystemd = (Option<UnixListener>, Vec<(String, OwnedFd)>);
+
+/// What systemd passed (`LISTEN_PID` is this process, `LISTEN_FDS` descriptors from fd 3, named
+/// by `LISTEN_FDNAMES`): the listener socket (socket activation), and what its fd store kept
+/// (named `slots`, `notify-N`, `state-N`: [`super::fdstore`]).
+fn from_systemd() -> Result<FromSystemd, SupervisorError> {
     let ours = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
@@ -262,15 +285,29 @@ fn activated_listener() -> Result<Option<UnixListener>, SupervisorError> {
         .ok()
         .and_then(|n| n.parse::<i32>().ok())
         .unwrap_or(0);
-    if !ours || count < 1 {
-        return Ok(None);
-    }
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
     std::env::remove_var("LISTEN_PID");
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_FDNAMES");
-    let fd = crate::sys::adopt_inherited_fd(3).map_err(SupervisorError::ActivatedSocket)?;
-    tracing::info!("using the listener socket passed by systemd");
-    Ok(Some(UnixListener::from(fd)))
+    if !ours || count < 1 {
+        return Ok((None, Vec::new()));
+    }
+    let mut names = names.split(':');
+    let mut listener = None;
+    let mut stored = Vec::new();
+    for fd in 3..3 + count {
+        let name = names.next().unwrap_or_default().to_owned();
+        let owned = crate::sys::adopt_inherited_fd(fd).map_err(SupervisorError::ActivatedSocket)?;
+        let from_store =
+            name == "slots" || name.starts_with("notify-") || name.starts_with("state-");
+        if from_store {
+            stored.push((name, owned));
+        } else if listener.is_none() {
+            tracing::info!("using the listener socket passed by systemd");
+            listener = Some(UnixListener::from(owned));
+        }
+    }
+    Ok((listener, stored))
 }
 
 /// Starts a worker, retrying until one starts: without one, every guarded exec waits.
@@ -372,7 +409,13 @@ fn send(worker: &Worker, index: usize, h: &Held) {
     }
 }
 
-fn admit(epoll: &Epoll, held: &mut [Option<Held>], worker: Option<&Worker>, h: Held) {
+fn admit(
+    epoll: &Epoll,
+    held: &mut [Option<Held>],
+    worker: Option<&Worker>,
+    store: Option<&super::fdstore::FdStore>,
+    h: Held,
+) {
     let Some(index) = held.iter().position(Option::is_none) else {
         tracing::error!(
             "{MAX_SLOTS} notify fds are held already; this container is not served and its execs fail"
@@ -384,6 +427,9 @@ fn admit(epoll: &Epoll, held: &mut [Option<Held>], worker: Option<&Worker>, h: H
     }
     if let Some(w) = worker {
         send(w, index, &h);
+    }
+    if let Some(store) = store {
+        store.store_held(index, &h.state, h.fd.as_fd());
     }
     held[index] = Some(h);
 }

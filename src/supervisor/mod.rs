@@ -16,6 +16,7 @@ mod confine;
 pub mod control;
 mod exec;
 pub mod fault;
+mod fdstore;
 pub(crate) mod handover;
 mod image;
 pub(crate) mod keeper;
@@ -69,7 +70,7 @@ pub(crate) enum SupervisorError {
     EpollAdd { what: &'static str, source: Errno },
     #[error("creating or waiting on the keeper's epoll: {0}")]
     Epoll(#[source] Errno),
-    #[error("taking the listener socket systemd passed as fd 3: {0}")]
+    #[error("taking the descriptors systemd passed (LISTEN_FDS): {0}")]
     ActivatedSocket(#[source] std::io::Error),
     #[error("creating the keeper-worker channel (socketpair): {0}")]
     Channel(#[source] Errno),

@@ -35,4 +35,5 @@ mod profiles;
 mod races;
 mod run;
 mod survival;
+mod systemd;
 mod threats;
