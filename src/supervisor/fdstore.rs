@@ -159,8 +159,8 @@ mod tests {
     use super::*;
 
     fn memfd(bytes: &[u8]) -> OwnedFd {
-        let fd = nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-            .unwrap();
+        let fd =
+            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
         let mut f = std::fs::File::from(fd);
         f.write_all(bytes).unwrap();
         f.into()
