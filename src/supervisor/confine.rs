@@ -49,7 +49,6 @@ const ALLOWED: &[i64] = &[
     libc::SYS_pidfd_open,
     libc::SYS_pidfd_getfd,
     libc::SYS_pidfd_send_signal,
-    libc::SYS_tgkill,
     libc::SYS_getpid,
     libc::SYS_gettid,
     libc::SYS_getppid,
@@ -114,6 +113,8 @@ const ALLOWED: &[i64] = &[
 /// `kill(2)` only with `SIGHUP`: `execguard reload` through the control socket asks the
 /// keeper to reload. Denied images are killed through their pidfd.
 const RELOAD_SIGNAL: u64 = libc::SIGHUP.unsigned_abs() as u64;
+/// `tgkill(2)` only within this process (`raise`, `abort`): with `CAP_KILL`, the worker could
+/// otherwise signal any thread on the host.
 /// `seccomp(2)` only for `SECCOMP_GET_NOTIF_SIZES` (the size of a notification, read per
 /// notify fd).
 const SECCOMP_GET_NOTIF_SIZES: u64 = 3;
@@ -126,8 +127,13 @@ pub(crate) enum ConfineError {
     Install(#[source] seccompiler::Error),
 }
 
-/// The filter for `mode` (`None` for `Off`).
+/// The filter for `mode` (`None` for `Off`), for this process.
 pub(crate) fn program(mode: SyscallFilter) -> Result<Option<BpfProgram>, ConfineError> {
+    program_for(mode, std::process::id())
+}
+
+/// The filter for `mode`, for the process `pid`.
+fn program_for(mode: SyscallFilter, pid: u32) -> Result<Option<BpfProgram>, ConfineError> {
     let mismatch = match mode {
         SyscallFilter::Off => return Ok(None),
         SyscallFilter::Refuse => SeccompAction::Errno(libc::EPERM.unsigned_abs()),
@@ -142,6 +148,7 @@ pub(crate) fn program(mode: SyscallFilter) -> Result<Option<BpfProgram>, Confine
     };
     rules.insert(libc::SYS_seccomp, vec![only(0, SECCOMP_GET_NOTIF_SIZES)?]);
     rules.insert(libc::SYS_kill, vec![only(1, RELOAD_SIGNAL)?]);
+    rules.insert(libc::SYS_tgkill, vec![only(0, u64::from(pid))?]);
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
         .map_err(ConfineError::Build)?;
     BpfProgram::try_from(filter)
@@ -191,6 +198,26 @@ mod tests {
                 7
             )
         );
+    }
+
+    /// `tgkill` reaches only the process the filter was made for: made for another pid, this
+    /// process's own `raise` is refused (SIGWINCH: ignored by default, harmless when it passes).
+    #[test]
+    fn signals_to_threads_stay_within_the_process() {
+        let own = program_for(SyscallFilter::Refuse, std::process::id())
+            .unwrap()
+            .unwrap();
+        let other = program_for(SyscallFilter::Refuse, 1).unwrap().unwrap();
+        let probe = |program: BpfProgram| {
+            std::thread::spawn(move || {
+                seccompiler::apply_filter(&program).unwrap();
+                nix::sys::signal::raise(nix::sys::signal::Signal::SIGWINCH)
+            })
+            .join()
+            .unwrap()
+        };
+        assert_eq!(probe(own), Ok(()));
+        assert_eq!(probe(other), Err(nix::errno::Errno::EPERM));
     }
 
     #[test]
