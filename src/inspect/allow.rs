@@ -14,12 +14,12 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 
 use caps::Capability;
-use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstat, FileStat, Mode as StatMode};
 use nix::sys::statvfs::{fstatvfs, FsFlags};
 use sha2::{Digest, Sha256};
 
+use super::image::{gone_or, read_proc};
 use super::resolve::{self, FsView};
 use super::{version_of, Abi, FileCache, InspectError};
 use crate::config::AllowRule;
@@ -31,6 +31,8 @@ const MAX_STACK_BYTES: usize = 1 << 20;
 const MAX_AUXV_ENTRIES: usize = 64;
 /// Programs larger than this are not hashed (a rule with `sha256` does not match them).
 const MAX_HASHED_BYTES: i64 = 1 << 30;
+/// Bytes of `/proc/PID/status` and `/proc/PID/stat` read (a few KiB today).
+const PROC_STATUS_BYTES: u64 = 64 * 1024;
 const AT_PHDR: u64 = 3;
 const AT_ENTRY: u64 = 9;
 
@@ -273,15 +275,9 @@ pub(crate) fn judge_image(
     if !program.contains(&b'/') {
         return not("the program is named without a `/`, so the loader searches for it".into());
     }
-    let gone = |what| {
-        move |errno: Errno| match errno {
-            Errno::ENOENT | Errno::ESRCH => InspectError::Gone,
-            errno => InspectError::ReadTarget { what, errno },
-        }
-    };
-    let view = FsView::of_task(tid).map_err(gone("filesystem view"))?;
+    let view = FsView::of_task(tid).map_err(gone_or("filesystem view"))?;
     let main = main_program(&view.proc_dir, abi)?;
-    let status = read_small(&view.proc_dir, "status").map_err(gone("status"))?;
+    let (status, _) = read_proc(&view.proc_dir, "status", PROC_STATUS_BYTES)?;
     let opened = open_program(&view, program);
     if !valid() {
         return Err(InspectError::Gone);
@@ -312,26 +308,11 @@ pub(crate) fn judge_image(
     }
 }
 
-fn read_small(proc_dir: &OwnedFd, name: &str) -> Result<Vec<u8>, Errno> {
-    let fd = openat(
-        proc_dir,
-        name,
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        StatMode::empty(),
-    )?;
-    let mut out = Vec::new();
-    std::fs::File::from(fd)
-        .take(64 * 1024)
-        .read_to_end(&mut out)
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-    Ok(out)
-}
-
 /// The device and inode of the file mapped where the on-stack `AT_PHDR` and `AT_ENTRY` point,
 /// when both are in the same file (`None` when they are not, or cannot be read).
 fn main_program(proc_dir: &OwnedFd, abi: Abi) -> Result<Option<(u64, u64)>, InspectError> {
     let read_err = |what| move |errno| InspectError::ReadTarget { what, errno };
-    let stat = read_small(proc_dir, "stat").map_err(read_err("stat"))?;
+    let (stat, _) = read_proc(proc_dir, "stat", PROC_STATUS_BYTES)?;
     let Some(start) = stack_start(&stat) else {
         return Ok(None);
     };
@@ -362,13 +343,7 @@ fn main_program(proc_dir: &OwnedFd, abi: Abi) -> Result<Option<(u64, u64)>, Insp
 
 /// `startstack` (field 28) of `/proc/TID/stat`: where argc is.
 fn stack_start(stat: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(stat).ok()?;
-    text.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(25)?
-        .parse()
-        .ok()
+    super::proc_stat_field(std::str::from_utf8(stat).ok()?, 28)
 }
 
 /// Up to [`MAX_STACK_BYTES`] from `start`, as far as the stack is mapped.
@@ -483,6 +458,12 @@ mod tests {
     fn stack_start_is_field_28() {
         let stat = b"42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 5 1000 100 18446744073709551615 1 1 140737488346112 0 0";
         assert_eq!(stack_start(stat), Some(140_737_488_346_112));
+        // The start time, as the exec checkpoint reads it.
+        assert_eq!(super::super::proc_stat_field("42 (a) S 1 42", 22), None);
+        assert_eq!(
+            super::super::proc_stat_field(std::str::from_utf8(stat).unwrap(), 22),
+            Some(5)
+        );
     }
 
     /// A program run by this machine's loader, stopped before its first instruction: the

@@ -98,7 +98,7 @@ impl ExeKind {
     }
 }
 
-fn gone_or(what: &'static str) -> impl Fn(Errno) -> InspectError {
+pub(super) fn gone_or(what: &'static str) -> impl Fn(Errno) -> InspectError {
     move |errno| {
         if errno == Errno::ENOENT || errno == Errno::ESRCH {
             InspectError::Gone
@@ -398,7 +398,11 @@ fn inspect_loader_image(
     })
 }
 
-fn read_proc(dir: &OwnedFd, name: &'static str, max: u64) -> Result<(Vec<u8>, bool), InspectError> {
+pub(super) fn read_proc(
+    dir: &OwnedFd,
+    name: &'static str,
+    max: u64,
+) -> Result<(Vec<u8>, bool), InspectError> {
     let fd = openat(
         dir,
         name,

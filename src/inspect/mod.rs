@@ -254,6 +254,17 @@ fn settled(v: &FileVersion) -> bool {
     now.saturating_sub(v.ctime.0) >= FILE_CACHE_MIN_AGE_SECS
 }
 
+/// Field `number` of a `/proc/PID/stat` line, numbered as `proc(5)` does (22: start time,
+/// 28: start of the stack); the command name, which may hold spaces and `)`, is skipped.
+pub(crate) fn proc_stat_field(stat: &str, number: usize) -> Option<u64> {
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(number.checked_sub(3)?)?
+        .parse()
+        .ok()
+}
+
 /// How a loader came to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Via {

@@ -122,12 +122,7 @@ fn remember_allowed(st: &mut ListenerState, tid: u32, rule: Rule) {
 /// pid does not share.
 pub(super) fn start_time_of(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    crate::inspect::proc_stat_field(&stat, 22)
 }
 
 /// The thread-group id of a task (the pid its process has after an exec).
