@@ -9,7 +9,8 @@
 //!    each step (paired), then the median of the steps;
 //! 2. where the supervisor's time goes: system calls per exec (`strace -c -f` on the worker,
 //!    in a separate storm, when strace is installed) and a per-phase breakdown (read, resolve,
-//!    classify, answer, log) from the worker's own clock;
+//!    classify, answer, log) from the worker's own clock; and the kernel's part of it, the same
+//!    `/proc` looks timed at fresh processes and again at the same ones;
 //! 3. a real build: zlib's configure and make (Debian's source package), unguarded and guarded;
 //! 4. scale: 8 containers storming at once, unguarded then guarded: the exec latency added as
 //!    the containers see it (p50/p99) beside the supervisor's receive-to-answer p99; and the
@@ -643,6 +644,79 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
     out["phases"] = Value::Object(phases_json);
 }
 
+/// The kernel's part of the image checkpoint's answer: the looks the worker makes for an
+/// ordinary dynamic exec, timed here at processes that `/proc` has never shown (fresh pids, as
+/// in an exec storm) and again at the same processes. A fresh pid's first look makes procfs
+/// build its directory and entries (and the process's exit tears them down): that, not the
+/// worker's own code, is most of "resolve" above. Timed in a tight loop, so with warm caches:
+/// the worker, woken after an exec has run, pays more for the same calls.
+fn procfs_floor(n: usize, out: &mut Value) {
+    use std::os::fd::OwnedFd;
+    let stat = |pid: u32, name: &str| {
+        nix::sys::stat::stat(format!("/proc/{pid}/{name}").as_str()).expect("stat /proc/PID");
+    };
+    let maps = |pid: u32| {
+        let fd: OwnedFd = nix::fcntl::open(
+            format!("/proc/{pid}/maps").as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .expect("open /proc/PID/maps");
+        // Any address will do: the cost is the lock and the lookup, not what is found.
+        let _ = execguard::sys::procmap_query(&fd, 0x40_0000);
+    };
+    type Look<'a> = (&'a str, Box<dyn Fn(u32) + 'a>);
+    let looks: [Look; 4] = [
+        ("/proc/PID (stat)", Box::new(|pid| stat(pid, ""))),
+        ("/proc/PID/exe (stat)", Box::new(|pid| stat(pid, "exe"))),
+        (
+            "/proc/PID/maps (open, PROCMAP_QUERY, close)",
+            Box::new(maps),
+        ),
+        (
+            "exe and maps: the look at a dynamic exec",
+            Box::new(|pid| {
+                stat(pid, "exe");
+                maps(pid);
+            }),
+        ),
+    ];
+    println!(
+        "\nthe kernel's part: the worker's looks at {n} fresh processes each, in a tight loop (median µs, first look / again)"
+    );
+    let mut json_looks = serde_json::Map::new();
+    for (name, look) in &looks {
+        let mut children: Vec<_> = (0..n)
+            .map(|_| {
+                Command::new("sleep")
+                    .arg("60")
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .expect("spawn sleep")
+            })
+            .collect();
+        // Every child has finished its exec by then: the look sees the image it keeps.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut first = Vec::new();
+        let mut again = Vec::new();
+        for c in &children {
+            for times in [&mut first, &mut again] {
+                let t = Instant::now();
+                look(c.id());
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        for c in &mut children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let (f, a) = (median(first), median(again));
+        println!("  {name:<44} {f:>6.1} / {a:.1}");
+        json_looks.insert((*name).to_owned(), json!({"first_us": f, "again_us": a}));
+    }
+    out["procfs_floor"] = json!({"processes": n, "by_look": json_looks});
+}
+
 /// 8 containers storming at once, unguarded and guarded in alternating rounds: on 2 cores
 /// one 8-way run's tail is noise, so each round is paired and the medians of rounds are kept.
 fn scale(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
@@ -766,6 +840,8 @@ fn main() {
     } else {
         println!("\nsystem calls per exec: skipped (strace is not installed)");
     }
+
+    procfs_floor(if o.quick { 50 } else { 400 }, &mut out);
 
     if o.storm_only {
         return;

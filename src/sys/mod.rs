@@ -12,7 +12,8 @@ pub(crate) mod seccomp;
 pub(crate) mod shm;
 
 pub(crate) use fds::{adopt_inherited_fd, recv_with_fds};
-pub(crate) use process::{pid_ns_parent, procmap_query, write_nowait, Mapping, PidFd};
+pub(crate) use process::{pid_ns_parent, write_nowait, PidFd};
+pub use process::{procmap_query, Mapping};
 pub(crate) use seccomp::{empty_notif, SeccompData, SeccompNotif};
 /// What the benchmark's null responder needs to answer notifications like the supervisor.
 pub use seccomp::{NotifyFd, SeccompNotifResp, SECCOMP_USER_NOTIF_FLAG_CONTINUE};

@@ -86,21 +86,18 @@ pub(super) struct ProcmapQuery {
 
 /// The file behind one mapping of a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Mapping {
-    pub(crate) start: u64,
-    pub(crate) end: u64,
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
     /// The file's device and inode, as `stat` reports them (`st_dev`, `st_ino`).
-    pub(crate) key: (u64, u64),
+    pub key: (u64, u64),
 }
 
 /// Which file backs the mapping that contains `addr`, asked of an open `/proc/PID/maps` with
 /// one `PROCMAP_QUERY` ioctl instead of reading and parsing the whole text. `Ok(None)` when no
 /// mapping contains `addr` or the one that does has no file behind it. Kernels before 6.11
 /// answer `ENOTTY`.
-pub(crate) fn procmap_query(
-    maps: &impl std::os::fd::AsFd,
-    addr: u64,
-) -> io::Result<Option<Mapping>> {
+pub fn procmap_query(maps: &impl std::os::fd::AsFd, addr: u64) -> io::Result<Option<Mapping>> {
     let mut q = ProcmapQuery {
         size: std::mem::size_of::<ProcmapQuery>() as u64,
         query_addr: addr,
