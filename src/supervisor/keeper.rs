@@ -8,8 +8,8 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{mpsc, Arc};
 
@@ -23,8 +23,9 @@ use nix::sys::socket::{
     SockType,
 };
 
+use super::accept::Acceptor;
 use super::slots::{Slots, MAX_SLOTS};
-use super::{bind_root_only, state, Existing, SupervisorError};
+use super::{bind_root_only, Existing, SupervisorError};
 use crate::config::Config;
 
 const TOKEN_SIGNAL: u64 = u64::MAX;
@@ -44,10 +45,10 @@ pub(crate) struct WorkerCommand {
 }
 
 /// A container's notify fd, as it arrives and as the keeper then holds it.
-struct Held {
+pub(super) struct Held {
     /// runc's message, as it came: the worker parses it again.
-    state: Vec<u8>,
-    fd: OwnedFd,
+    pub(super) state: Vec<u8>,
+    pub(super) fd: OwnedFd,
 }
 
 /// A running worker and the keeper's end of its channel.
@@ -115,13 +116,8 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
             .map_err(SupervisorError::EventFd)?,
     );
     let (tx, rx) = mpsc::channel();
-    {
-        let wake = wake.clone();
-        std::thread::Builder::new()
-            .name("accept".into())
-            .spawn(move || accept_loop(listener, tx, wake))
-            .map_err(SupervisorError::AcceptThread)?;
-    }
+    let mut acceptor = Acceptor::start(listener, tx.clone(), wake.clone())
+        .map_err(SupervisorError::AcceptThread)?;
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(SupervisorError::Epoll)?;
     epoll
         .add(
@@ -148,7 +144,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
             held[index] = Some(Held { state, fd });
         }
     }
-    let mut worker = Some(start_worker(&cmd, &slots, &held)?);
+    let mut worker = Some(start_worker(&cmd, &cmd.exe, &slots, &held)?);
     tracing::info!(socket = %config.socket.display(), mode = %config.mode, "supervisor listening");
 
     let mut events = vec![EpollEvent::empty(); 64];
@@ -197,7 +193,15 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                                 }
                             }
                             Ok(Signal::SIGUSR2) => {
-                                // Containers that arrived meanwhile go across too.
+                                // Containers that arrived meanwhile go across too, and those
+                                // being read are waited for; later ones wait in the backlog.
+                                let cut_off = acceptor.quiesce(super::accept::QUIESCE_BOUND);
+                                if cut_off > 0 {
+                                    tracing::warn!(
+                                        connections = cut_off,
+                                        "upgrading with connections still being read: those runtimes' containers lose their listener"
+                                    );
+                                }
                                 let _ = wake.read();
                                 while let Ok(arrival) = rx.try_recv() {
                                     admit(&epoll, &mut held, None, store.as_ref(), arrival);
@@ -225,6 +229,15 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                                 };
                                 let e = super::handover::reexec(&cmd.exe, &carried);
                                 tracing::error!(error = %e, "the upgrade failed; the keeper goes on as it was");
+                                match listener_copy
+                                    .try_clone()
+                                    .and_then(|l| Acceptor::start(l, tx.clone(), wake.clone()))
+                                {
+                                    Ok(a) => acceptor = a,
+                                    Err(e) => {
+                                        tracing::error!(error = %e, "cannot accept again after the failed upgrade");
+                                    }
+                                }
                             }
                             Ok(sig) => {
                                 tracing::info!(signal = ?sig, "shutting down");
@@ -314,10 +327,16 @@ fn from_systemd() -> Result<FromSystemd, SupervisorError> {
 fn restart_worker(cmd: &WorkerCommand, slots: &Slots, held: &[Option<Held>]) -> Worker {
     let mut delay = std::time::Duration::from_millis(10);
     loop {
-        match start_worker(cmd, slots, held) {
+        match start_worker(cmd, &cmd.exe, slots, held) {
             Ok(w) => return w,
             Err(e) => {
-                tracing::error!(error = %e, "cannot start a worker; retrying");
+                // The file at the path may be gone or broken (an upgrade that failed, a package
+                // half installed): the keeper's own image still runs, and is the same version.
+                tracing::error!(error = %e, "cannot start a worker; starting one from the keeper's own image");
+                match start_worker(cmd, Path::new(OWN_IMAGE), slots, held) {
+                    Ok(w) => return w,
+                    Err(e) => tracing::error!(error = %e, "cannot start a worker; retrying"),
+                }
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(std::time::Duration::from_secs(1));
             }
@@ -325,9 +344,13 @@ fn restart_worker(cmd: &WorkerCommand, slots: &Slots, held: &[Option<Held>]) -> 
     }
 }
 
+/// The keeper's running image, whatever happened to the file it came from.
+const OWN_IMAGE: &str = "/proc/self/exe";
+
 /// Starts `execguard worker` with the channel and the slot file, then hands it every held fd.
 fn start_worker(
     cmd: &WorkerCommand,
+    exe: &Path,
     slots: &Slots,
     held: &[Option<Held>],
 ) -> Result<Worker, SupervisorError> {
@@ -349,7 +372,7 @@ fn start_worker(
     };
     let channel_fd = dup(theirs.as_fd(), "the channel")?;
     let slots_fd = dup(slots.file().as_fd(), "the slot file")?;
-    let mut command = Command::new(&cmd.exe);
+    let mut command = Command::new(exe);
     command.env(super::KEEPER_STARTED_ENV, cmd.started.to_string());
     // One malloc arena: a thread per container must not mean an arena per thread.
     command.env("MALLOC_ARENA_MAX", "1");
@@ -368,11 +391,11 @@ fn start_worker(
     let child = command
         .spawn()
         .map_err(|source| SupervisorError::SpawnWorker {
-            exe: cmd.exe.clone(),
+            exe: exe.to_owned(),
             source,
         })?;
     drop((channel_fd, slots_fd, theirs));
-    tracing::info!(pid = child.id(), exe = %cmd.exe.display(), "worker started");
+    tracing::info!(pid = child.id(), exe = %exe.display(), "worker started");
     let worker = Worker {
         child,
         channel: ours,
@@ -442,55 +465,6 @@ fn watch(epoll: &Epoll, index: usize, fd: &OwnedFd) -> bool {
         Err(e) => {
             tracing::error!(error = %e, "cannot watch a notify fd");
             false
-        }
-    }
-}
-
-/// Accepts runtimes' connections; each is read on a thread of its own, so that a slow peer
-/// delays nobody.
-fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Held>, wake: Arc<EventFd>) {
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                continue;
-            }
-        };
-        let tx = tx.clone();
-        let wake = wake.clone();
-        let spawned = std::thread::Builder::new()
-            .name("connection".into())
-            .spawn(move || {
-                if let Some((state, fd)) = receive(&stream) {
-                    if tx.send(Held { state, fd }).is_ok() {
-                        let _ = wake.write(1);
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a thread for a connection");
-        }
-    }
-}
-
-/// Reads runc's message from a root peer.
-fn receive(stream: &UnixStream) -> Option<(Vec<u8>, OwnedFd)> {
-    if !super::peer_is_root(stream, "listener") {
-        return None;
-    }
-    match state::receive(stream) {
-        Ok((raw, parsed, fd)) => {
-            tracing::info!(container = %parsed.state.id, pid = parsed.pid, "container arrived");
-            Some((raw, fd))
-        }
-        Err(state::StateError::Empty) => {
-            tracing::debug!("a liveness check connected");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "bad message on the listener socket");
-            None
         }
     }
 }

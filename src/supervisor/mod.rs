@@ -12,6 +12,7 @@
 //! `ratelimit` (events), `recovery` (what a dead worker left), [`slots`] (the in-flight record),
 //! [`keeper`] (the process that holds every fd), [`control`] (status, metrics, reload).
 
+mod accept;
 mod confine;
 pub mod control;
 mod exec;

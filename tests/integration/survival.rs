@@ -203,3 +203,86 @@ fn a_notification_received_but_not_recorded_is_rebuilt() {
         }
     }
 }
+
+/// A runtime whose message the keeper is still reading when an upgrade starts keeps its
+/// container's listener: the keeper stops accepting and waits for the connections being read
+/// before it re-executes itself (before, such a connection died with the old image, and every
+/// trapped call of that container then failed with ENOSYS).
+#[test]
+fn a_connection_being_read_survives_an_upgrade() {
+    needs_root!();
+    let sup = Supervisor::start("audit", "");
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(crate::harness::fixture().bin.join("slowruntime"))
+        .arg(sup.dir.path().join("eg.sock"))
+        .arg("slow-upgrade")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &dir.path().join("half-sent"),
+        "the first half of the message",
+    );
+    // The keeper's reader has the first half (and the listener) and waits for the rest.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = kill(Pid::from_raw(sup.pid()), Signal::SIGUSR2);
+    // Long enough for a keeper that does not wait to have re-executed itself.
+    std::thread::sleep(Duration::from_millis(700));
+    std::fs::write(dir.path().join("send-rest"), "").unwrap();
+    wait_for(&dir.path().join("sent"), "the rest of the message");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !sup.log().contains("keeper upgraded in place") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no upgrade\n{}",
+            sup.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(dir.path().join("call"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let log = sup.log();
+    assert!(
+        said.contains("getppid answered"),
+        "the container lost its listener: {said}\n{log}"
+    );
+    assert!(log.contains("slow-upgrade"), "{log}");
+    assert!(!log.contains("the upgrade failed"), "{log}");
+    assert!(!log.contains("connections still being read"), "{log}");
+}
+
+/// An upgrade that cannot happen (no binary at the keeper's path) leaves the keeper as it was,
+/// accepting again: a container that starts afterwards is guarded.
+#[test]
+fn a_failed_upgrade_keeps_accepting() {
+    needs_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("execguard");
+    std::fs::copy(crate::harness::EXECGUARD, &exe).unwrap();
+    let sup = Supervisor::start_exe(&exe, "audit", "", &[]);
+    std::fs::remove_file(&exe).unwrap();
+    let _ = kill(Pid::from_raw(sup.pid()), Signal::SIGUSR2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !sup.log().contains("the upgrade failed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upgrade did not fail\n{}",
+            sup.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = crate::harness::run_container(
+        &sup,
+        "after-failed-upgrade",
+        "/lib64/ld-linux-x86-64.so.2 /opt/eg/payload /work/m; echo rc=$?",
+        &[("execguard.io/mode", "enforce")],
+    );
+    assert!(
+        run.stdout.contains("rc=137") && !run.marker("m"),
+        "{}\n{}",
+        run.describe(),
+        sup.log()
+    );
+}
