@@ -1,48 +1,82 @@
-//! Fault injection for the recovery tests. `EXECGUARD_FAULT_DIE_AFTER_RECV=N:MARKER` makes a
-//! worker kill itself (SIGKILL) right after it receives its Nth notification, before it records
-//! it: the moment at which a real crash loses the most. It fires once: the marker file is
-//! created first, and a worker that finds it does nothing. Unset, it costs one atomic load per
-//! notification.
+//! Fault injection for the recovery tests: a worker kills itself (SIGKILL) at one of the two
+//! moments at which a real crash loses the most. `EXECGUARD_FAULT_DIE_AFTER_RECV=N:MARKER`:
+//! right after it receives its Nth notification, before it records it.
+//! `EXECGUARD_FAULT_DIE_MID_RECORD=N:MARKER`: while it records its Nth notification, after the
+//! id and before the state (a torn record). Each fires once: the marker file is created first,
+//! and a worker that finds it does nothing. Unset, each costs one atomic load per notification.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
-/// The environment variable.
+/// The environment variables.
 pub const DIE_AFTER_RECV_ENV: &str = "EXECGUARD_FAULT_DIE_AFTER_RECV";
+pub const DIE_MID_RECORD_ENV: &str = "EXECGUARD_FAULT_DIE_MID_RECORD";
 
-/// Receipts left before the fault fires; 0: off.
-static REMAINING: AtomicU64 = AtomicU64::new(0);
-static MARKER: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+/// One place a worker can be made to die.
+struct Fault {
+    env: &'static str,
+    /// Passes left before it fires; 0: off.
+    remaining: AtomicU64,
+    marker: OnceLock<PathBuf>,
+}
 
-/// Reads the setting once, when the worker starts.
-pub(super) fn configure() {
-    let Ok(value) = std::env::var(DIE_AFTER_RECV_ENV) else {
-        return;
-    };
-    let Some((n, marker)) = value.split_once(':') else {
-        tracing::warn!(value, "{DIE_AFTER_RECV_ENV} is not N:MARKER; ignored");
-        return;
-    };
-    let (Ok(n), marker) = (n.parse::<u64>(), std::path::PathBuf::from(marker)) else {
-        tracing::warn!(value, "{DIE_AFTER_RECV_ENV} is not N:MARKER; ignored");
-        return;
-    };
-    if marker.exists() {
-        return;
+static AFTER_RECV: Fault = Fault::new(DIE_AFTER_RECV_ENV);
+static MID_RECORD: Fault = Fault::new(DIE_MID_RECORD_ENV);
+
+impl Fault {
+    const fn new(env: &'static str) -> Self {
+        Self {
+            env,
+            remaining: AtomicU64::new(0),
+            marker: OnceLock::new(),
+        }
     }
-    let _ = MARKER.set(marker);
-    REMAINING.store(n, Ordering::Relaxed);
+
+    fn configure(&self) {
+        let Ok(value) = std::env::var(self.env) else {
+            return;
+        };
+        let parsed = value
+            .split_once(':')
+            .and_then(|(n, marker)| Some((n.parse::<u64>().ok()?, PathBuf::from(marker))));
+        let Some((n, marker)) = parsed else {
+            tracing::warn!(value, "{} is not N:MARKER; ignored", self.env);
+            return;
+        };
+        if marker.exists() {
+            return;
+        }
+        let _ = self.marker.set(marker);
+        self.remaining.store(n, Ordering::Relaxed);
+    }
+
+    fn pass(&self, what: &str) {
+        if self.remaining.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if self.remaining.fetch_sub(1, Ordering::Relaxed) == 1 {
+            if let Some(marker) = self.marker.get() {
+                let _ = std::fs::write(marker, b"");
+            }
+            tracing::warn!("fault injection: the worker dies {what}");
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Reads the settings once, when the worker starts.
+pub(super) fn configure() {
+    AFTER_RECV.configure();
+    MID_RECORD.configure();
 }
 
 /// Called after every receipt, before the notification is recorded.
 pub(super) fn after_recv() {
-    if REMAINING.load(Ordering::Relaxed) == 0 {
-        return;
-    }
-    if REMAINING.fetch_sub(1, Ordering::Relaxed) == 1 {
-        if let Some(marker) = MARKER.get() {
-            let _ = std::fs::write(marker, b"");
-        }
-        tracing::warn!("fault injection: the worker dies after a receipt, before recording it");
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-    }
+    AFTER_RECV.pass("after a receipt, before recording it");
+}
+
+/// Called while a received notification is recorded, between its id and its state.
+pub(super) fn mid_record() {
+    MID_RECORD.pass("while recording a notification, after its id and before its state");
 }

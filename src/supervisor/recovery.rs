@@ -3,8 +3,8 @@
 //! The notification in the fd's slot, if still pending, is handled again (its event is not
 //! written twice). A worker can also die after the kernel handed it a notification and before
 //! it recorded it (the exit of the receive call is a point where it may be preempted and
-//! killed): such a notification is found by probing the ids after the last recorded one (they
-//! count up). Its content is still there: its task waits in the trapped call, and
+//! killed), or while recording it: such a notification is found by probing the ids from the
+//! last recorded one on (they count up; a torn record holds the new id under the old state). Its content is still there: its task waits in the trapped call, and
 //! `/proc/TID/syscall` shows the call, its arguments and the instruction pointer. Once what is
 //! still queued on the fd has been served, a task of the container that waits in a trapped call
 //! can only be the lost notification's; when exactly one does, the notification is rebuilt and
@@ -22,7 +22,7 @@ use crate::policy;
 use crate::sys::{SeccompData, SeccompNotif};
 use crate::vocab::Stage;
 
-/// Notifications after the last recorded one that a new worker checks for.
+/// Notifications after the last recorded one that a new worker checks for (and that one).
 const PROBES: u64 = 4;
 /// Levels of nested pid namespaces followed up to the container's.
 const MAX_NS_DEPTH: usize = 32;
@@ -38,7 +38,10 @@ pub(super) fn recover(l: &Listener, st: &mut ListenerState, shared: &Shared) {
         st.suppress_events = false;
     }
     shared.slots.clear(l.slot);
-    let lost: Vec<u64> = (notif.id.wrapping_add(1)..=notif.id.wrapping_add(PROBES))
+    // From the slot's own id: a worker that died while recording left that id under the
+    // previous state (a torn record), and the notification is still pending.
+    let lost: Vec<u64> = (0..=PROBES)
+        .map(|k| notif.id.wrapping_add(k))
         .filter(|id| l.notify.id_valid(*id))
         .collect();
     if lost.is_empty() {

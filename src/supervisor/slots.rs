@@ -82,6 +82,9 @@ impl Slots {
         for (w, v) in slot[1..].iter().zip(words.iter().chain(&n.data.args)) {
             w.store(*v, Ordering::Relaxed);
         }
+        if state == SlotState::Received {
+            super::fault::mid_record();
+        }
         slot[0].store(state as u64, Ordering::Release);
     }
 

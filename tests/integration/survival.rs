@@ -150,30 +150,36 @@ fn keeper_upgraded_mid_build() {
     eprintln!("keeper upgraded {upgrades} times in place (pid {keeper}), enforcement intact");
 }
 
-/// The worst moment to die: right after the kernel handed the worker a notification, before it
-/// was recorded (forced here by fault injection, at the fifth notification). The next worker
-/// finds the notification pending, rebuilds it from its waiting task, and judges it like any
-/// other: no exec fails, every loader run is logged in audit mode, none runs in enforce mode.
+/// The worst moments to die: right after the kernel handed the worker a notification, before it
+/// was recorded, and halfway through recording it (forced here by fault injection, at the
+/// fifth notification). The next worker finds the notification pending, rebuilds it from its
+/// waiting task, and judges it like any other: no exec fails, every loader run is logged in
+/// audit mode, none runs in enforce mode.
 #[test]
 fn a_notification_received_but_not_recorded_is_rebuilt() {
     needs_root!();
-    for mode in ["audit", "enforce"] {
+    use execguard::supervisor::fault::{DIE_AFTER_RECV_ENV, DIE_MID_RECORD_ENV};
+    for (i, (mode, point)) in [
+        ("audit", DIE_AFTER_RECV_ENV),
+        ("enforce", DIE_AFTER_RECV_ENV),
+        ("audit", DIE_MID_RECORD_ENV),
+        ("enforce", DIE_MID_RECORD_ENV),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("fired");
         let fault = format!("5:{}", marker.display());
-        let sup = Supervisor::start_with_env(
-            mode,
-            "",
-            &[(execguard::supervisor::fault::DIE_AFTER_RECV_ENV, &fault)],
-        );
+        let sup = Supervisor::start_with_env(mode, "", &[(point, &fault)]);
         let run = crate::harness::run_container(
             &sup,
-            &format!("lost-{mode}"),
+            &format!("lost-{mode}-{i}"),
             "fails=0; for i in $(seq 20); do /bin/true || fails=$((fails+1)); \
              /lib64/ld-linux-x86-64.so.2 /bin/touch /work/m-$i; done; echo $fails > /work/fails",
             &[],
         );
-        let ctx = format!("{mode}: {}\n{}", run.describe(), sup.log());
+        let ctx = format!("{mode}, {point}: {}\n{}", run.describe(), sup.log());
         assert!(marker.exists(), "the fault did not fire\n{ctx}");
         assert!(
             sup.log().contains("rebuilt from its task"),
