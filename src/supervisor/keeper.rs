@@ -1,10 +1,12 @@
 //! The keeper: the small, long-lived half of `execguard supervise`. It owns the listener
 //! socket and a copy of every container's notify fd, and runs the worker (`execguard worker`,
 //! which does all the inspecting) as a child. When the worker dies, the keeper starts a new
-//! one and hands it every notify fd again (on SIGUSR2, an upgrade, the keeper first
-//! re-executes the binary now at its path as the same process: [`super::handover`]): since the keeper's copies keep the listeners open, the kernel keeps
-//! pending execs waiting instead of failing them with ENOSYS, and the slot file tells the new
-//! worker which notifications the old one had received but not answered.
+//! one and hands it every notify fd again (on SIGUSR2, an upgrade, the keeper first stops
+//! accepting and waits for the connections being read, [`super::accept`], then re-executes the
+//! binary now at its path as the same process, [`super::handover`]): since the keeper's copies
+//! keep the listeners open, the kernel keeps pending execs waiting instead of failing them with
+//! ENOSYS, and the slot file tells the new worker which notifications the old one had received
+//! but not answered.
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};

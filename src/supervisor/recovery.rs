@@ -4,7 +4,8 @@
 //! written twice). A worker can also die after the kernel handed it a notification and before
 //! it recorded it (the exit of the receive call is a point where it may be preempted and
 //! killed), or while recording it: such a notification is found by probing the ids from the
-//! last recorded one on (they count up; a torn record holds the new id under the old state). Its content is still there: its task waits in the trapped call, and
+//! last recorded one on (they count up; a torn record holds the new id under the old state).
+//! Its content is still there: its task waits in the trapped call, and
 //! `/proc/TID/syscall` shows the call, its arguments and the instruction pointer. Once what is
 //! still queued on the fd has been served, a task of the container that waits in a trapped call
 //! can only be the lost notification's; when exactly one does, the notification is rebuilt and
