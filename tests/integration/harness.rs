@@ -278,6 +278,19 @@ impl Supervisor {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("supervisor.log")).unwrap_or_default()
     }
+
+    /// Waits (at most `secs`) until the supervisor's log says `text`.
+    pub fn wait_for_log(&self, text: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the log never said {text:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 /// Writes DIR/config.toml: the socket (line 1), the mode (line 2, when given) and the report

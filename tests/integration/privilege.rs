@@ -39,11 +39,7 @@ fn the_worker_keeps_exactly_the_needed_capabilities_and_the_keeper_uses_none() {
     let worker = sup.worker_pid();
     // The worker reduces its sets and confines itself before it takes its first container:
     // wait for its log line.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !sup.log().contains("worker system calls confined") {
-        assert!(std::time::Instant::now() < deadline, "{}", sup.log());
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    sup.wait_for_log("worker system calls confined", 10);
     let want: u64 = NEEDED.iter().map(|(_, bit)| 1u64 << bit).sum();
     for set in ["CapPrm:", "CapEff:", "CapBnd:"] {
         assert_eq!(caps(worker, set), want, "worker {set}");

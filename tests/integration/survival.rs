@@ -136,17 +136,7 @@ fn keeper_upgraded_mid_build() {
     );
     assert!(!sup.log().contains("the upgrade failed"), "{}", sup.log());
     assert_eq!(keeper_start(&sup), started);
-    let run = crate::harness::run_container(
-        &sup,
-        "after-upgrade",
-        "/lib64/ld-linux-x86-64.so.2 /opt/eg/payload /work/m; echo rc=$?",
-        &[("execguard.io/mode", "enforce")],
-    );
-    assert!(
-        run.stdout.contains("rc=137") && !run.marker("m"),
-        "{}",
-        run.describe()
-    );
+    assert_enforced(&sup, "after-upgrade");
     eprintln!("keeper upgraded {upgrades} times in place (pid {keeper}), enforcement intact");
 }
 
@@ -237,15 +227,7 @@ fn a_connection_being_read_survives_an_upgrade() {
     std::thread::sleep(Duration::from_millis(700));
     std::fs::write(dir.path().join("send-rest"), "").unwrap();
     wait_for(&dir.path().join("sent"), "the rest of the message");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !sup.log().contains("keeper upgraded in place") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no upgrade\n{}",
-            sup.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    sup.wait_for_log("keeper upgraded in place", 20);
     std::fs::write(dir.path().join("call"), "").unwrap();
     let out = child.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
@@ -270,18 +252,15 @@ fn a_failed_upgrade_keeps_accepting() {
     let sup = Supervisor::start_exe(&exe, "audit", "", &[]);
     std::fs::remove_file(&exe).unwrap();
     let _ = kill(Pid::from_raw(sup.pid()), Signal::SIGUSR2);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !sup.log().contains("the upgrade failed") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the upgrade did not fail\n{}",
-            sup.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    sup.wait_for_log("the upgrade failed", 20);
+    assert_enforced(&sup, "after-failed-upgrade");
+}
+
+/// A container started now is guarded: its loader run is killed (137) before the payload runs.
+fn assert_enforced(sup: &Supervisor, name: &str) {
     let run = crate::harness::run_container(
-        &sup,
-        "after-failed-upgrade",
+        sup,
+        name,
         "/lib64/ld-linux-x86-64.so.2 /opt/eg/payload /work/m; echo rc=$?",
         &[("execguard.io/mode", "enforce")],
     );
