@@ -75,20 +75,25 @@ impl Acceptor {
     }
 
     /// Stops accepting and waits, at most `bound`, until every connection accepted so far has
-    /// been read and its message sent to the channel. Returns how many are still being read
-    /// (0: nothing will be cut off).
-    pub(super) fn quiesce(&self, bound: Duration) -> usize {
+    /// been read and its message sent to the channel; says in the log what it gave up on.
+    pub(super) fn quiesce(&self, bound: Duration) {
         if let Err(e) = self.stop.write(1) {
             tracing::error!(error = %e, "cannot stop the accept thread");
         }
         let started = Instant::now();
         loop {
             let reading = self.progress.reading.load(Ordering::SeqCst);
-            if self.progress.stopped.load(Ordering::SeqCst) && reading == 0 {
-                return 0;
+            let stopped = self.progress.stopped.load(Ordering::SeqCst);
+            if stopped && reading == 0 {
+                return;
             }
             if started.elapsed() >= bound {
-                return reading.max(1);
+                tracing::warn!(
+                    connections = reading,
+                    accepting_stopped = stopped,
+                    "upgrading with connections still being read: those runtimes' containers lose their listener"
+                );
+                return;
             }
             std::thread::sleep(Duration::from_millis(1));
         }

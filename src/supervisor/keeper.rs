@@ -197,13 +197,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                             Ok(Signal::SIGUSR2) => {
                                 // Containers that arrived meanwhile go across too, and those
                                 // being read are waited for; later ones wait in the backlog.
-                                let cut_off = acceptor.quiesce(super::accept::QUIESCE_BOUND);
-                                if cut_off > 0 {
-                                    tracing::warn!(
-                                        connections = cut_off,
-                                        "upgrading with connections still being read: those runtimes' containers lose their listener"
-                                    );
-                                }
+                                acceptor.quiesce(super::accept::QUIESCE_BOUND);
                                 let _ = wake.read();
                                 while let Ok(arrival) = rx.try_recv() {
                                     admit(&epoll, &mut held, None, store.as_ref(), arrival);
