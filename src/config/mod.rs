@@ -219,6 +219,24 @@ pub(crate) struct HardeningConfig {
     pub(crate) syscall_filter: SyscallFilter,
 }
 
+/// Which CPU cgroup the thread serving a container runs in.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum CpuCgroup {
+    /// The container's (cgroup v1's `cpu` hierarchy; elsewhere the worker's).
+    #[default]
+    Container,
+    /// The worker's own.
+    Supervisor,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct WorkerConfig {
+    /// Where the thread that answers a container's execs is scheduled.
+    pub(crate) cpu_cgroup: CpuCgroup,
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct MetricsConfig {
@@ -264,6 +282,8 @@ pub struct Config {
     pub(crate) message: MessageConfig,
     #[serde(default)]
     pub(crate) hardening: HardeningConfig,
+    #[serde(default)]
+    pub(crate) worker: WorkerConfig,
     /// Exceptions for known, legitimate loader uses (`[[allow]]`).
     #[serde(default)]
     pub(crate) allow: Vec<AllowRule>,
@@ -298,6 +318,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             message: MessageConfig::default(),
             hardening: HardeningConfig::default(),
+            worker: WorkerConfig::default(),
             allow: Vec::new(),
         }
     }
@@ -469,5 +490,9 @@ mod tests {
         assert!(err.contains("severe"), "{err}");
         assert!(parse("mode = \"off\"\n").is_err());
         assert!(parse("socket = \"relative.sock\"\n").is_err());
+        let err = parse("[worker]\ncpu_cgroup = \"host\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("host"), "{err}");
     }
 }

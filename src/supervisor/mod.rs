@@ -15,6 +15,7 @@
 mod accept;
 mod confine;
 pub mod control;
+pub mod cpugroup;
 mod exec;
 pub mod fault;
 mod fdstore;

@@ -18,8 +18,9 @@ use super::registry::{Container, Shared};
 use super::slots::SlotState;
 use super::state::ContainerProcessState;
 use super::target::{self, Trapped};
-use super::{control, exec, image, recovery, report, stats};
+use super::{control, cpugroup, exec, image, recovery, report, stats};
 
+use crate::config::CpuCgroup;
 use crate::inspect;
 use crate::phases::{Phase, PhaseClock};
 use crate::policy::{self, Action};
@@ -79,9 +80,18 @@ pub(super) fn serve_fd(shared: &Shared, state: ContainerProcessState, fd: OwnedF
             false
         }
     };
+    let container = shared.admit(&state);
+    // Before the first answer, recovery's included; left as soon as every task is gone, so
+    // that the runtime can remove the container's cgroup.
+    let joined = match shared.config.worker.cpu_cgroup {
+        CpuCgroup::Container => {
+            cpugroup::join(u32::try_from(state.pid).unwrap_or(0), &container.id)
+        }
+        CpuCgroup::Supervisor => None,
+    };
     let l = Listener {
         notify,
-        container: shared.admit(&state),
+        container,
         slot,
         counters: shared.counters.clone(),
         interrupted: Cell::new(None),
@@ -90,6 +100,7 @@ pub(super) fn serve_fd(shared: &Shared, state: ContainerProcessState, fd: OwnedF
     let mut st = ListenerState::default();
     recovery::recover(&l, &mut st, shared);
     serve_until_hangup(&l, &mut st, shared, blocking_recv);
+    drop(joined);
     ratelimit::flush(shared, &mut st);
     let n = st.phases.nanos;
     tracing::info!(

@@ -34,6 +34,7 @@ mod privilege;
 mod profiles;
 mod races;
 mod run;
+mod scheduling;
 mod survival;
 mod systemd;
 mod threats;

@@ -1,0 +1,170 @@
+//! Where the worker's threads are scheduled: the thread that answers a container runs in the
+//! container's CPU cgroup (cgroup v1; `[worker] cpu_cgroup`), the worker's main thread never
+//! does, and the thread leaves when the container ends, so that runc can remove the cgroup.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::{bundle, fixture, wait_for, Supervisor};
+
+/// Where the cgroup v1 `cpu` hierarchy is mounted, if it is.
+fn cpu_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mut r = right.split(' ');
+        let (fstype, _, options) = (r.next()?, r.next()?, r.next()?);
+        (fstype == "cgroup" && options.split(',').any(|o| o == "cpu"))
+            .then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+    })
+}
+
+/// The `cpu` line's cgroup path in a `/proc/.../cgroup` file.
+fn cpu_cgroup(file: &str) -> String {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    text.lines()
+        .find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, controllers, path) = (p.next()?, p.next()?, p.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "cpu")
+                .then(|| path.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no cpu line in {file}: {text}"))
+}
+
+/// Each thread of `pid` with its CPU cgroup.
+fn threads(pid: i32) -> Vec<(i32, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter_map(|tid: i32| {
+            let file = format!("/proc/{pid}/task/{tid}/cgroup");
+            std::path::Path::new(&file)
+                .exists()
+                .then(|| (tid, cpu_cgroup(&file)))
+        })
+        .collect()
+}
+
+/// The pid of a running container's first process, from runc.
+fn container_pid(id: &str) -> i32 {
+    let out = Command::new("runc")
+        .arg("--root")
+        .arg(fixture().dir.join("runc-state"))
+        .args(["state", id])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("runc state {id}: {e}: {out:?}"));
+    i32::try_from(v["pid"].as_i64().unwrap()).unwrap()
+}
+
+/// What [`observe`] saw.
+struct Seen {
+    /// The container's CPU cgroup.
+    theirs: String,
+    /// The worker's (its main thread's).
+    home: String,
+    /// The worker's threads and their CPU cgroups while the container ran.
+    during: Vec<(i32, String)>,
+    worker: i32,
+    /// The container's cgroup directory was gone (removed by runc) after it ended.
+    removed: bool,
+}
+
+/// Runs a container that execs in a loop under a supervisor with `extra` config, and checks
+/// that no worker thread is left in its CPU cgroup afterwards.
+fn observe(name: &str, extra: &str) -> Option<Seen> {
+    let Some(mount) = cpu_mount() else {
+        eprintln!(
+            "skipped: no cgroup v1 cpu hierarchy (cgroup v2: a thread stays with its process)"
+        );
+        return None;
+    };
+    let sup = Supervisor::start("enforce", extra);
+    let b = bundle(
+        &sup.config,
+        name,
+        "touch /work/started; while [ ! -e /work/done ]; do /bin/true; sleep 0.05; done",
+        &[],
+        None,
+    );
+    let work = b.work.clone();
+    let id = b.id.clone();
+    let child = b.spawn();
+    wait_for(&work.join("started"), "the container's start");
+    let theirs = cpu_cgroup(&format!("/proc/{}/cgroup", container_pid(&id)));
+    let worker = sup.worker_pid();
+    let during = threads(worker);
+    std::fs::write(work.join("done"), "").unwrap();
+    let run = b.wait(child);
+    assert_eq!(run.status, 0, "{}", run.describe());
+    let dir = mount.join(theirs.trim_start_matches('/'));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dir.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = threads(worker);
+    assert!(
+        after.iter().all(|(_, cg)| *cg != theirs),
+        "a worker thread is still in the container's cgroup {theirs}: {after:?}\n{}",
+        sup.log()
+    );
+    Some(Seen {
+        home: cpu_cgroup(&format!("/proc/{worker}/cgroup")),
+        theirs,
+        during,
+        worker,
+        removed: !dir.exists(),
+    })
+}
+
+#[test]
+fn the_answering_thread_runs_in_the_containers_cpu_cgroup() {
+    needs_root!();
+    let Some(Seen {
+        theirs,
+        home,
+        during,
+        worker,
+        removed,
+    }) = observe("cpucg", "")
+    else {
+        return;
+    };
+    assert_ne!(theirs, home, "the container has a CPU cgroup of its own");
+    let joined: Vec<_> = during.iter().filter(|(_, cg)| *cg == theirs).collect();
+    assert_eq!(
+        joined.len(),
+        1,
+        "one thread serves the container: {during:?}"
+    );
+    assert_ne!(joined[0].0, worker, "never the worker's main thread");
+    assert!(
+        removed,
+        "runc could not remove the container's cgroup {theirs}"
+    );
+}
+
+#[test]
+fn cpu_cgroup_supervisor_keeps_the_thread_in_the_workers() {
+    needs_root!();
+    let Some(Seen {
+        theirs,
+        home,
+        during,
+        removed,
+        ..
+    }) = observe("cpucg-own", "[worker]\ncpu_cgroup = \"supervisor\"\n")
+    else {
+        return;
+    };
+    assert!(
+        during.iter().all(|(_, cg)| *cg == home),
+        "every thread in {home}, none in {theirs}: {during:?}"
+    );
+    assert!(removed);
+}
