@@ -3,10 +3,12 @@
 //!
 //! 1. exec storm: fork+exec of a dynamic /bin/true inside a container, one container per kind
 //!    of guard: unguarded; a null responder (answers CONTINUE at once, on exactly the filter
-//!    `inject` writes, with the synchronous wake-up); execguard in audit and in enforce mode
-//!    (default config); and enforce with `[detect] exec_checkpoint = true`. The containers run
-//!    in lockstep, a step of N execs each in an order that rotates, ratios are taken within
-//!    each step (paired), then the median of the steps;
+//!    `inject` writes, with the synchronous wake-up, from the container's CPU cgroup);
+//!    execguard in audit and in enforce mode (default config); enforce with `[detect]
+//!    exec_checkpoint = true`; and enforce with `[worker] cpu_cgroup = "supervisor"`. The
+//!    containers run in lockstep (FIFOs start and end each step; an idle one wakes no CPU), a
+//!    step of N execs each in an order that rotates, ratios are taken within each step
+//!    (paired), then the median of the steps;
 //! 2. where the supervisor's time goes: system calls per exec (`strace -c -f` on the worker,
 //!    in a separate storm, when strace is installed) and a per-phase breakdown (read, resolve,
 //!    classify, answer, log) from the worker's own clock; and the kernel's part of it, the same
@@ -79,7 +81,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A seccomp listener that answers every notification with CONTINUE at once, with the
-/// synchronous wake-up: the floor any supervisor on this filter can reach.
+/// synchronous wake-up, from a thread in the container's CPU cgroup: the floor any supervisor
+/// on this filter can reach.
 mod null_responder {
     use std::io::IoSliceMut;
     use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -105,8 +108,8 @@ mod null_responder {
             let listener = UnixListener::bind(&socket).unwrap();
             std::thread::spawn(move || {
                 for conn in listener.incoming().flatten() {
-                    if let Some(fd) = receive_fd(conn.as_raw_fd()) {
-                        std::thread::spawn(move || answer_all(fd));
+                    if let Some((fd, pid)) = receive_fd(conn.as_raw_fd()) {
+                        std::thread::spawn(move || answer_all(fd, pid));
                     }
                 }
             });
@@ -114,24 +117,30 @@ mod null_responder {
         }
     }
 
-    /// runc's message: the state JSON (ignored here) and the notify fd.
-    fn receive_fd(conn: RawFd) -> Option<OwnedFd> {
+    /// runc's message: the state JSON (only its process's pid is used) and the notify fd.
+    fn receive_fd(conn: RawFd) -> Option<(OwnedFd, u32)> {
         let mut buf = vec![0u8; 1 << 17];
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg =
             recvmsg::<()>(conn, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC).ok()?;
+        let len = msg.bytes;
+        let mut fd = None;
         for c in msg.cmsgs().ok()? {
             if let ControlMessageOwned::ScmRights(fds) = c {
                 // SAFETY: the kernel installed this descriptor for this message; it has no
                 // other owner.
-                return fds.first().map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) });
+                fd = fds.first().map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) });
             }
         }
-        None
+        let state: serde_json::Value = serde_json::from_slice(&buf[..len]).ok()?;
+        let pid = state["pid"].as_u64().and_then(|p| u32::try_from(p).ok())?;
+        Some((fd?, pid))
     }
 
-    fn answer_all(fd: OwnedFd) {
+    fn answer_all(fd: OwnedFd, pid: u32) {
+        // In the container's CPU cgroup, as execguard's worker thread is by default.
+        let _joined = execguard::supervisor::cpugroup::join(pid, "null responder");
         let notify = NotifyFd::new(fd);
         notify
             .set_sync_wakeup()
@@ -168,15 +177,19 @@ enum Guard {
     Enforce,
     /// Enforce with `[detect] exec_checkpoint = true`.
     EnforceExec,
+    /// Enforce with `[worker] cpu_cgroup = "supervisor"`: the worker's thread stays in the
+    /// supervisor's CPU cgroup (as before it joined the container's).
+    EnforceOwnCgroup,
 }
 
 impl Guard {
-    const ALL: [Guard; 5] = [
+    const ALL: [Guard; 6] = [
         Guard::Unguarded,
         Guard::Null,
         Guard::Audit,
         Guard::Enforce,
         Guard::EnforceExec,
+        Guard::EnforceOwnCgroup,
     ];
 
     fn name(self) -> &'static str {
@@ -186,6 +199,7 @@ impl Guard {
             Guard::Audit => "audit",
             Guard::Enforce => "enforce",
             Guard::EnforceExec => "enforce+exec",
+            Guard::EnforceOwnCgroup => "enforce+own-cg",
         }
     }
 }
@@ -194,6 +208,7 @@ impl Guard {
 struct Guards {
     default: Supervisor,
     exec_checkpoint: Supervisor,
+    own_cgroup: Supervisor,
     null: null_responder::NullResponder,
 }
 
@@ -202,6 +217,7 @@ impl Guards {
         Self {
             default: Supervisor::start("audit", ""),
             exec_checkpoint: Supervisor::start("audit", "[detect]\nexec_checkpoint = true\n"),
+            own_cgroup: Supervisor::start("audit", "[worker]\ncpu_cgroup = \"supervisor\"\n"),
             null: null_responder::NullResponder::start(),
         }
     }
@@ -211,6 +227,7 @@ impl Guards {
         match g {
             Guard::Audit | Guard::Enforce => Some(&self.default),
             Guard::EnforceExec => Some(&self.exec_checkpoint),
+            Guard::EnforceOwnCgroup => Some(&self.own_cgroup),
             Guard::Unguarded | Guard::Null => None,
         }
     }
@@ -231,7 +248,7 @@ fn storm_bundle_script(guards: &Guards, g: Guard, name: &str, script: &str) -> h
     let mode = match g {
         Guard::Unguarded => "off",
         Guard::Audit => "audit",
-        Guard::Null | Guard::Enforce | Guard::EnforceExec => "enforce",
+        Guard::Null | Guard::Enforce | Guard::EnforceExec | Guard::EnforceOwnCgroup => "enforce",
     };
     let sup = guards.supervisor(g).unwrap_or(&guards.default);
     let b = bundle(
@@ -472,6 +489,48 @@ fn target(met: bool) -> &'static str {
     }
 }
 
+/// The two FIFOs of a lockstep container (`execstorm --steps`): a byte on `go` starts a step,
+/// a byte on `ready` says it is done. Both sides wait in a read, so the containers that are
+/// not storming wake no CPU (polling for a file every millisecond, as before, woke one five
+/// thousand times a second and moved the storms' numbers by several percent).
+struct Lockstep {
+    go: std::fs::File,
+    ready: std::fs::File,
+}
+
+impl Lockstep {
+    fn new(work: &Path) -> Self {
+        let fifo = |name: &str| {
+            let path = work.join(name);
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+            // Read and write: the open waits for no other end.
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap()
+        };
+        Self {
+            go: fifo("go"),
+            ready: fifo("ready"),
+        }
+    }
+
+    /// Starts a step and waits for its end (at most a minute).
+    fn step(&self, g: Guard) {
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+        (&self.go).write_all(b"x").unwrap();
+        let mut fds = [nix::poll::PollFd::new(
+            self.ready.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(60_000u16)).unwrap();
+        assert_eq!(n, 1, "{}: a step of the exec storm did not end", g.name());
+        (&self.ready).read_exact(&mut [0u8]).unwrap();
+    }
+}
+
 /// Exec storms in lockstep: one container per kind of guard, all alive for the whole run,
 /// each running its storm in steps that the benchmark starts one container at a time, in an
 /// order that rotates. This machine's speed drifts by ±10 % over seconds; a step's ratios
@@ -483,7 +542,7 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
     let mut vs_unguarded: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut vs_null: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut summaries: BTreeMap<&str, Vec<FdSummary>> = BTreeMap::new();
-    let started: Vec<(Guard, harness::Bundle, std::process::Child)> = Guard::ALL
+    let started: Vec<(Guard, harness::Bundle, std::process::Child, Lockstep)> = Guard::ALL
         .iter()
         .map(|&g| {
             let name = format!("storm-{}", g.name().replace([' ', '+'], "-"));
@@ -493,10 +552,11 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
                 &name,
                 &format!("/opt/eg/execstorm --steps {rounds} {n} /work"),
             );
+            let lockstep = Lockstep::new(&b.work);
             // Every step of every container: about a millisecond per exec, with room to spare.
             let secs = u32::try_from(Guard::ALL.len() * rounds * n / 250 + 120).unwrap_or(u32::MAX);
             let child = b.spawn_for(secs);
-            (g, b, child)
+            (g, b, child, lockstep)
         })
         .collect();
     for round in 0..rounds {
@@ -504,10 +564,9 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
         order.rotate_left(round % Guard::ALL.len());
         let mut mean = BTreeMap::new();
         for g in order {
-            let (_, b, _) = started.iter().find(|(k, _, _)| *k == g).unwrap();
-            std::fs::write(b.work.join(format!("go-{round}")), "").unwrap();
+            let (_, b, _, lockstep) = started.iter().find(|(k, ..)| *k == g).unwrap();
+            lockstep.step(g);
             let result = b.work.join(format!("step-{round}.json"));
-            harness::wait_for(&result, "a step of the exec storm");
             let v: Value = serde_json::from_slice(&std::fs::read(&result).unwrap()).unwrap();
             assert_eq!(v["failures"], 0, "{}: failed execs", g.name());
             let ns = |k: &str| v[k].as_f64().unwrap();
@@ -531,7 +590,7 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
                 .push(m / mean["null responder"]);
         }
     }
-    for (g, b, child) in started {
+    for (g, b, child, _) in started {
         let run = b.wait(child);
         assert_eq!(run.status, 0, "{}", run.describe());
         if let Some(s) = guards
@@ -578,6 +637,18 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
         );
         table.insert(k.to_owned(), row);
     }
+    let own = Guard::EnforceOwnCgroup.name();
+    let joined_vs_own = median(
+        per_exec["enforce"]
+            .iter()
+            .zip(&per_exec[own])
+            .map(|(j, o)| j / o)
+            .collect(),
+    );
+    println!(
+        "  {own}: [worker] cpu_cgroup = \"supervisor\" (the answering thread stays in the supervisor's CPU cgroup); enforce / {own}: {joined_vs_own:.3} (paired)"
+    );
+    out["cpu_cgroup_ratio"] = json!(joined_vs_own);
     let r = |k: &str, which: &str| table[k][which].as_f64().unwrap();
     for k in ["audit", "enforce"] {
         println!(
