@@ -14,12 +14,13 @@
 //!    classify, answer, log) from the worker's own clock; and the kernel's part of it, the same
 //!    `/proc` looks timed at fresh processes and again at the same ones;
 //! 3. a real build: zlib's configure and make (Debian's source package), unguarded and guarded;
-//! 4. scale: 8 containers storming at once, unguarded then guarded: the exec latency added as
-//!    the containers see it (p50/p99) beside the supervisor's receive-to-answer p99; and the
-//!    supervisor's RSS with 50 idle guarded containers.
+//! 4. scale: 8 containers storming at once, unguarded, guarded, and guarded with `[worker]
+//!    cpu_cgroup = "supervisor"`: the exec latency added as the containers see it (p50, p99,
+//!    mean) beside the supervisor's receive-to-answer p99; and the supervisor's RSS with 50
+//!    idle guarded containers.
 //!
 //! `--execs N` (per step) and `--rounds N` (steps) change the storm; `--storm-only` stops after part 2,
-//! `--no-build` skips part 3.
+//! `--no-build` skips part 3, `--scale-only` runs only part 4's storms (`--rounds N` rounds).
 //! Prints a table and writes the numbers as JSON (default target/bench/execguard.json) for
 //! comparison between commits. Not a timed test: it reports the targets met or missed, and
 //! fails only if something does not work. Needs root, like the integration tests.
@@ -44,6 +45,8 @@ struct Opts {
     rounds: Option<usize>,
     /// Only the exec storms and where the time goes (`--storm-only`).
     storm_only: bool,
+    /// Only the 8-container scale runs (`--scale-only`; `--rounds N` rounds).
+    scale_only: bool,
     /// Everything but the real build (`--no-build`).
     no_build: bool,
 }
@@ -71,6 +74,7 @@ fn opts() -> Opts {
         execs: number("--execs"),
         rounds: number("--rounds"),
         storm_only: args.iter().any(|a| a == "--storm-only"),
+        scale_only: args.iter().any(|a| a == "--scale-only"),
         no_build: args.iter().any(|a| a == "--no-build"),
     }
 }
@@ -788,23 +792,22 @@ fn procfs_floor(n: usize, out: &mut Value) {
     out["procfs_floor"] = json!({"processes": n, "by_look": json_looks});
 }
 
-/// 8 containers storming at once, unguarded and guarded in alternating rounds: on 2 cores
-/// one 8-way run's tail is noise, so each round is paired and the medians of rounds are kept.
+/// 8 containers storming at once, unguarded, guarded (default) and guarded with the worker's
+/// threads in the supervisor's CPU cgroup, in rounds whose order rotates: on 2 cores one 8-way
+/// run's tail is noise, so each round is paired and the medians of rounds are kept.
 fn scale(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
     let busy = 8;
     let sup = &guards.default;
-    let mut added50 = Vec::new();
-    let mut added99 = Vec::new();
-    let mut sides = Vec::new();
-    let mut worst_p99 = 0;
+    let kinds = [Guard::Unguarded, Guard::Enforce, Guard::EnforceOwnCgroup];
+    // Per round and kind: the median over containers of p50, p99 and mean (µs).
+    let mut sides: Vec<BTreeMap<&str, [f64; 3]>> = Vec::new();
+    let mut worst_p99: BTreeMap<&str, u64> = BTreeMap::new();
     let mut cpu = 0.0;
     let mut wall = 0.0;
     for round in 0..rounds {
         let mut side = BTreeMap::new();
-        let mut order = [Guard::Unguarded, Guard::Enforce];
-        if round % 2 == 1 {
-            order.reverse();
-        }
+        let mut order = kinds;
+        order.rotate_left(round % kinds.len());
         for g in order {
             let bundles: Vec<_> = (0..busy)
                 .map(|i| storm_bundle(guards, g, &format!("scale-{}-{round}-{i}", g.name()), n))
@@ -820,9 +823,12 @@ fn scale(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
             if g == Guard::Enforce {
                 wall += started.elapsed().as_secs_f64();
                 cpu += supervisor_usage(sup).1 - cpu_before;
+            }
+            if let Some(guarding) = guards.supervisor(g) {
+                let worst = worst_p99.entry(g.name()).or_default();
                 for r in &runs {
-                    if let Some(s) = fd_summary(sup, &r.id) {
-                        worst_p99 = worst_p99.max(s.image_p99.max(s.exec_p99));
+                    if let Some(s) = fd_summary(guarding, &r.id) {
+                        *worst = (*worst).max(s.image_p99.max(s.exec_p99));
                     }
                 }
             }
@@ -835,34 +841,58 @@ fn scale(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
                         .collect(),
                 )
             };
-            side.insert(g.name(), (q("p50_ns"), q("p99_ns")));
+            side.insert(g.name(), [q("p50_ns"), q("p99_ns"), q("mean_ns")]);
         }
-        let (u, e) = (side["unguarded"], side["enforce"]);
-        added50.push(e.0 - u.0);
-        added99.push(e.1 - u.1);
-        sides.push((u, e));
+        sides.push(side);
     }
-    let u50 = median(sides.iter().map(|s| s.0 .0).collect());
-    let u99 = median(sides.iter().map(|s| s.0 .1).collect());
-    let (a50, a99) = (median(added50), median(added99));
+    let unguarded = |i: usize| median(sides.iter().map(|s| s["unguarded"][i]).collect());
+    let added = |g: Guard, i: usize| {
+        median(
+            sides
+                .iter()
+                .map(|s| s[g.name()][i] - s["unguarded"][i])
+                .collect(),
+        )
+    };
     println!(
         "\nscale: {busy} containers storming at once ({n} execs each), {rounds} paired rounds"
     );
     println!(
-        "  per exec, unguarded (median of containers, then of rounds): p50 {u50:.1} µs  p99 {u99:.1} µs"
+        "  per exec, unguarded (median of containers, then of rounds): p50 {:.1} µs  p99 {:.1} µs  mean {:.1} µs",
+        unguarded(0),
+        unguarded(1),
+        unguarded(2)
     );
+    let mut added_json = serde_json::Map::new();
+    for g in [Guard::Enforce, Guard::EnforceOwnCgroup] {
+        let a = [added(g, 0), added(g, 1), added(g, 2)];
+        println!(
+            "  added by {} as the containers see it: p50 {:+.1} µs  p99 {:+.1} µs  mean {:+.1} µs",
+            g.name(),
+            a[0],
+            a[1],
+            a[2]
+        );
+        added_json.insert(
+            g.name().to_owned(),
+            json!({"p50_us": a[0], "p99_us": a[1], "mean_us": a[2]}),
+        );
+    }
+    let worst = |g: Guard| worst_p99.get(g.name()).copied().unwrap_or_default();
     println!(
-        "  added by execguard (enforce), as the containers see it: p50 {a50:+.1} µs  p99 {a99:+.1} µs"
-    );
-    println!(
-        "  supervisor receive-to-answer p99, worst container of any round: {worst_p99} µs   target ≤ 200 µs: {}",
-        target(worst_p99 <= 200)
+        "  supervisor receive-to-answer p99, worst container of any round: {} µs   target ≤ 200 µs: {}   ({}: {} µs)",
+        worst(Guard::Enforce),
+        target(worst(Guard::Enforce) <= 200),
+        Guard::EnforceOwnCgroup.name(),
+        worst(Guard::EnforceOwnCgroup)
     );
     println!("  supervisor CPU {cpu:.2} s over {wall:.2} s of guarded wall time");
     out["scale"] = json!({"containers": busy, "execs_each": n, "rounds": rounds,
-        "unguarded_p50_us": u50, "unguarded_p99_us": u99,
-        "container_added_p50_us": a50, "container_added_p99_us": a99,
-        "supervisor_p99_us_worst": worst_p99, "supervisor_cpu_s": cpu, "guarded_wall_s": wall});
+        "unguarded_p50_us": unguarded(0), "unguarded_p99_us": unguarded(1),
+        "unguarded_mean_us": unguarded(2), "added": added_json,
+        "supervisor_p99_us_worst": worst(Guard::Enforce),
+        "supervisor_p99_us_worst_own_cgroup": worst(Guard::EnforceOwnCgroup),
+        "supervisor_cpu_s": cpu, "guarded_wall_s": wall});
 }
 
 fn main() {
@@ -877,6 +907,10 @@ fn main() {
     fixture();
     let guards = Guards::start();
     let mut out = json!({"quick": o.quick});
+    if o.scale_only {
+        scale(&guards, 2 * n, o.rounds.unwrap_or(5), &mut out);
+        return;
+    }
 
     // 1 and 2: exec storms, then where the time goes.
     exec_storms(&guards, n, rounds, &mut out);
