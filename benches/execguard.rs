@@ -294,6 +294,8 @@ struct FdSummary {
     image_p99: u64,
     /// Nanoseconds per phase, in `execguard::phases::Phase::ALL` order.
     phases: [u64; 5],
+    /// Times the serving thread left the container's CPU cgroup for late answers.
+    left_cpu_cgroup: u64,
 }
 
 impl FdSummary {
@@ -328,6 +330,7 @@ fn fd_summary(sup: &Supervisor, id: &str) -> Option<FdSummary> {
                 image_p50: field("image_p50_us"),
                 image_p99: field("image_p99_us"),
                 phases,
+                left_cpu_cgroup: field("left_cpu_cgroup"),
             });
         }
         if Instant::now() > deadline {
@@ -716,6 +719,24 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
         m.insert("p99_us".into(), json!(p99));
         phases_json.insert(k.to_string(), Value::Object(m));
     }
+    // With the default placement a serving thread that answers late goes home for a while
+    // (`cpugroup::Placement`): one container storming alone should never make it.
+    let left: Vec<String> = summaries
+        .iter()
+        .filter(|(k, _)| !k.contains("own-cg"))
+        .map(|(k, list)| {
+            let moves: u64 = list.iter().map(|s| s.left_cpu_cgroup).sum();
+            phases_json
+                .get_mut(*k)
+                .and_then(Value::as_object_mut)
+                .map(|m| m.insert("left_cpu_cgroup".into(), json!(moves)));
+            format!("{k} {moves}")
+        })
+        .collect();
+    println!(
+        "  moves home from the container's CPU cgroup for late answers: {}",
+        left.join(", ")
+    );
     out["phases"] = Value::Object(phases_json);
 }
 
@@ -802,6 +823,8 @@ fn scale(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
     // Per round and kind: the median over containers of p50, p99 and mean (µs).
     let mut sides: Vec<BTreeMap<&str, [f64; 3]>> = Vec::new();
     let mut worst_p99: BTreeMap<&str, u64> = BTreeMap::new();
+    // Containers served, and how many of their threads left the container's CPU cgroup.
+    let (mut served, mut left) = (0, 0);
     let mut cpu = 0.0;
     let mut wall = 0.0;
     for round in 0..rounds {
@@ -829,6 +852,10 @@ fn scale(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
                 for r in &runs {
                     if let Some(s) = fd_summary(guarding, &r.id) {
                         *worst = (*worst).max(s.image_p99.max(s.exec_p99));
+                        if g == Guard::Enforce {
+                            served += 1;
+                            left += u64::from(s.left_cpu_cgroup > 0);
+                        }
                     }
                 }
             }
@@ -886,12 +913,16 @@ fn scale(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
         Guard::EnforceOwnCgroup.name(),
         worst(Guard::EnforceOwnCgroup)
     );
+    println!(
+        "  enforce: {left} of {served} serving threads left their container's CPU cgroup for late answers"
+    );
     println!("  supervisor CPU {cpu:.2} s over {wall:.2} s of guarded wall time");
     out["scale"] = json!({"containers": busy, "execs_each": n, "rounds": rounds,
         "unguarded_p50_us": unguarded(0), "unguarded_p99_us": unguarded(1),
         "unguarded_mean_us": unguarded(2), "added": added_json,
         "supervisor_p99_us_worst": worst(Guard::Enforce),
         "supervisor_p99_us_worst_own_cgroup": worst(Guard::EnforceOwnCgroup),
+        "threads_served": served, "threads_left_cpu_cgroup": left,
         "supervisor_cpu_s": cpu, "guarded_wall_s": wall});
 }
 

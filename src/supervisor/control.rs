@@ -31,6 +31,8 @@ pub(crate) struct Counters {
     pub(crate) other_notifications: AtomicU64,
     pub(crate) denials: AtomicU64,
     pub(crate) notification_errors: AtomicU64,
+    /// Times a serving thread left its container's CPU cgroup for late answers.
+    pub(crate) cpu_cgroup_leaves: AtomicU64,
     /// Receive-to-answer time of every notification.
     pub(crate) latency: super::stats::Histogram,
 }
@@ -149,6 +151,12 @@ fn metrics(shared: &Shared) -> String {
         "counter",
         "Receive or answer failures other than a task gone.",
         vec![(String::new(), c.notification_errors.load(Ordering::Relaxed))],
+    );
+    metric(
+        "execguard_cpu_cgroup_leaves_total",
+        "counter",
+        "Times a thread serving a container left the container's CPU cgroup for a while because its answers waited for a CPU (the CPUs are oversubscribed).",
+        vec![(String::new(), c.cpu_cgroup_leaves.load(Ordering::Relaxed))],
     );
     let guarded = shared
         .containers

@@ -3,15 +3,25 @@
 //! right after it receives its Nth notification, before it records it.
 //! `EXECGUARD_FAULT_DIE_MID_RECORD=N:MARKER`: while it records its Nth notification, after the
 //! id and before the state (a torn record). Each fires once: the marker file is created first,
-//! and a worker that finds it does nothing. Unset, each costs one atomic load per notification.
+//! and a worker that finds it does nothing.
+//!
+//! And for the scheduling tests, `EXECGUARD_FAULT_SLOW_ANSWER=MICROS`: every answer first
+//! spins that long on the CPU, as an inspection that needs the CPU for a while would (an
+//! answer's CPU time is what a busy host preempts). Unset, each costs one atomic load per
+//! notification.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// The environment variables.
 pub const DIE_AFTER_RECV_ENV: &str = "EXECGUARD_FAULT_DIE_AFTER_RECV";
 pub const DIE_MID_RECORD_ENV: &str = "EXECGUARD_FAULT_DIE_MID_RECORD";
+pub const SLOW_ANSWER_ENV: &str = "EXECGUARD_FAULT_SLOW_ANSWER";
+
+/// Microseconds every answer spins first; 0: off.
+static SLOW_ANSWER_US: AtomicU64 = AtomicU64::new(0);
 
 /// One place a worker can be made to die.
 struct Fault {
@@ -69,6 +79,24 @@ impl Fault {
 pub(super) fn configure() {
     AFTER_RECV.configure();
     MID_RECORD.configure();
+    if let Ok(value) = std::env::var(SLOW_ANSWER_ENV) {
+        match value.parse::<u64>() {
+            Ok(us) => SLOW_ANSWER_US.store(us, Ordering::Relaxed),
+            Err(_) => tracing::warn!(value, "{SLOW_ANSWER_ENV} is not MICROS; ignored"),
+        }
+    }
+}
+
+/// Called as an answer starts.
+pub(super) fn slow_answer() {
+    let us = SLOW_ANSWER_US.load(Ordering::Relaxed);
+    if us == 0 {
+        return;
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_micros(us) {
+        std::hint::spin_loop();
+    }
 }
 
 /// Called after every receipt, before the notification is recorded.

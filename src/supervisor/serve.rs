@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -83,7 +83,7 @@ pub(super) fn serve_fd(shared: &Shared, state: ContainerProcessState, fd: OwnedF
     let container = shared.admit(&state);
     // Before the first answer, recovery's included; left as soon as every task is gone, so
     // that the runtime can remove the container's cgroup.
-    let joined = match shared.config.worker.cpu_cgroup {
+    let mut placement = match shared.config.worker.cpu_cgroup {
         CpuCgroup::Container => {
             cpugroup::join(u32::try_from(state.pid).unwrap_or(0), &container.id)
         }
@@ -99,8 +99,9 @@ pub(super) fn serve_fd(shared: &Shared, state: ContainerProcessState, fd: OwnedF
     };
     let mut st = ListenerState::default();
     recovery::recover(&l, &mut st, shared);
-    serve_until_hangup(&l, &mut st, shared, blocking_recv);
-    drop(joined);
+    serve_until_hangup(&l, &mut st, shared, blocking_recv, placement.as_mut());
+    let left_cpu_cgroup = placement.as_ref().map_or(0, |p| p.left());
+    drop(placement);
     ratelimit::flush(shared, &mut st);
     let n = st.phases.nanos;
     tracing::info!(
@@ -116,6 +117,7 @@ pub(super) fn serve_fd(shared: &Shared, state: ContainerProcessState, fd: OwnedF
         classify_ns = n[Phase::Classify as usize],
         answer_ns = n[Phase::Answer as usize],
         log_ns = n[Phase::Log as usize],
+        left_cpu_cgroup,
         "notify fd closed"
     );
     let id = l.container.id.clone();
@@ -123,20 +125,33 @@ pub(super) fn serve_fd(shared: &Shared, state: ContainerProcessState, fd: OwnedF
     shared.release(&id);
 }
 
-fn serve_until_hangup(l: &Listener, st: &mut ListenerState, shared: &Shared, blocking_recv: bool) {
+fn serve_until_hangup(
+    l: &Listener,
+    st: &mut ListenerState,
+    shared: &Shared,
+    blocking_recv: bool,
+    mut placement: Option<&mut cpugroup::Placement>,
+) {
     loop {
         if !blocking_recv && !wait_readable(l) {
             return;
         }
-        if receive_and_handle(l, st, shared) == Received::HungUp {
-            return;
+        match receive_and_handle(l, st, shared) {
+            Received::HungUp => return,
+            Received::Handled(took) => {
+                if placement.as_deref_mut().is_some_and(|p| p.answered(took)) {
+                    l.counters.cpu_cgroup_leaves.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Received::Nothing => {}
         }
     }
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Received {
-    Handled,
+    /// Answered, this long after it was received.
+    Handled(Duration),
     /// Nothing to handle this time (the task was interrupted or is gone).
     Nothing,
     /// Every task of the filter is gone.
@@ -170,9 +185,9 @@ pub(super) fn receive_and_handle(
     };
     super::fault::after_recv();
     shared.slots.record(l.slot, SlotState::Received, &notif);
-    handle(l, st, shared, &notif);
+    let took = handle(l, st, shared, &notif);
     shared.slots.clear(l.slot);
-    Received::Handled
+    Received::Handled(took)
 }
 
 /// Handles every notification queued on the fd now, without waiting for more.
@@ -229,10 +244,17 @@ pub(super) fn hung_up(l: &Listener) -> bool {
     }
 }
 
-/// Inspects one notification, writes the event if any, and answers.
-pub(super) fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, notif: &SeccompNotif) {
+/// Inspects one notification, writes the event if any, and answers. Returns the time from
+/// receiving it to answering it.
+pub(super) fn handle(
+    l: &Listener,
+    st: &mut ListenerState,
+    shared: &Shared,
+    notif: &SeccompNotif,
+) -> Duration {
     let notif = *notif;
     let started = Instant::now();
+    super::fault::slow_answer();
     let mut clock = PhaseClock::start();
     // A restarted call after an interruption was logged the first time.
     let retry = l.interrupted.take() == Some((notif.pid, notif.data.nr, notif.data.args));
@@ -273,7 +295,8 @@ pub(super) fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, noti
     // Receive to answer: until the answer was handed to the kernel, not until that call
     // returned (see `PhaseClock::answering`).
     let answered = clock.answered.unwrap_or_else(Instant::now);
-    let micros = u64::try_from(answered.duration_since(started).as_micros()).unwrap_or(u64::MAX);
+    let took = answered.duration_since(started);
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
     st.phases.add(&clock);
     let counters = &shared.counters;
     counters.latency.record(micros);
@@ -292,6 +315,7 @@ pub(super) fn handle(l: &Listener, st: &mut ListenerState, shared: &Shared, noti
             counters.other_notifications.fetch_add(1, Ordering::Relaxed);
         }
     }
+    took
 }
 
 /// Answers the kernel: let the call run, or fail it with an errno.

@@ -1,10 +1,14 @@
 //! Where the worker's threads are scheduled: the thread that answers a container runs in the
 //! container's CPU cgroup (cgroup v1; `[worker] cpu_cgroup`), the worker's main thread never
-//! does, and the thread leaves when the container ends, so that runc can remove the cgroup.
+//! does, the thread goes home for a while when the CPUs are oversubscribed and its answers wait
+//! for the container's turn, and it leaves when the container ends, so that runc can remove
+//! the cgroup.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+use execguard::supervisor::fault::SLOW_ANSWER_ENV;
 
 use crate::harness::{bundle, fixture, wait_for, Supervisor};
 
@@ -167,4 +171,125 @@ fn cpu_cgroup_supervisor_keeps_the_thread_in_the_workers() {
         "every thread in {home}, none in {theirs}: {during:?}"
     );
     assert!(removed);
+}
+
+/// Busy loops, two per CPU, in this process's CPU cgroup until dropped: the CPUs
+/// oversubscribed, so that a container's group now and then waits for its turn.
+struct Hogs(Vec<Child>);
+
+impl Hogs {
+    fn start() -> Hogs {
+        let n = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+        Hogs(
+            (0..n)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .unwrap()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits (at most `secs`) until `done` says so; false if it never did.
+fn eventually(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+#[test]
+fn a_thread_whose_answers_wait_for_a_cpu_goes_home_and_tries_again() {
+    needs_root!();
+    if cpu_mount().is_none() {
+        eprintln!("skipped: no cgroup v1 cpu hierarchy");
+        return;
+    }
+    // Every answer needs 1 ms of CPU: longer than a late answer (200 µs), so whether it counts
+    // as late depends only on whether the thread was preempted while it held it.
+    let sup = Supervisor::start_with_env("enforce", "", &[(SLOW_ANSWER_ENV, "1000")]);
+    let b = bundle(
+        &sup.config,
+        "cpucg-busy",
+        "touch /work/started; while [ ! -e /work/done ]; do /bin/true; done",
+        &[],
+        None,
+    );
+    let work = b.work.clone();
+    let id = b.id.clone();
+    let child = b.spawn();
+    wait_for(&work.join("started"), "the container's start");
+    let theirs = cpu_cgroup(&format!("/proc/{}/cgroup", container_pid(&id)));
+    let worker = sup.worker_pid();
+    let inside = || {
+        threads(worker)
+            .iter()
+            .filter(|(_, cg)| *cg == theirs)
+            .count()
+    };
+    // Uncontended it serves from inside (on a busy test host it may be home already: then it
+    // comes back within its 10 s away).
+    assert!(
+        eventually(20, || inside() == 1),
+        "no thread serves from {theirs}: {:?}\n{}",
+        threads(worker),
+        sup.log()
+    );
+    let hogs = Hogs::start();
+    assert!(
+        eventually(60, || inside() == 0),
+        "the thread stayed in {theirs} although the CPUs are oversubscribed\n{}",
+        sup.log()
+    );
+    drop(hogs);
+    // After its time away it tries again, and with the CPUs free it stays.
+    assert!(
+        eventually(30, || inside() == 1),
+        "the thread did not go back to {theirs}: {:?}\n{}",
+        threads(worker),
+        sup.log()
+    );
+    let metrics = execguard::supervisor::control::request(
+        &sup.dir.path().join("control.sock"),
+        "GET",
+        "/metrics",
+    )
+    .unwrap();
+    let leaves: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("execguard_cpu_cgroup_leaves_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no execguard_cpu_cgroup_leaves_total:\n{metrics}"));
+    assert!(leaves >= 1, "{metrics}");
+    std::fs::write(work.join("done"), "").unwrap();
+    let run = b.wait(child);
+    assert_eq!(run.status, 0, "{}", run.describe());
+    sup.wait_for_log(&format!("container={id} "), 5);
+    let summary = sup
+        .log()
+        .lines()
+        .find(|l| l.contains("notify fd closed") && l.contains(&format!("container={id} ")))
+        .map(str::to_owned);
+    assert!(
+        summary
+            .as_deref()
+            .is_some_and(|l| !l.contains("left_cpu_cgroup=0") && l.contains("left_cpu_cgroup=")),
+        "{summary:?}"
+    );
 }
