@@ -12,12 +12,14 @@
 //! 2. where the supervisor's time goes: system calls per exec (`strace -c -f` on the worker,
 //!    in a separate storm, when strace is installed) and a per-phase breakdown (read, resolve,
 //!    classify, answer, log) from the worker's own clock; and the kernel's part of it, the same
-//!    `/proc` looks timed at fresh processes and again at the same ones;
+//!    `/proc` looks timed at fresh processes and again at the same ones; the serving threads'
+//!    moves home from their container's CPU cgroup (none expected with one storm at a time);
 //! 3. a real build: zlib's configure and make (Debian's source package), unguarded and guarded;
 //! 4. scale: 8 containers storming at once, unguarded, guarded, and guarded with `[worker]
 //!    cpu_cgroup = "supervisor"`: the exec latency added as the containers see it (p50, p99,
-//!    mean) beside the supervisor's receive-to-answer p99; and the supervisor's RSS with 50
-//!    idle guarded containers.
+//!    mean) beside the supervisor's receive-to-answer p99 and how many serving threads left
+//!    their container's CPU cgroup for late answers; and the supervisor's RSS
+//!    with 50 idle guarded containers.
 //!
 //! `--execs N` (per step) and `--rounds N` (steps) change the storm; `--storm-only` stops after part 2,
 //! `--no-build` skips part 3, `--scale-only` runs only part 4's storms (`--rounds N` rounds).
