@@ -109,7 +109,7 @@ impl Placement {
             self.switches = switches;
             preempted && took > LATE
         };
-        match self.policy.answered(late, self.inside, Instant::now()) {
+        match self.policy.answered(late, self.inside, Instant::now) {
             Move::Stay => false,
             Move::Home => {
                 tracing::debug!(container = %self.container, "answers waited for the container's turn on a CPU: serving from the worker's CPU cgroup for a while");
@@ -186,10 +186,11 @@ struct Policy {
 
 impl Policy {
     /// After an answer, `late` if it waited for a CPU (inside the container's group only).
-    fn answered(&mut self, late: bool, inside: bool, now: Instant) -> Move {
+    /// `now` is asked only at home or on leaving (not on every answer).
+    fn answered(&mut self, late: bool, inside: bool, now: impl FnOnce() -> Instant) -> Move {
         if !inside {
             return match self.home_until {
-                Some(t) if now >= t => {
+                Some(t) if now() >= t => {
                     *self = Policy::default();
                     Move::Rejoin
                 }
@@ -201,7 +202,7 @@ impl Policy {
         if self.late >= LATE_TO_LEAVE {
             self.answers = 0;
             self.late = 0;
-            self.home_until = Some(now + STAY_HOME);
+            self.home_until = Some(now() + STAY_HOME);
             return Move::Home;
         }
         if self.answers >= WINDOW {
@@ -332,17 +333,17 @@ mod tests {
         let t = Instant::now();
         for i in 0..10 * WINDOW {
             let late = i % WINDOW < LATE_TO_LEAVE - 1;
-            assert_eq!(p.answered(late, true, t), Move::Stay, "answer {i}");
+            assert_eq!(p.answered(late, true, || t), Move::Stay, "answer {i}");
         }
         // The count ends with its window: one short of leaving at the end of one window and
         // again at the start of the next stays.
         let mut p = Policy::default();
         for i in 0..WINDOW {
             let late = i >= WINDOW - (LATE_TO_LEAVE - 1);
-            assert_eq!(p.answered(late, true, t), Move::Stay);
+            assert_eq!(p.answered(late, true, || t), Move::Stay);
         }
         for _ in 0..LATE_TO_LEAVE - 1 {
-            assert_eq!(p.answered(true, true, t), Move::Stay);
+            assert_eq!(p.answered(true, true, || t), Move::Stay);
         }
     }
 
@@ -351,25 +352,25 @@ mod tests {
         let mut p = Policy::default();
         let t = Instant::now();
         for _ in 0..LATE_TO_LEAVE - 1 {
-            assert_eq!(p.answered(true, true, t), Move::Stay);
+            assert_eq!(p.answered(true, true, || t), Move::Stay);
             for _ in 0..100 {
-                assert_eq!(p.answered(false, true, t), Move::Stay);
+                assert_eq!(p.answered(false, true, || t), Move::Stay);
             }
         }
-        assert_eq!(p.answered(true, true, t), Move::Home);
+        assert_eq!(p.answered(true, true, || t), Move::Home);
         // At home nothing counts, late or not, until the time is up.
         for late in [true, false, true, true, true, true] {
-            assert_eq!(p.answered(late, false, t), Move::Stay);
+            assert_eq!(p.answered(late, false, || t), Move::Stay);
         }
         let almost = t + STAY_HOME - Duration::from_millis(1);
-        assert_eq!(p.answered(false, false, almost), Move::Stay);
-        assert_eq!(p.answered(false, false, t + STAY_HOME), Move::Rejoin);
+        assert_eq!(p.answered(false, false, || almost), Move::Stay);
+        assert_eq!(p.answered(false, false, || t + STAY_HOME), Move::Rejoin);
         // Back inside with a fresh count.
         let later = t + STAY_HOME;
         for _ in 0..LATE_TO_LEAVE - 1 {
-            assert_eq!(p.answered(true, true, later), Move::Stay);
+            assert_eq!(p.answered(true, true, || later), Move::Stay);
         }
-        assert_eq!(p.answered(true, true, later), Move::Home);
+        assert_eq!(p.answered(true, true, || later), Move::Home);
         assert_eq!(p.home_until, Some(later + STAY_HOME));
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use execguard::supervisor::fault::SLOW_ANSWER_ENV;
 
-use crate::harness::{bundle, fixture, wait_for, Supervisor};
+use crate::harness::{bundle, fixture, wait_for, Bundle, Supervisor};
 
 /// Where the cgroup v1 `cpu` hierarchy is mounted, if it is.
 fn cpu_mount() -> Option<PathBuf> {
@@ -66,6 +66,47 @@ fn container_pid(id: &str) -> i32 {
     i32::try_from(v["pid"].as_i64().unwrap()).unwrap()
 }
 
+/// A running container that execs `/bin/true` in a loop (with `between` after each) until
+/// [`Looping::stop`].
+struct Looping {
+    bundle: Bundle,
+    child: Child,
+    id: String,
+    /// Its CPU cgroup.
+    theirs: String,
+}
+
+impl Looping {
+    fn start(sup: &Supervisor, name: &str, between: &str) -> Looping {
+        let bundle = bundle(
+            &sup.config,
+            name,
+            &format!(
+                "touch /work/started; while [ ! -e /work/done ]; do /bin/true; {between} done"
+            ),
+            &[],
+            None,
+        );
+        let id = bundle.id.clone();
+        let child = bundle.spawn();
+        wait_for(&bundle.work.join("started"), "the container's start");
+        let theirs = cpu_cgroup(&format!("/proc/{}/cgroup", container_pid(&id)));
+        Looping {
+            bundle,
+            child,
+            id,
+            theirs,
+        }
+    }
+
+    /// Ends the loop and waits for the container, which must succeed.
+    fn stop(self) {
+        std::fs::write(self.bundle.work.join("done"), "").unwrap();
+        let run = self.bundle.wait(self.child);
+        assert_eq!(run.status, 0, "{}", run.describe());
+    }
+}
+
 /// What [`observe`] saw.
 struct Seen {
     /// The container's CPU cgroup.
@@ -89,23 +130,11 @@ fn observe(name: &str, extra: &str) -> Option<Seen> {
         return None;
     };
     let sup = Supervisor::start("enforce", extra);
-    let b = bundle(
-        &sup.config,
-        name,
-        "touch /work/started; while [ ! -e /work/done ]; do /bin/true; sleep 0.05; done",
-        &[],
-        None,
-    );
-    let work = b.work.clone();
-    let id = b.id.clone();
-    let child = b.spawn();
-    wait_for(&work.join("started"), "the container's start");
-    let theirs = cpu_cgroup(&format!("/proc/{}/cgroup", container_pid(&id)));
+    let c = Looping::start(&sup, name, "sleep 0.05;");
+    let theirs = c.theirs.clone();
     let worker = sup.worker_pid();
     let during = threads(worker);
-    std::fs::write(work.join("done"), "").unwrap();
-    let run = b.wait(child);
-    assert_eq!(run.status, 0, "{}", run.describe());
+    c.stop();
     let dir = mount.join(theirs.trim_start_matches('/'));
     let deadline = Instant::now() + Duration::from_secs(5);
     while dir.exists() && Instant::now() < deadline {
@@ -224,18 +253,8 @@ fn a_thread_whose_answers_wait_for_a_cpu_goes_home_and_tries_again() {
     // Every answer needs 1 ms of CPU: longer than a late answer (200 µs), so whether it counts
     // as late depends only on whether the thread was preempted while it held it.
     let sup = Supervisor::start_with_env("enforce", "", &[(SLOW_ANSWER_ENV, "1000")]);
-    let b = bundle(
-        &sup.config,
-        "cpucg-busy",
-        "touch /work/started; while [ ! -e /work/done ]; do /bin/true; done",
-        &[],
-        None,
-    );
-    let work = b.work.clone();
-    let id = b.id.clone();
-    let child = b.spawn();
-    wait_for(&work.join("started"), "the container's start");
-    let theirs = cpu_cgroup(&format!("/proc/{}/cgroup", container_pid(&id)));
+    let c = Looping::start(&sup, "cpucg-busy", "");
+    let (id, theirs) = (c.id.clone(), c.theirs.clone());
     let worker = sup.worker_pid();
     let inside = || {
         threads(worker)
@@ -258,7 +277,7 @@ fn a_thread_whose_answers_wait_for_a_cpu_goes_home_and_tries_again() {
         sup.log()
     );
     drop(hogs);
-    // After its time away it tries again, and with the CPUs free it stays.
+    // After its time away it tries again.
     assert!(
         eventually(30, || inside() == 1),
         "the thread did not go back to {theirs}: {:?}\n{}",
@@ -277,10 +296,8 @@ fn a_thread_whose_answers_wait_for_a_cpu_goes_home_and_tries_again() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no execguard_cpu_cgroup_leaves_total:\n{metrics}"));
     assert!(leaves >= 1, "{metrics}");
-    std::fs::write(work.join("done"), "").unwrap();
-    let run = b.wait(child);
-    assert_eq!(run.status, 0, "{}", run.describe());
-    sup.wait_for_log(&format!("container={id} "), 5);
+    c.stop();
+    sup.wait_for_log(&format!("notify fd closed container={id} "), 10);
     let summary = sup
         .log()
         .lines()
