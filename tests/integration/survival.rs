@@ -250,6 +250,10 @@ fn a_failed_upgrade_keeps_accepting() {
     let exe = dir.path().join("execguard");
     std::fs::copy(crate::harness::EXECGUARD, &exe).unwrap();
     let sup = Supervisor::start_exe(&exe, "audit", "", &[]);
+    // The keeper starts its worker from the same path after it binds the socket: remove the
+    // binary only once that exec succeeded (logged after it), or the worker's start is what
+    // fails.
+    sup.wait_for_log("worker started", 10);
     std::fs::remove_file(&exe).unwrap();
     let _ = kill(Pid::from_raw(sup.pid()), Signal::SIGUSR2);
     sup.wait_for_log("the upgrade failed", 20);
