@@ -76,11 +76,12 @@ pub fn join(pid: u32, container: &str) -> Option<Placement> {
     if theirs == ours {
         return None;
     }
-    match move_current_thread(&theirs.join("tasks")) {
+    let tasks = theirs.join("tasks");
+    match move_current_thread(&tasks) {
         Ok(()) => {
             tracing::debug!(container, cgroup = %theirs.display(), "serving in the container's CPU cgroup");
             Some(Placement {
-                theirs: theirs.join("tasks"),
+                theirs: tasks,
                 home: ours.join("tasks"),
                 container: container.to_owned(),
                 inside: true,
