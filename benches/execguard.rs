@@ -86,9 +86,24 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// About 95 % confidence bounds for the median of `v`, free of any assumption about the
+/// distribution: the order statistics k and n + 1 - k with k = n/2 - 0.98 √n (the binomial
+/// bounds for a sample's median). With a handful of values it is the whole range.
+fn median_interval(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    // ⌈0.98 √n⌉ in integers, then the 1-based order statistic k, at least the smallest value.
+    let half_width = (0..=n).find(|h| h * h * 10_000 >= 9_604 * n).unwrap_or(n);
+    let k = (n / 2).saturating_sub(half_width).max(1);
+    (v[k - 1], v[n - k])
+}
+
 /// A seccomp listener that answers every notification with CONTINUE at once, with the
 /// synchronous wake-up, from a thread in the container's CPU cgroup: the floor any supervisor
-/// on this filter can reach.
+/// on this filter can reach. With `looks`, it first makes the two `/proc` looks execguard's
+/// answer path makes for a dynamic exec (`stat` of `/proc/PID/exe`; `/proc/PID/maps` opened,
+/// one `PROCMAP_QUERY` at the call's instruction pointer, closed) and ignores what they find:
+/// the floor of a supervisor that judges the image race-free through `/proc`.
 mod null_responder {
     use std::io::IoSliceMut;
     use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -105,7 +120,7 @@ mod null_responder {
     }
 
     impl NullResponder {
-        pub fn start() -> Self {
+        pub fn start(looks: bool) -> Self {
             let dir = tempfile::Builder::new()
                 .prefix("eg-null")
                 .tempdir()
@@ -115,7 +130,7 @@ mod null_responder {
             std::thread::spawn(move || {
                 for conn in listener.incoming().flatten() {
                     if let Some((fd, pid)) = receive_fd(conn.as_raw_fd()) {
-                        std::thread::spawn(move || answer_all(fd, pid));
+                        std::thread::spawn(move || answer_all(fd, pid, looks));
                     }
                 }
             });
@@ -144,7 +159,7 @@ mod null_responder {
         Some((fd?, pid))
     }
 
-    fn answer_all(fd: OwnedFd, pid: u32) {
+    fn answer_all(fd: OwnedFd, pid: u32, looks: bool) {
         // In the container's CPU cgroup, as execguard's worker thread is by default.
         let _joined = execguard::supervisor::cpugroup::join(pid, "null responder");
         let notify = NotifyFd::new(fd);
@@ -154,6 +169,9 @@ mod null_responder {
         loop {
             match notify.recv() {
                 Ok(n) => {
+                    if looks {
+                        look(n.pid, n.data.instruction_pointer);
+                    }
                     let _ = notify.send(&SeccompNotifResp {
                         id: n.id,
                         val: 0,
@@ -172,6 +190,17 @@ mod null_responder {
             }
         }
     }
+
+    fn look(pid: u32, ip: u64) {
+        let _ = nix::sys::stat::stat(format!("/proc/{pid}/exe").as_str());
+        if let Ok(maps) = nix::fcntl::open(
+            format!("/proc/{pid}/maps").as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ) {
+            let _ = execguard::sys::procmap_query(&maps, ip);
+        }
+    }
 }
 
 /// How a storm's container is guarded.
@@ -179,6 +208,8 @@ mod null_responder {
 enum Guard {
     Unguarded,
     Null,
+    /// The null responder after the same `/proc` looks as execguard's answer path.
+    NullLooks,
     Audit,
     Enforce,
     /// Enforce with `[detect] exec_checkpoint = true`.
@@ -189,9 +220,10 @@ enum Guard {
 }
 
 impl Guard {
-    const ALL: [Guard; 6] = [
+    const ALL: [Guard; 7] = [
         Guard::Unguarded,
         Guard::Null,
+        Guard::NullLooks,
         Guard::Audit,
         Guard::Enforce,
         Guard::EnforceExec,
@@ -202,6 +234,7 @@ impl Guard {
         match self {
             Guard::Unguarded => "unguarded",
             Guard::Null => "null responder",
+            Guard::NullLooks => "null+looks",
             Guard::Audit => "audit",
             Guard::Enforce => "enforce",
             Guard::EnforceExec => "enforce+exec",
@@ -216,6 +249,7 @@ struct Guards {
     exec_checkpoint: Supervisor,
     own_cgroup: Supervisor,
     null: null_responder::NullResponder,
+    null_looks: null_responder::NullResponder,
 }
 
 impl Guards {
@@ -224,7 +258,8 @@ impl Guards {
             default: Supervisor::start("audit", ""),
             exec_checkpoint: Supervisor::start("audit", "[detect]\nexec_checkpoint = true\n"),
             own_cgroup: Supervisor::start("audit", "[worker]\ncpu_cgroup = \"supervisor\"\n"),
-            null: null_responder::NullResponder::start(),
+            null: null_responder::NullResponder::start(false),
+            null_looks: null_responder::NullResponder::start(true),
         }
     }
 
@@ -234,7 +269,7 @@ impl Guards {
             Guard::Audit | Guard::Enforce => Some(&self.default),
             Guard::EnforceExec => Some(&self.exec_checkpoint),
             Guard::EnforceOwnCgroup => Some(&self.own_cgroup),
-            Guard::Unguarded | Guard::Null => None,
+            Guard::Unguarded | Guard::Null | Guard::NullLooks => None,
         }
     }
 }
@@ -254,7 +289,11 @@ fn storm_bundle_script(guards: &Guards, g: Guard, name: &str, script: &str) -> h
     let mode = match g {
         Guard::Unguarded => "off",
         Guard::Audit => "audit",
-        Guard::Null | Guard::Enforce | Guard::EnforceExec | Guard::EnforceOwnCgroup => "enforce",
+        Guard::Null
+        | Guard::NullLooks
+        | Guard::Enforce
+        | Guard::EnforceExec
+        | Guard::EnforceOwnCgroup => "enforce",
     };
     let sup = guards.supervisor(g).unwrap_or(&guards.default);
     let b = bundle(
@@ -264,8 +303,10 @@ fn storm_bundle_script(guards: &Guards, g: Guard, name: &str, script: &str) -> h
         &[("execguard.io/mode", mode)],
         None,
     );
-    if g == Guard::Null {
-        b.set_listener(&guards.null.socket);
+    match g {
+        Guard::Null => b.set_listener(&guards.null.socket),
+        Guard::NullLooks => b.set_listener(&guards.null_looks.socket),
+        _ => {}
     }
     b
 }
@@ -490,6 +531,9 @@ fn build(sup: &Supervisor, src: &Path, name: &str, mode: &str) -> f64 {
     secs
 }
 
+/// Paired rounds of the real build: odd, so that the median is one of them.
+const BUILD_ROUNDS: usize = 9;
+
 fn target(met: bool) -> &'static str {
     if met {
         "met"
@@ -625,8 +669,11 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
     for g in Guard::ALL {
         let k = g.name();
         let (q1, q3) = spread(&vs_null[k]);
+        let (u_lo, u_hi) = median_interval(vs_unguarded[k].clone());
+        let (n_lo, n_hi) = median_interval(vs_null[k].clone());
         let row = json!({
             "null_ratio_p25": q1, "null_ratio_p75": q3,
+            "ratio_unguarded_95": [u_lo, u_hi], "ratio_null_95": [n_lo, n_hi],
             "per_exec_us": median(per_exec[k].clone()),
             "ratio_unguarded": median(vs_unguarded[k].clone()),
             "ratio_null": median(vs_null[k].clone()),
@@ -658,10 +705,38 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
         "  {own}: [worker] cpu_cgroup = \"supervisor\" (the answering thread stays in the supervisor's CPU cgroup); enforce / {own}: {joined_vs_own:.3} (paired)"
     );
     out["cpu_cgroup_ratio"] = json!(joined_vs_own);
+    // What execguard costs beyond the kernel's part of its looks, paired per step.
+    let looks = Guard::NullLooks.name();
+    let mut beyond_looks = serde_json::Map::new();
+    let shown: Vec<String> = ["audit", "enforce"]
+        .iter()
+        .map(|k| {
+            let paired: Vec<f64> = per_exec[k]
+                .iter()
+                .zip(&per_exec[looks])
+                .map(|(g, l)| g / l)
+                .collect();
+            let (lo, hi) = median_interval(paired.clone());
+            let m = median(paired);
+            beyond_looks.insert((*k).to_owned(), json!({"ratio": m, "ratio_95": [lo, hi]}));
+            format!("{k} {m:.3} (95 % {lo:.3}-{hi:.3})")
+        })
+        .collect();
+    println!(
+        "  {looks}: the null responder after the same /proc looks (stat exe; maps opened, PROCMAP_QUERY, closed); / {looks}: {}",
+        shown.join(", ")
+    );
+    out["ratio_null_looks"] = Value::Object(beyond_looks);
     let r = |k: &str, which: &str| table[k][which].as_f64().unwrap();
+    let bounds = |k: &str, which: &str| {
+        let b = &table[k][which];
+        (b[0].as_f64().unwrap(), b[1].as_f64().unwrap())
+    };
     for k in ["audit", "enforce"] {
+        let (u_lo, u_hi) = bounds(k, "ratio_unguarded_95");
+        let (n_lo, n_hi) = bounds(k, "ratio_null_95");
         println!(
-            "  target: {k} / unguarded ≤ 1.05: {} ({:.3});  {k} / null ≤ 1.05: {} ({:.3})",
+            "  target: {k} / unguarded ≤ 1.05: {} ({:.3}, 95 % {u_lo:.3}-{u_hi:.3});  {k} / null ≤ 1.05: {} ({:.3}, 95 % {n_lo:.3}-{n_hi:.3})",
             target(r(k, "ratio_unguarded") <= 1.05),
             r(k, "ratio_unguarded"),
             target(r(k, "ratio_null") <= 1.05),
@@ -942,6 +1017,7 @@ fn main() {
     let mut out = json!({"quick": o.quick});
     if o.scale_only {
         scale(&guards, 2 * n, o.rounds.unwrap_or(5), &mut out);
+        write_json(&o.json, &out);
         return;
     }
 
@@ -982,6 +1058,7 @@ fn main() {
     procfs_floor(if o.quick { 50 } else { 400 }, &mut out);
 
     if o.storm_only {
+        write_json(&o.json, &out);
         return;
     }
 
@@ -993,9 +1070,18 @@ fn main() {
         let mut off = Vec::new();
         let mut on = Vec::new();
         let mut ratios = Vec::new();
-        for rep in 0..5 {
-            let a = build(sup, &src, &format!("build-off-{rep}"), "off");
-            let b = build(sup, &src, &format!("build-enforce-{rep}"), "enforce");
+        // Which build of a pair goes first alternates: the second finds the compiler and the
+        // sources in the page cache the first warmed.
+        for rep in 0..BUILD_ROUNDS {
+            let off_build = || build(sup, &src, &format!("build-off-{rep}"), "off");
+            let on_build = || build(sup, &src, &format!("build-enforce-{rep}"), "enforce");
+            let (a, b) = if rep % 2 == 0 {
+                let a = off_build();
+                (a, on_build())
+            } else {
+                let b = on_build();
+                (off_build(), b)
+            };
             off.push(a);
             on.push(b);
             ratios.push(b / a);
@@ -1003,7 +1089,9 @@ fn main() {
         let ratio = median(ratios);
         let (off, on) = (median(off), median(on));
         let name = src.file_name().unwrap().to_string_lossy().into_owned();
-        println!("\nreal build: {name}, ./configure && make -j2, 5 paired rounds");
+        println!(
+            "\nreal build: {name}, ./configure && make -j2, {BUILD_ROUNDS} paired rounds (order alternating)"
+        );
         println!("  unguarded {off:.2} s   enforce {on:.2} s   ratio {ratio:.3} (median of paired ratios)");
         println!("  target: ratio ≤ 1.02: {}", target(ratio <= 1.02));
         out["real_build"] =
@@ -1049,9 +1137,14 @@ fn main() {
     );
     out["idle"] = json!({"containers": idle, "rss_kib": rss});
 
-    if let Some(dir) = o.json.parent() {
+    write_json(&o.json, &out);
+}
+
+/// The numbers of this run, also of a partial one (`--storm-only`, `--scale-only`).
+fn write_json(path: &Path, out: &Value) {
+    if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).unwrap();
     }
-    std::fs::write(&o.json, serde_json::to_vec_pretty(&out).unwrap()).unwrap();
-    println!("\nresults: {}", o.json.display());
+    std::fs::write(path, serde_json::to_vec_pretty(out).unwrap()).unwrap();
+    println!("\nresults: {}", path.display());
 }
