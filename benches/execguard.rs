@@ -3,18 +3,21 @@
 //!
 //! 1. exec storm: fork+exec of a dynamic /bin/true inside a container, one container per kind
 //!    of guard: unguarded; a null responder (answers CONTINUE at once, on exactly the filter
-//!    `inject` writes, with the synchronous wake-up, from the container's CPU cgroup);
-//!    execguard in audit and in enforce mode (default config); enforce with `[detect]
-//!    exec_checkpoint = true`; and enforce with `[worker] cpu_cgroup = "supervisor"`. The
+//!    `inject` writes, with the synchronous wake-up, from the container's CPU cgroup); the
+//!    same responder after execguard's two `/proc` looks (`null+looks`, the floor of a
+//!    race-free look at the image); execguard in audit and in enforce mode (default config);
+//!    enforce with `[detect] exec_checkpoint = true`; and enforce with `[worker] cpu_cgroup =
+//!    "supervisor"`. The
 //!    containers run in lockstep (FIFOs start and end each step; an idle one wakes no CPU), a
 //!    step of N execs each in an order that rotates, ratios are taken within each step
-//!    (paired), then the median of the steps;
+//!    (paired), then the median of the steps, with a 95 % interval for it;
 //! 2. where the supervisor's time goes: system calls per exec (`strace -c -f` on the worker,
 //!    in a separate storm, when strace is installed) and a per-phase breakdown (read, resolve,
 //!    classify, answer, log) from the worker's own clock; and the kernel's part of it, the same
 //!    `/proc` looks timed at fresh processes and again at the same ones; the serving threads'
 //!    moves home from their container's CPU cgroup (none expected with one storm at a time);
-//! 3. a real build: zlib's configure and make (Debian's source package), unguarded and guarded;
+//! 3. a real build: zlib's configure and make (Debian's source package), unguarded and guarded,
+//!    in pairs whose order alternates;
 //! 4. scale: 8 containers storming at once, unguarded, guarded, and guarded with `[worker]
 //!    cpu_cgroup = "supervisor"`: the exec latency added as the containers see it (p50, p99,
 //!    mean) beside the supervisor's receive-to-answer p99 and how many serving threads left
