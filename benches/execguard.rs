@@ -194,16 +194,28 @@ mod null_responder {
         }
     }
 
+    /// What it finds does not matter (a task gone is no reason to stop answering).
     fn look(pid: u32, ip: u64) {
-        let _ = nix::sys::stat::stat(format!("/proc/{pid}/exe").as_str());
-        if let Ok(maps) = nix::fcntl::open(
-            format!("/proc/{pid}/maps").as_str(),
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        ) {
-            let _ = execguard::sys::procmap_query(&maps, ip);
-        }
+        let _ = super::stat_proc(pid, "exe");
+        let _ = super::query_maps(pid, ip);
     }
+}
+
+/// The answer path's first look: a `stat` of `/proc/PID/NAME`.
+fn stat_proc(pid: u32, name: &str) -> nix::Result<()> {
+    nix::sys::stat::stat(format!("/proc/{pid}/{name}").as_str()).map(drop)
+}
+
+/// The answer path's second look: `/proc/PID/maps` opened, one `PROCMAP_QUERY` at `addr`,
+/// closed. Only the open can fail: the cost is the lock and the lookup, not what is found.
+fn query_maps(pid: u32, addr: u64) -> nix::Result<()> {
+    let maps = nix::fcntl::open(
+        format!("/proc/{pid}/maps").as_str(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let _ = execguard::sys::procmap_query(&maps, addr);
+    Ok(())
 }
 
 /// How a storm's container is guarded.
@@ -827,20 +839,9 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
 /// worker's own code, is most of "resolve" above. Timed in a tight loop, so with warm caches:
 /// the worker, woken after an exec has run, pays more for the same calls.
 fn procfs_floor(n: usize, out: &mut Value) {
-    use std::os::fd::OwnedFd;
-    let stat = |pid: u32, name: &str| {
-        nix::sys::stat::stat(format!("/proc/{pid}/{name}").as_str()).expect("stat /proc/PID");
-    };
-    let maps = |pid: u32| {
-        let fd: OwnedFd = nix::fcntl::open(
-            format!("/proc/{pid}/maps").as_str(),
-            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .expect("open /proc/PID/maps");
-        // Any address will do: the cost is the lock and the lookup, not what is found.
-        let _ = execguard::sys::procmap_query(&fd, 0x40_0000);
-    };
+    let stat = |pid: u32, name: &str| stat_proc(pid, name).expect("stat /proc/PID");
+    // Any address will do: the cost is the lock and the lookup, not what is found.
+    let maps = |pid: u32| query_maps(pid, 0x40_0000).expect("open /proc/PID/maps");
     type Look<'a> = (&'a str, Box<dyn Fn(u32) + 'a>);
     let looks: [Look; 4] = [
         ("/proc/PID (stat)", Box::new(|pid| stat(pid, ""))),
