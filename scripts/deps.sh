@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages that execguard's demo and tests need (Debian 12). Idempotent.
+# clang and libbpf-dev build the exec record (bpf/exec_record.bpf.c; build.rs goes on without them).
 set -euo pipefail
-packages=(runc podman containerd docker.io protobuf-compiler libseccomp-dev pkg-config gcc gcc-multilib libc6-i386 musl-tools patchelf jq make python3 perl ca-certificates strace systemd systemd-container)
+packages=(runc podman containerd docker.io protobuf-compiler libseccomp-dev pkg-config gcc gcc-multilib libc6-i386 musl-tools patchelf jq make python3 perl ca-certificates strace systemd systemd-container clang libbpf-dev linux-libc-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

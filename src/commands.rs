@@ -34,6 +34,7 @@ pub fn supervise(config_path: Option<&Path>, events: Option<&Path>) -> Result<()
         started: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        record: None,
     };
     keeper::run(config, cmd)?;
     Ok(())
@@ -45,6 +46,7 @@ pub fn worker(
     events: Option<&Path>,
     channel_fd: i32,
     slots_fd: i32,
+    record_fds: Option<&str>,
 ) -> Result<()> {
     let config = Config::load_or_default(config_path)?;
     let mut sink = match events {
@@ -61,14 +63,33 @@ pub fn worker(
     }
     let channel = crate::sys::adopt_inherited_fd(channel_fd).context("the keeper's channel")?;
     let slots = crate::sys::adopt_inherited_fd(slots_fd).context("the slot file")?;
+    let record = record_fds.and_then(open_record);
     crate::supervisor::run_worker(
         config,
         config_path.map(Path::to_owned),
         sink,
         channel,
         Slots::from_fd(slots).context("mapping the slot file")?,
+        record,
     )?;
     Ok(())
+}
+
+/// The exec record the keeper passed (`--record-fds MAP,EXEC,EXIT`); without it, every image
+/// is looked at through `/proc`.
+fn open_record(text: &str) -> Option<crate::supervisor::record::ExecRecord> {
+    use crate::supervisor::record::{parse_fds, ExecRecord, RecordFds};
+    let opened = parse_fds(text)
+        .ok_or_else(|| anyhow::anyhow!("--record-fds {text:?} is not three descriptor numbers"))
+        .and_then(|fds| RecordFds::adopt(fds).context("the record's descriptors"))
+        .and_then(|fds| ExecRecord::open(fds).context("opening the exec record"));
+    match opened {
+        Ok(record) => Some(record),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no exec record in this worker; every image is looked at through /proc");
+            None
+        }
+    }
 }
 
 /// `execguard status [--json]`: the supervised containers, over the control socket.

@@ -76,6 +76,9 @@ enum Command {
         channel_fd: i32,
         #[arg(long)]
         slots_fd: i32,
+        /// The exec record's map and perf event descriptors, comma-separated.
+        #[arg(long)]
+        record_fds: Option<String>,
     },
     /// Show the supervised containers and the supervisor's state (over the control socket).
     Status {
@@ -251,7 +254,14 @@ fn main() -> ExitCode {
             events,
             channel_fd,
             slots_fd,
-        } => commands::worker(config.as_deref(), events.as_deref(), channel_fd, slots_fd),
+            record_fds,
+        } => commands::worker(
+            config.as_deref(),
+            events.as_deref(),
+            channel_fd,
+            slots_fd,
+            record_fds.as_deref(),
+        ),
         Command::Run {
             config,
             mode,

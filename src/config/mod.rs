@@ -230,11 +230,24 @@ pub(crate) enum CpuCgroup {
     Supervisor,
 }
 
+/// Whether the supervisor keeps the kernel's exec record (`supervisor::record`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ExecRecordSetting {
+    /// Loaded when the supervisor starts, if it can be (`CAP_BPF`, `CAP_PERFMON`); else off.
+    #[default]
+    Auto,
+    /// Not loaded: every image is looked at through `/proc`.
+    Off,
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct WorkerConfig {
     /// Where the thread that answers a container's execs is scheduled.
     pub(crate) cpu_cgroup: CpuCgroup,
+    /// Whether ordinary images are answered from the kernel's exec record.
+    pub(crate) exec_record: ExecRecordSetting,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -490,6 +503,17 @@ mod tests {
         assert!(err.contains("severe"), "{err}");
         assert!(parse("mode = \"off\"\n").is_err());
         assert!(parse("socket = \"relative.sock\"\n").is_err());
+        assert_eq!(
+            parse("[worker]\nexec_record = \"off\"\n")
+                .unwrap()
+                .worker
+                .exec_record,
+            ExecRecordSetting::Off
+        );
+        let err = parse("[worker]\nexec_record = \"on\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("on"), "{err}");
         let err = parse("[worker]\ncpu_cgroup = \"host\"\n")
             .unwrap_err()
             .to_string();

@@ -25,7 +25,7 @@ use super::loader_args::LoaderEnv;
 use super::resolve::{FsView, Resolved};
 use super::{
     custom_interpreter, loader_finding, parse_loader_args, version_of, Abi, Argv, FileCache,
-    Finding, InspectError, SystemLoaders, Via,
+    FileVersion, Finding, InspectError, SystemLoaders, Via,
 };
 use crate::phases::{Phase, PhaseClock};
 use crate::sys::Mapping;
@@ -55,6 +55,19 @@ pub(crate) struct ImageInspection {
     /// An identity of this image (`AT_RANDOM`), when it was read.
     pub token: Option<u64>,
     pub finding: Option<Finding>,
+    /// Answered from the exec record alone, without a look through `/proc`.
+    pub by_record: bool,
+}
+
+/// What an exec loaded, as the kernel's exec record has it (`supervisor::record`): each file as
+/// `/proc/PID/maps` names it (the file that is mapped: on an overlay filesystem, the layer's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Loaded {
+    /// The file mapped at the start of the image's code: its program (the loader itself, when
+    /// a loader was run).
+    pub program: Option<FileVersion>,
+    /// The file mapped at `AT_BASE`: the interpreter the kernel loaded for the program.
+    pub interpreter: Option<FileVersion>,
 }
 
 /// `/proc/TID/NAME` in a stack buffer: the answer path allocates nothing for an ordinary exec.
@@ -115,15 +128,31 @@ fn io_errno(e: &std::io::Error) -> Errno {
 /// Inspects the image of task `tid` (pending on a checkpoint notification; `valid` says
 /// whether it still is, so that what was read belongs to it).
 /// `ip` is the instruction pointer of the trapped call.
+///
+/// `recorded` is what the kernel's exec record says this process's latest exec loaded, when it
+/// has an entry: an ordinary image it tells apart alone is answered from it, without a look
+/// through `/proc` ([`ImageInspection::by_record`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn inspect_image(
     tid: u32,
     abi: Abi,
     ip: u64,
     loaders: &SystemLoaders,
     cache: &mut FileCache,
+    recorded: Option<&Loaded>,
     valid: &dyn Fn() -> bool,
     clock: &mut PhaseClock,
 ) -> Result<ImageInspection, InspectError> {
+    // No validity check needed: the entry is of this task's image if the notification is
+    // still pending when the answer is given (a later exec in the process would have killed
+    // the task first), and an answer to a notification no longer pending does nothing.
+    if recorded.is_some_and(|r| ordinary_by_record(r, loaders, cache)) {
+        clock.lap(Phase::Resolve);
+        return Ok(ImageInspection {
+            by_record: true,
+            ..ImageInspection::default()
+        });
+    }
     // Read while the notification is pending, so the pid is still the task's (checked below).
     let exe_path = ProcPath::new(tid, format_args!("exe"));
     let st = stat(exe_path.as_bytes()).map_err(gone_or("exe"))?;
@@ -148,6 +177,9 @@ pub(crate) fn inspect_image(
             ExeKind::of(&k)
         }
     };
+    if let Some(program) = recorded.and_then(|r| r.program) {
+        learn_recorded_program(program, &version, cache, valid);
+    }
     clock.lap(Phase::Classify);
     let image = Image {
         tid,
@@ -161,6 +193,47 @@ pub(crate) fn inspect_image(
             judge_interpreter(&image, loaders, cache, valid, clock).map(Option::unwrap_or_default)
         }
         ExeKind::Loader(kind) => inspect_loader_image(tid, abi, kind, valid),
+    }
+}
+
+/// Whether the exec record alone shows an image that runs its own code: a program already
+/// classified (by this file version) as not a loader and either static, with no interpreter
+/// loaded, or dynamic, with one of the container's loaders as the interpreter the kernel
+/// mapped. Anything else is looked at through `/proc`.
+fn ordinary_by_record(recorded: &Loaded, loaders: &SystemLoaders, cache: &FileCache) -> bool {
+    let Some(program) = &recorded.program else {
+        return false;
+    };
+    if loaders.kind_of((program.dev, program.ino)).is_some() {
+        return false;
+    }
+    match cache.get(program).map(ExeKind::of) {
+        Some(ExeKind::Ordinary) => recorded.interpreter.is_none(),
+        Some(ExeKind::Dynamic) => recorded.interpreter.is_some_and(|i| {
+            let key = (i.dev, i.ino);
+            loaders.kind_of(key).is_some() || cache.is_mapped_loader(key)
+        }),
+        Some(ExeKind::Loader(_)) | None => false,
+    }
+}
+
+/// Where the record names the program differently from `stat` of `/proc/PID/exe` (an overlay
+/// filesystem: the mapping is the layer's file), files the kind found through `/proc` under
+/// the record's name too, so that the next exec of it is answered from the record. Only
+/// while the notification is pending: then both names are of this image.
+fn learn_recorded_program(
+    program: FileVersion,
+    seen: &FileVersion,
+    cache: &mut FileCache,
+    valid: &dyn Fn() -> bool,
+) {
+    if program == *seen || cache.get(&program).is_some() {
+        return;
+    }
+    if let Some(kind) = cache.get(seen).cloned() {
+        if valid() {
+            cache.put(program, &kind);
+        }
     }
 }
 
@@ -258,6 +331,7 @@ fn judge_interpreter(
         argv,
         token: aux.random,
         finding: Some(custom_interpreter(&interp_name, &shown, loader, &program)),
+        by_record: false,
     }))
 }
 
@@ -395,6 +469,7 @@ fn inspect_loader_image(
         argv,
         token,
         finding: Some(finding),
+        by_record: false,
     })
 }
 

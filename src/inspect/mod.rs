@@ -201,7 +201,7 @@ impl FileCache {
         Ok(kind)
     }
 
-    fn put(&mut self, v: FileVersion, kind: &FileKind) {
+    pub(crate) fn put(&mut self, v: FileVersion, kind: &FileKind) {
         if !settled(&v) {
             return;
         }

@@ -33,6 +33,8 @@ pub(crate) struct Counters {
     pub(crate) notification_errors: AtomicU64,
     /// Times a serving thread left its container's CPU cgroup for late answers.
     pub(crate) cpu_cgroup_leaves: AtomicU64,
+    /// Image notifications answered from the exec record alone.
+    pub(crate) images_by_record: AtomicU64,
     /// Receive-to-answer time of every notification.
     pub(crate) latency: super::stats::Histogram,
 }
@@ -157,6 +159,12 @@ fn metrics(shared: &Shared) -> String {
         "counter",
         "Times a thread serving a container left the container's CPU cgroup for a while because its answers waited for a CPU (the CPUs are oversubscribed).",
         vec![(String::new(), c.cpu_cgroup_leaves.load(Ordering::Relaxed))],
+    );
+    metric(
+        "execguard_images_by_record_total",
+        "counter",
+        "Image notifications answered from the kernel's exec record alone, without a look through /proc.",
+        vec![(String::new(), c.images_by_record.load(Ordering::Relaxed))],
     );
     let guarded = shared
         .containers

@@ -1,7 +1,8 @@
 //! The keeper's own upgrade. On SIGUSR2 the keeper re-executes the binary now installed at its
 //! path, as the same process (same pid, so runc, systemd and the containers see nothing
 //! change), and carries across the exec everything that must not close: the listener socket,
-//! the slot file, and every container's notify fd with runc's message for it. While the exec
+//! the slot file, every container's notify fd with runc's message for it, and the exec record
+//! (its map and the perf events its programs are attached through). While the exec
 //! runs, the kernel keeps each guarded exec waiting on its notify fd (which stays open); the
 //! new keeper starts a new worker, which answers them, the slot file telling it which ones the
 //! old worker had received and not answered (as after a worker crash).
@@ -18,6 +19,7 @@ use std::os::unix::net::UnixListener;
 
 use serde::{Deserialize, Serialize};
 
+use super::record::RecordFds;
 use super::slots::Slots;
 
 /// The environment variable that names the handover memfd in the new keeper.
@@ -34,6 +36,10 @@ struct Handover {
     /// When the first keeper started (seconds since the epoch): uptime survives upgrades.
     started: u64,
     held: Vec<HeldFd>,
+    /// The exec record's map and perf events (`record::RecordFds::fds`); the new keeper could
+    /// not load them again (its capabilities were reduced).
+    #[serde(default)]
+    record: Option<[RawFd; 3]>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -52,6 +58,7 @@ pub(crate) struct Adopted {
     pub started: u64,
     /// (slot, runc's message, notify fd).
     pub held: Vec<(usize, Vec<u8>, OwnedFd)>,
+    pub record: Option<RecordFds>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +86,7 @@ pub(crate) struct Carried<'a> {
     pub activated: bool,
     pub slots: &'a Slots,
     pub started: u64,
+    pub record: Option<&'a RecordFds>,
     /// (slot, runc's message, notify fd).
     pub held: Vec<(usize, &'a [u8], BorrowedFd<'a>)>,
 }
@@ -115,12 +123,24 @@ fn prepare_and_exec(
         });
         kept.push(fd);
     }
+    let record = match carried.record {
+        Some(r) => r
+            .fds()
+            .into_iter()
+            .map(|fd| inherit(fd, "exec record"))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
     let handover = Handover {
         listener: listener.as_raw_fd(),
         activated: carried.activated,
         slots: slots.as_raw_fd(),
         started: carried.started,
         held,
+        record: match record.as_slice() {
+            [map, exec, exit] => Some([map.as_raw_fd(), exec.as_raw_fd(), exit.as_raw_fd()]),
+            _ => None,
+        },
     };
     let memfd = nix::sys::memfd::memfd_create(
         c"execguard-handover",
@@ -152,7 +172,7 @@ fn prepare_and_exec(
         Ok(never) => match never {},
         Err(e) => e,
     };
-    drop((listener, slots, kept, memfd));
+    drop((listener, slots, kept, record, memfd));
     Err(HandoverError::Exec {
         exe: exe.to_owned(),
         source: errno,
@@ -191,7 +211,17 @@ pub(crate) fn take() -> Result<Option<Adopted>, HandoverError> {
             }
         }
     }
+    let record = h
+        .record
+        .and_then(|fds| match RecordFds::adopt(fds) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "the exec record did not cross the upgrade; every image is looked at through /proc");
+                None
+            }
+        });
     Ok(Some(Adopted {
+        record,
         listener: UnixListener::from(listener),
         activated: h.activated,
         slots,

@@ -3,6 +3,8 @@
 //! container's loaders, is judged like one found at the exec; in enforce mode the process is
 //! killed (it has run none of its own code yet) and the call fails.
 
+use std::sync::atomic::Ordering;
+
 use super::registry::Shared;
 use super::serve::{respond, Listener, ListenerState, STATE_ENTRIES};
 use super::{exec, report, tell};
@@ -25,12 +27,14 @@ pub(super) fn handle(
 ) {
     let c = &l.container;
     let valid = || l.notify.id_valid(notif.id);
+    let recorded = shared.record.as_ref().and_then(|r| r.lookup(notif.pid));
     let result = image::inspect_image(
         notif.pid,
         abi,
         notif.data.instruction_pointer,
         &c.loaders,
         &mut st.cache,
+        recorded.as_ref(),
         &valid,
         clock,
     );
@@ -53,6 +57,9 @@ pub(super) fn handle(
     } else {
         st.allowed_at_exec.remove(&notif.pid)
     };
+    if img.by_record {
+        l.counters.images_by_record.fetch_add(1, Ordering::Relaxed);
+    }
     let Some(finding) = img.finding else {
         respond(l, notif.id, Action::Continue, clock);
         return;

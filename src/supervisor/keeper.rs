@@ -26,9 +26,10 @@ use nix::sys::socket::{
 };
 
 use super::accept::Acceptor;
+use super::record::RecordFds;
 use super::slots::{Slots, MAX_SLOTS};
 use super::{bind_root_only, Existing, SupervisorError};
-use crate::config::Config;
+use crate::config::{Config, ExecRecordSetting};
 
 const TOKEN_SIGNAL: u64 = u64::MAX;
 const TOKEN_ARRIVAL: u64 = u64::MAX - 1;
@@ -44,6 +45,9 @@ pub(crate) struct WorkerCommand {
     pub events: Option<PathBuf>,
     /// When the keeper started, in seconds since the epoch.
     pub started: u64,
+    /// The exec record, which every worker gets (loaded by the keeper, or carried across an
+    /// upgrade).
+    pub record: Option<RecordFds>,
 }
 
 /// A container's notify fd, as it arrives and as the keeper then holds it.
@@ -71,10 +75,12 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
     let mut cmd = cmd;
     let adopted = super::handover::take()?;
     let (listener, activated, slots, carried) = match adopted {
-        // This process replaced a keeper (an upgrade): its socket, slot file and notify fds.
+        // This process replaced a keeper (an upgrade): its socket, slot file, notify fds and
+        // exec record.
         Some(a) => {
             tracing::info!(containers = a.held.len(), exe = %cmd.exe.display(), "keeper upgraded in place");
             cmd.started = a.started;
+            cmd.record = a.record;
             (a.listener, a.activated, a.slots, a.held)
         }
         None => {
@@ -101,6 +107,10 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
     let store = super::fdstore::FdStore::from_env();
     if let Some(store) = &store {
         store.store_slots(slots.file().as_fd());
+    }
+    // Loaded while CAP_BPF and CAP_PERFMON are there: the reduction below drops them.
+    if cmd.record.is_none() {
+        cmd.record = load_record(&config);
     }
     // Named now, not at the first container; then the keeper uses none of them itself and
     // its workers (root processes it execs) get at most these.
@@ -214,6 +224,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                                     activated,
                                     slots: &slots,
                                     started: cmd.started,
+                                    record: cmd.record.as_ref(),
                                     held: held
                                         .iter()
                                         .enumerate()
@@ -319,6 +330,28 @@ fn from_systemd() -> Result<FromSystemd, SupervisorError> {
     Ok((listener, stored))
 }
 
+/// The exec record, if the config wants it and it can be loaded here.
+fn load_record(config: &Config) -> Option<RecordFds> {
+    if config.worker.exec_record == ExecRecordSetting::Off {
+        tracing::info!("exec record off ([worker] exec_record = \"off\"); every image is looked at through /proc");
+        return None;
+    }
+    match RecordFds::load() {
+        Ok(record) => {
+            tracing::info!("exec record on: ordinary images are answered from the kernel's record of each exec");
+            Some(record)
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "no exec record; every image is looked at through /proc (loading it needs \
+                 CAP_BPF and CAP_PERFMON when the supervisor starts)"
+            );
+            None
+        }
+    }
+}
+
 /// Starts a worker, retrying until one starts: without one, every guarded exec waits.
 fn restart_worker(cmd: &WorkerCommand, slots: &Slots, held: &[Option<Held>]) -> Worker {
     let mut delay = std::time::Duration::from_millis(10);
@@ -368,6 +401,14 @@ fn start_worker(
     };
     let channel_fd = dup(theirs.as_fd(), "the channel")?;
     let slots_fd = dup(slots.file().as_fd(), "the slot file")?;
+    let record_fds = match &cmd.record {
+        Some(r) => r
+            .fds()
+            .into_iter()
+            .map(|fd| dup(fd, "the exec record"))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
     let mut command = Command::new(exe);
     command.env(super::KEEPER_STARTED_ENV, cmd.started.to_string());
     // One malloc arena: a thread per container must not mean an arena per thread.
@@ -384,13 +425,20 @@ fn start_worker(
     if let Some(e) = &cmd.events {
         command.arg("--events").arg(e);
     }
+    if !record_fds.is_empty() {
+        let numbers: Vec<String> = record_fds
+            .iter()
+            .map(|fd| fd.as_raw_fd().to_string())
+            .collect();
+        command.arg("--record-fds").arg(numbers.join(","));
+    }
     let child = command
         .spawn()
         .map_err(|source| SupervisorError::SpawnWorker {
             exe: exe.to_owned(),
             source,
         })?;
-    drop((channel_fd, slots_fd, theirs));
+    drop((channel_fd, slots_fd, record_fds, theirs));
     tracing::info!(pid = child.id(), exe = %exe.display(), "worker started");
     let worker = Worker {
         child,

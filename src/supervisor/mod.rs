@@ -24,6 +24,7 @@ mod image;
 pub(crate) mod keeper;
 pub(crate) mod privilege;
 mod ratelimit;
+pub(crate) mod record;
 mod recovery;
 mod registry;
 mod report;
@@ -180,6 +181,7 @@ pub(crate) fn run_worker(
     sink: EventSink,
     channel: OwnedFd,
     slots: Slots,
+    record: Option<record::ExecRecord>,
 ) -> Result<(), SupervisorError> {
     // The keeper blocks its signals; a worker must die of SIGTERM like any process.
     keeper_signals()
@@ -202,6 +204,7 @@ pub(crate) fn run_worker(
         sink,
         slots,
         keeper_started,
+        record,
     ));
     control::start(shared.clone());
     // Before the first notification: only what the answer path needs, for good.
@@ -258,7 +261,7 @@ pub(crate) fn serve_in_process(
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let parsed = state::parse(message)?;
     let slots = Slots::create().map_err(SupervisorError::SlotFile)?;
-    let shared = Arc::new(Shared::new(config, None, sink, slots, None));
+    let shared = Arc::new(Shared::new(config, None, sink, slots, None, None));
     Ok(spawn_serving(shared, parsed, fd, 0)?)
 }
 

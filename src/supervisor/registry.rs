@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Instant, SystemTime};
 
 use super::control;
+use super::record::ExecRecord;
 use super::slots::Slots;
 use super::state::ContainerProcessState;
 use crate::config::Config;
@@ -41,6 +42,8 @@ pub(super) struct Shared {
     pub started: Instant,
     /// When the keeper started (the supervisor's uptime survives worker restarts).
     pub keeper_started: Option<SystemTime>,
+    /// The kernel's record of what each exec loaded, when the keeper could load it.
+    pub record: Option<ExecRecord>,
 }
 
 impl Shared {
@@ -50,6 +53,7 @@ impl Shared {
         sink: EventSink,
         slots: Slots,
         keeper_started: Option<SystemTime>,
+        record: Option<ExecRecord>,
     ) -> Self {
         Self {
             config,
@@ -61,6 +65,7 @@ impl Shared {
             events_by: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
             keeper_started,
+            record,
         }
     }
 

@@ -1,11 +1,13 @@
 //! The only module with `unsafe`: the seccomp user-notification ioctls ([`seccomp`]), asking
 //! the kernel about another process ([`process`]: pidfds, `PROCMAP_QUERY`, `NS_GET_PARENT`),
-//! the slot file's shared mapping ([`shm`]), and taking ownership of file descriptors received
-//! over a socket or inherited ([`fds`]). Everything else goes through `nix`'s safe wrappers.
+//! the slot file's shared mapping ([`shm`]), taking ownership of file descriptors received
+//! over a socket or inherited ([`fds`]), and the exec record's map value and perf events
+//! ([`bpf`]). Everything else goes through `nix`'s safe wrappers.
 //!
 //! Every `unsafe` block has a `// SAFETY:` note, and each ioctl number is a `const` pinned to the
 //! kernel's headers by a test here.
 
+pub(crate) mod bpf;
 pub(crate) mod fds;
 pub(crate) mod process;
 pub(crate) mod seccomp;

@@ -33,6 +33,7 @@ mod podman;
 mod privilege;
 mod profiles;
 mod races;
+mod record;
 mod run;
 mod scheduling;
 mod survival;

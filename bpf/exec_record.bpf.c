@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
+//
+// The exec record: which files each exec loaded, written by the kernel's exec path before the
+// new image runs any code, so that the supervisor's image checkpoint can read it with one map
+// lookup instead of looking through /proc (README, "The exec record").
+//
+// On sched/sched_process_exec: the file mapped at the new image's start of code (the program,
+// as /proc/PID/maps names it) and the file mapped at AT_BASE (the interpreter the kernel
+// loaded, none for a static program), each with the inode's size, modification and change
+// time, stored under the thread-group id. On sched/sched_process_exit of a group leader: its
+// entry is deleted, before its pid can be given to another process. The map is read only by
+// a process that also holds both attachments, so no entry outlives the programs that keep it
+// true.
+//
+// Only the fields used are declared; CO-RE relocates them against the running kernel's BTF.
+// Dual-licensed so that the kernel grants the GPL-only helpers (bpf_probe_read_kernel).
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+typedef __u32 dev_t;
+typedef __s64 time64_t;
+typedef long long loff_t;
+
+struct timespec64 {
+	time64_t tv_sec;
+	long tv_nsec;
+} __attribute__((preserve_access_index));
+
+struct super_block {
+	dev_t s_dev;
+} __attribute__((preserve_access_index));
+
+// Since 6.11: the times as separate seconds and nanoseconds (the change time's nanoseconds
+// carry a flag in their top bit since 6.13).
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+	loff_t i_size;
+	time64_t i_mtime_sec;
+	time64_t i_ctime_sec;
+	__u32 i_mtime_nsec;
+	__u32 i_ctime_nsec;
+} __attribute__((preserve_access_index));
+
+// 6.6 to 6.10: the change time hidden as __i_ctime, the modification time from 6.7.
+struct inode___v66 {
+	struct timespec64 __i_ctime;
+	struct timespec64 __i_mtime;
+	struct timespec64 i_mtime;
+} __attribute__((preserve_access_index));
+
+// Before 6.6.
+struct inode___v50 {
+	struct timespec64 i_mtime;
+	struct timespec64 i_ctime;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct inode *f_inode;
+} __attribute__((preserve_access_index));
+
+struct vm_area_struct {
+	struct file *vm_file;
+} __attribute__((preserve_access_index));
+
+struct mm_struct {
+	unsigned long start_code;
+	unsigned long saved_auxv[2];
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct mm_struct *mm;
+} __attribute__((preserve_access_index));
+
+// One file as the record has it; laid out as `record::FileRecord` in Rust.
+struct file_record {
+	__u64 ino;
+	__s64 size;
+	__s64 mtime_sec;
+	__s64 ctime_sec;
+	__u32 mtime_nsec;
+	__u32 ctime_nsec;
+	// The kernel's encoding (major << 20 | minor); 0: no file.
+	__u32 dev;
+	__u32 pad;
+};
+
+struct exec_record {
+	struct file_record program;
+	struct file_record interpreter;
+};
+
+// Keyed by thread-group id in the initial pid namespace. Preallocated: an exec never waits
+// for memory, and an entry that cannot be stored is only absent (the supervisor then looks
+// through /proc).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct exec_record);
+} exec_records SEC(".maps");
+
+#define AT_BASE 7
+// Pairs read from saved_auxv at most (the kernel's is 2 * 25 words on x86-64).
+#define AUXV_PAIRS 32
+
+static __always_inline void read_file(struct file *f, struct file_record *r)
+{
+	struct inode *i = BPF_CORE_READ(f, f_inode);
+	if (!i)
+		return;
+	r->ino = BPF_CORE_READ(i, i_ino);
+	r->size = BPF_CORE_READ(i, i_size);
+	if (bpf_core_field_exists(i->i_ctime_sec)) {
+		r->ctime_sec = BPF_CORE_READ(i, i_ctime_sec);
+		r->ctime_nsec = BPF_CORE_READ(i, i_ctime_nsec) & 0x7fffffff;
+	} else {
+		struct inode___v66 *i66 = (void *)i;
+		struct inode___v50 *i50 = (void *)i;
+		struct timespec64 t = {};
+		if (bpf_core_field_exists(i66->__i_ctime))
+			t = BPF_CORE_READ(i66, __i_ctime);
+		else
+			t = BPF_CORE_READ(i50, i_ctime);
+		r->ctime_sec = t.tv_sec;
+		r->ctime_nsec = (__u32)t.tv_nsec;
+	}
+	if (bpf_core_field_exists(i->i_mtime_sec)) {
+		r->mtime_sec = BPF_CORE_READ(i, i_mtime_sec);
+		r->mtime_nsec = BPF_CORE_READ(i, i_mtime_nsec);
+	} else {
+		struct inode___v66 *i66 = (void *)i;
+		struct timespec64 t = {};
+		if (bpf_core_field_exists(i66->__i_mtime))
+			t = BPF_CORE_READ(i66, __i_mtime);
+		else
+			t = BPF_CORE_READ(i66, i_mtime);
+		r->mtime_sec = t.tv_sec;
+		r->mtime_nsec = (__u32)t.tv_nsec;
+	}
+	// Read last: a record with a device was read whole.
+	r->dev = BPF_CORE_READ(i, i_sb, s_dev);
+}
+
+static long mapped_file(struct task_struct *task, struct vm_area_struct *vma, void *data)
+{
+	struct file *f = vma->vm_file;
+	if (f)
+		read_file(f, data);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int record_exec(void *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	// A record that cannot be written whole must not leave the previous image's behind.
+	bpf_map_delete_elem(&exec_records, &tgid);
+
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	if (!mm)
+		return 0;
+	struct exec_record rec = {};
+	unsigned long start_code = BPF_CORE_READ(mm, start_code);
+	if (start_code)
+		bpf_find_vma(task, start_code, mapped_file, &rec.program, 0);
+
+	unsigned long base = 0;
+	unsigned long *auxv = __builtin_preserve_access_index(&mm->saved_auxv[0]);
+	__u32 words = bpf_core_field_size(mm->saved_auxv) / sizeof(unsigned long);
+	for (__u32 i = 0; i < AUXV_PAIRS; i++) {
+		unsigned long pair[2] = {};
+		if (2 * i + 1 >= words)
+			break;
+		if (bpf_probe_read_kernel(pair, sizeof(pair), auxv + 2 * i))
+			break;
+		if (pair[0] == 0)
+			break;
+		if (pair[0] == AT_BASE) {
+			base = pair[1];
+			break;
+		}
+	}
+	if (base)
+		bpf_find_vma(task, base, mapped_file, &rec.interpreter, 0);
+	bpf_map_update_elem(&exec_records, &tgid, &rec, BPF_NOEXIST);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int forget_exit(void *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = (__u32)id, tgid = id >> 32;
+	if (pid == tgid)
+		bpf_map_delete_elem(&exec_records, &tgid);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

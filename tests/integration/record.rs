@@ -1,0 +1,202 @@
+//! The exec record (README, "The exec record"): ordinary images are answered from the kernel's
+//! record of each exec without a look through `/proc`, a loader run in the same container is
+//! still found and denied, the setting turns it off, and the record crosses an upgrade.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::{bundle, run_container, Run, Supervisor};
+
+const ON: &str = "exec record on";
+const OFF: [&str; 2] = ["no exec record", "exec record off"];
+
+/// Whether this supervisor keeps the record. Under a reduced capability set without `CAP_BPF`
+/// (the suite's second pass) it cannot, and says so; with every capability it must.
+fn record_on(sup: &Supervisor) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = sup.log();
+        if log.contains(ON) {
+            return true;
+        }
+        if OFF.iter().any(|t| log.contains(t)) {
+            assert!(
+                std::env::var_os("EXECGUARD_TEST_SUPERVISOR_CAPS").is_some(),
+                "a supervisor with every capability went without the exec record:\n{log}"
+            );
+            return false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no word on the exec record:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `execguard_images_by_record_total`, waiting for the control socket (a new worker opens it
+/// after an upgrade).
+fn by_record(sup: &Supervisor) -> u64 {
+    let socket = sup.dir.path().join("control.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        match execguard::supervisor::control::request(&socket, "GET", "/metrics") {
+            Ok(m) => break m,
+            Err(e) => assert!(Instant::now() < deadline, "metrics: {e:#}\n{}", sup.log()),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("execguard_images_by_record_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no execguard_images_by_record_total:\n{metrics}"))
+}
+
+/// 100 execs of /bin/true, then a loader run, then a marker that the shell went on.
+const SCRIPT: &str = "for i in $(seq 100); do /bin/true; done; \
+                      /lib64/ld-linux-x86-64.so.2 /bin/touch /work/m; touch /work/done";
+
+/// Runs [`SCRIPT`] and checks the loader run was denied and logged; returns the images the
+/// record answered meanwhile.
+fn storm_and_loader(sup: &Supervisor, name: &str) -> u64 {
+    let before = by_record(sup);
+    let run = run_container(sup, name, SCRIPT, &[]);
+    check_denied(sup, &run);
+    by_record(sup) - before
+}
+
+fn check_denied(sup: &Supervisor, run: &Run) {
+    let log = sup.log();
+    assert!(run.marker("done"), "{}\n{log}", run.describe());
+    assert!(
+        !run.marker("m"),
+        "the loader run went through\n{}\n{log}",
+        run.describe()
+    );
+    let events = sup.events_of(&run.id);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "binary_executed_by_loader" && e["action"] == "denied"),
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn ordinary_images_are_answered_from_the_record_and_a_loader_run_is_not() {
+    needs_root!();
+    let sup = Supervisor::start("enforce", "");
+    if !record_on(&sup) {
+        eprintln!("skipped: this supervisor has no exec record (no CAP_BPF)");
+        return;
+    }
+    // The first exec of each file is looked at through /proc (and its kind remembered); the
+    // other 99 execs of /bin/true are answered from the record.
+    let answered = storm_and_loader(&sup, "record-on");
+    assert!(
+        answered >= 95,
+        "only {answered} images answered from the record\n{}",
+        sup.log()
+    );
+
+    // Turned off, every image is looked at through /proc, and the loader run is still denied.
+    let off = Supervisor::start("enforce", "[worker]\nexec_record = \"off\"\n");
+    off.wait_for_log("exec record off", 10);
+    assert_eq!(storm_and_loader(&off, "record-off"), 0);
+}
+
+/// The keeper's upgrade carries the record's descriptors to the new keeper (which has no
+/// CAP_BPF left to load it again) and on to its worker.
+#[test]
+fn the_record_crosses_an_upgrade() {
+    needs_root!();
+    let sup = Supervisor::start("enforce", "");
+    if !record_on(&sup) {
+        eprintln!("skipped: this supervisor has no exec record (no CAP_BPF)");
+        return;
+    }
+    let _ = kill(Pid::from_raw(sup.pid()), Signal::SIGUSR2);
+    sup.wait_for_log("keeper upgraded in place", 20);
+    let answered = storm_and_loader(&sup, "record-upgraded");
+    let log = sup.log();
+    assert!(
+        answered >= 95,
+        "only {answered} images answered from the record\n{log}"
+    );
+    assert!(!log.contains("did not cross the upgrade"), "{log}");
+    assert!(!log.contains("no exec record"), "{log}");
+}
+
+/// On an overlay filesystem (how image layers reach containers) the record names the layer's
+/// file, `/proc/PID/exe` the overlay's: the first exec of a program, looked at through /proc,
+/// teaches the worker the record's name for it, and the later ones are answered from the
+/// record. A loader copy on the overlay is still denied.
+#[test]
+fn programs_on_an_overlay_are_answered_from_the_record_after_their_first_exec() {
+    needs_root!();
+    let sup = Supervisor::start("enforce", "");
+    if !record_on(&sup) {
+        eprintln!("skipped: this supervisor has no exec record (no CAP_BPF)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let [lower, upper, work, merged] = ["lower", "upper", "ovwork", "merged"].map(|d| {
+        let p = dir.path().join(d);
+        std::fs::create_dir(&p).unwrap();
+        p
+    });
+    std::fs::copy("/usr/bin/true", lower.join("true")).unwrap();
+    std::fs::copy("/lib64/ld-linux-x86-64.so.2", lower.join("ld.so")).unwrap();
+    // The file cache keeps only versions changed at least 2 s ago.
+    std::thread::sleep(Duration::from_millis(2100));
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &options])
+        .arg(&merged)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t overlay -o {options}");
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(&merged);
+    let overlay_dev = nix::sys::stat::stat(&merged.join("true")).unwrap().st_dev;
+    let layer_dev = nix::sys::stat::stat(&lower.join("true")).unwrap().st_dev;
+    assert_ne!(overlay_dev, layer_dev, "the overlay shows its own device");
+
+    let script = "for i in $(seq 100); do /opt/ov/true; done; \
+                  /opt/ov/ld.so /bin/touch /work/m; touch /work/done";
+    let before = by_record(&sup);
+    let b = bundle(&sup.config, "record-overlay", script, &[], None);
+    b.edit_spec(|spec| {
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/opt/ov", "type": "bind",
+                "source": merged, "options": ["rbind", "ro"]
+            }));
+    });
+    let run = b.run();
+    check_denied(&sup, &run);
+    let answered = by_record(&sup) - before;
+    assert!(
+        answered >= 95,
+        "only {answered} images answered from the record\n{}",
+        sup.log()
+    );
+}
