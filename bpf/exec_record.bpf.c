@@ -4,10 +4,11 @@
 // new image runs any code, so that the supervisor's image checkpoint can read it with one map
 // lookup instead of looking through /proc (README, "The exec record").
 //
-// On sched/sched_process_exec: the file mapped at the new image's start of code (the program,
-// as /proc/PID/maps names it) and the file mapped at AT_BASE (the interpreter the kernel
-// loaded, none for a static program), each with the inode's size, modification and change
-// time, stored under the thread-group id. On sched/sched_process_exit of a group leader: its
+// On sched/sched_process_exec: the new image's executable file (mm->exe_file, what
+// /proc/PID/exe shows, named by its inode as stat names it: on an overlay filesystem the
+// overlay's inode) and the file mapped at AT_BASE (the interpreter the kernel loaded, named as
+// /proc/PID/maps names it; none for a static program), each with the inode's size,
+// modification and change time, stored under the thread-group id. On sched/sched_process_exit of a group leader: its
 // entry is deleted, before its pid can be given to another process. The map is read only by
 // a process that also holds both attachments, so no entry outlives the programs that keep it
 // true.
@@ -67,7 +68,7 @@ struct vm_area_struct {
 } __attribute__((preserve_access_index));
 
 struct mm_struct {
-	unsigned long start_code;
+	struct file *exe_file;
 	unsigned long saved_auxv[2];
 } __attribute__((preserve_access_index));
 
@@ -93,15 +94,19 @@ struct exec_record {
 	struct file_record interpreter;
 };
 
-// Keyed by thread-group id in the initial pid namespace. Preallocated: an exec never waits
-// for memory, and an entry that cannot be stored is only absent (the supervisor then looks
-// through /proc).
+// Keyed by thread-group id in the initial pid namespace. The map's name says the layout of
+// `struct exec_record` (supervisor::record checks it): change both together. Not preallocated
+// (preallocated, 65536 entries pinned 11 MB of kernel memory): an entry is allocated at the
+// exec, from the BPF allocator's per-CPU caches (tracing programs may use such maps since
+// Linux 6.1); one that cannot be had is only absent, and the supervisor then looks through
+// /proc.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct exec_record);
-} exec_records SEC(".maps");
+} exec_record_v1 SEC(".maps");
 
 #define AT_BASE 7
 // Pairs read from saved_auxv at most (the kernel's is 2 * 25 words on x86-64).
@@ -158,16 +163,16 @@ int record_exec(void *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	// A record that cannot be written whole must not leave the previous image's behind.
-	bpf_map_delete_elem(&exec_records, &tgid);
+	bpf_map_delete_elem(&exec_record_v1, &tgid);
 
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	if (!mm)
 		return 0;
 	struct exec_record rec = {};
-	unsigned long start_code = BPF_CORE_READ(mm, start_code);
-	if (start_code)
-		bpf_find_vma(task, start_code, mapped_file, &rec.program, 0);
+	struct file *exe = BPF_CORE_READ(mm, exe_file);
+	if (exe)
+		read_file(exe, &rec.program);
 
 	unsigned long base = 0;
 	unsigned long *auxv = __builtin_preserve_access_index(&mm->saved_auxv[0]);
@@ -187,7 +192,7 @@ int record_exec(void *ctx)
 	}
 	if (base)
 		bpf_find_vma(task, base, mapped_file, &rec.interpreter, 0);
-	bpf_map_update_elem(&exec_records, &tgid, &rec, BPF_NOEXIST);
+	bpf_map_update_elem(&exec_record_v1, &tgid, &rec, BPF_NOEXIST);
 	return 0;
 }
 
@@ -197,7 +202,7 @@ int forget_exit(void *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = (__u32)id, tgid = id >> 32;
 	if (pid == tgid)
-		bpf_map_delete_elem(&exec_records, &tgid);
+		bpf_map_delete_elem(&exec_record_v1, &tgid);
 	return 0;
 }
 

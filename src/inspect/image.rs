@@ -59,14 +59,14 @@ pub(crate) struct ImageInspection {
     pub by_record: bool,
 }
 
-/// What an exec loaded, as the kernel's exec record has it (`supervisor::record`): each file as
-/// `/proc/PID/maps` names it (the file that is mapped: on an overlay filesystem, the layer's).
+/// What an exec loaded, as the kernel's exec record has it (`supervisor::record`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Loaded {
-    /// The file mapped at the start of the image's code: its program (the loader itself, when
-    /// a loader was run).
+    /// The executable, named as `stat` of `/proc/PID/exe` names it (the loader itself, when a
+    /// loader was run).
     pub program: Option<FileVersion>,
-    /// The file mapped at `AT_BASE`: the interpreter the kernel loaded for the program.
+    /// The file mapped at `AT_BASE`, named as `/proc/PID/maps` names it (on an overlay
+    /// filesystem, the layer's file): the interpreter the kernel loaded for the program.
     pub interpreter: Option<FileVersion>,
 }
 
@@ -177,9 +177,6 @@ pub(crate) fn inspect_image(
             ExeKind::of(&k)
         }
     };
-    if let Some(program) = recorded.and_then(|r| r.program) {
-        learn_recorded_program(program, &version, cache, valid);
-    }
     clock.lap(Phase::Classify);
     let image = Image {
         tid,
@@ -197,9 +194,12 @@ pub(crate) fn inspect_image(
 }
 
 /// Whether the exec record alone shows an image that runs its own code: a program already
-/// classified (by this file version) as not a loader and either static, with no interpreter
-/// loaded, or dynamic, with one of the container's loaders as the interpreter the kernel
-/// mapped. Anything else is looked at through `/proc`.
+/// classified (by this file version, as a look through `/proc` named it) as not a loader and
+/// either static, with no interpreter loaded, or dynamic, with one of the container's loaders
+/// as the interpreter the kernel mapped (by device and inode, as a look at the mapping would
+/// name it). Anything else is looked at through `/proc`. Where the record names a file
+/// otherwise than `stat` does (a btrfs subvolume: the filesystem's device, not the
+/// subvolume's), nothing matches, and every image there is looked at through `/proc`.
 fn ordinary_by_record(recorded: &Loaded, loaders: &SystemLoaders, cache: &FileCache) -> bool {
     let Some(program) = &recorded.program else {
         return false;
@@ -214,26 +214,6 @@ fn ordinary_by_record(recorded: &Loaded, loaders: &SystemLoaders, cache: &FileCa
             loaders.kind_of(key).is_some() || cache.is_mapped_loader(key)
         }),
         Some(ExeKind::Loader(_)) | None => false,
-    }
-}
-
-/// Where the record names the program differently from `stat` of `/proc/PID/exe` (an overlay
-/// filesystem: the mapping is the layer's file), files the kind found through `/proc` under
-/// the record's name too, so that the next exec of it is answered from the record. Only
-/// while the notification is pending: then both names are of this image.
-fn learn_recorded_program(
-    program: FileVersion,
-    seen: &FileVersion,
-    cache: &mut FileCache,
-    valid: &dyn Fn() -> bool,
-) {
-    if program == *seen || cache.get(&program).is_some() {
-        return;
-    }
-    if let Some(kind) = cache.get(seen).cloned() {
-        if valid() {
-            cache.put(program, &kind);
-        }
     }
 }
 

@@ -201,7 +201,7 @@ impl FileCache {
         Ok(kind)
     }
 
-    pub(crate) fn put(&mut self, v: FileVersion, kind: &FileKind) {
+    fn put(&mut self, v: FileVersion, kind: &FileKind) {
         if !settled(&v) {
             return;
         }

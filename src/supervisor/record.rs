@@ -28,7 +28,10 @@ use crate::sys::bpf::{RawFile, RawRecord};
 /// The object `build.rs` compiled; empty when it was built without clang.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exec_record.bpf.o"));
 
-const MAP: &str = "exec_records";
+/// The map's name says its layout: a worker of another version (after an upgrade, the programs
+/// and map are the first keeper's) refuses a map it cannot read. Change the suffix with
+/// `struct exec_record`. At most 15 bytes (`BPF_OBJ_NAME_LEN`).
+const MAP: &str = "exec_record_v1";
 /// (program, tracepoint category, tracepoint): the exit one is attached first, so that every
 /// entry the exec one writes is of a process whose end will remove it.
 const EXIT: (&str, &str, &str) = ("forget_exit", "sched", "sched_process_exit");
@@ -80,6 +83,8 @@ pub(crate) enum RecordError {
     },
     #[error("the map: {0}")]
     Map(#[source] Box<MapError>),
+    #[error("the map passed on is {0:?}, not {MAP:?}: another version's layout")]
+    Layout(String),
 }
 
 /// The record's descriptors: the map and the two perf events that keep its programs attached.
@@ -200,6 +205,12 @@ impl ExecRecord {
     pub(crate) fn open(fds: RecordFds) -> Result<Self, RecordError> {
         let map_err = |e| RecordError::Map(Box::new(e));
         let data = MapData::from_fd(fds.map).map_err(map_err)?;
+        let info = data.info().map_err(map_err)?;
+        if info.name_as_str() != Some(MAP) {
+            return Err(RecordError::Layout(
+                String::from_utf8_lossy(info.name()).into_owned(),
+            ));
+        }
         let map = HashMap::try_from(Map::HashMap(data)).map_err(map_err)?;
         let record = Self {
             map,

@@ -130,10 +130,10 @@ fn the_record_crosses_an_upgrade() {
     assert!(!log.contains("no exec record"), "{log}");
 }
 
-/// On an overlay filesystem (how image layers reach containers) the record names the layer's
-/// file, `/proc/PID/exe` the overlay's: the first exec of a program, looked at through /proc,
-/// teaches the worker the record's name for it, and the later ones are answered from the
-/// record. A loader copy on the overlay is still denied.
+/// On an overlay filesystem (how image layers reach containers) the record names the program
+/// as `stat` of `/proc/PID/exe` does (the overlay's inode) and the interpreter as its mapping
+/// does (the layer's file): programs there are answered from the record after their first
+/// exec too. A loader copy on the overlay is still denied.
 #[test]
 fn programs_on_an_overlay_are_answered_from_the_record_after_their_first_exec() {
     needs_root!();
