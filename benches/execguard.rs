@@ -22,7 +22,12 @@
 //!    cpu_cgroup = "supervisor"`: the exec latency added as the containers see it (p50, p99,
 //!    mean) beside the supervisor's receive-to-answer p99 and how many serving threads left
 //!    their container's CPU cgroup for late answers; and the supervisor's RSS
-//!    with 50 idle guarded containers.
+//!    with 50 idle guarded containers (the run's supervisor, then fresh ones with and without
+//!    the exec record);
+//! 5. what the exec record costs every exec on the host, guarded or not: host fork+exec storms
+//!    with a supervisor (and so the record's programs) attached and without, paired rounds.
+//!    The storms above run with three supervisors, each with its own record attached, so their
+//!    unguarded execs pay for the programs three times (this line says how much that is).
 //!
 //! `--execs N` (per step) and `--rounds N` (steps) change the storm; `--storm-only` stops after part 2,
 //! `--no-build` skips part 3, `--scale-only` runs only part 4's storms (`--rounds N` rounds).
@@ -396,6 +401,21 @@ fn fd_summary(sup: &Supervisor, id: &str) -> Option<FdSummary> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Resident memory (KiB) of the keeper and of its worker, each as (anonymous, file-backed).
+fn rss_parts(sup: &Supervisor) -> [(u64, u64); 2] {
+    [sup.pid(), sup.worker_pid()].map(|pid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (field("RssAnon:"), field("RssFile:") + field("RssShmem:"))
+    })
 }
 
 /// RSS (KiB) and CPU time (s) of the keeper and its worker.
@@ -1007,6 +1027,137 @@ fn scale(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
         "supervisor_cpu_s": cpu, "guarded_wall_s": wall});
 }
 
+/// Fork+exec of /bin/true on the host (no container), `n` times: the mean per exec.
+fn host_storm(n: usize) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        let ok = Command::new("/bin/true")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "/bin/true failed");
+    }
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+/// Part 5: what the exec record's programs cost every exec on the host. Paired rounds of a host
+/// storm, once with a supervisor running (its keeper attached the programs) and once without,
+/// which goes first alternating.
+fn record_cost(n: usize, rounds: usize, out: &mut Value) {
+    let probe = Supervisor::start("audit", "");
+    let loaded = wait_for_record_word(&probe);
+    drop(probe);
+    if !loaded {
+        println!(
+            "
+the exec record's cost on the host: skipped (the supervisor has no exec record)"
+        );
+        return;
+    }
+    // Both wait for the machine to settle: a starting supervisor's CPU time must not fall in
+    // the storm, and the worker, which also holds the programs' perf events, ends a moment
+    // after its keeper.
+    let settle = || std::thread::sleep(Duration::from_millis(300));
+    let with_record = || {
+        let sup = Supervisor::start("audit", "");
+        assert!(wait_for_record_word(&sup), "no exec record:\n{}", sup.log());
+        sup.wait_for_log("worker system calls confined", 10);
+        settle();
+        host_storm(n)
+    };
+    let without = || {
+        settle();
+        host_storm(n)
+    };
+    let (mut on, mut off, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (a, b) = if round % 2 == 0 {
+            let a = without();
+            (a, with_record())
+        } else {
+            let b = with_record();
+            (without(), b)
+        };
+        off.push(a);
+        on.push(b);
+        ratios.push(b / a);
+    }
+    let (lo, hi) = median_interval(ratios.clone());
+    let ratio = median(ratios);
+    let (off, on) = (median(off), median(on));
+    println!(
+        "
+the exec record's cost to every exec on the host: fork+exec of /bin/true outside any container, {n} per round, {rounds} paired rounds"
+    );
+    println!(
+        "  without {off:.1} µs   with the record attached {on:.1} µs   ratio {ratio:.3} (95 % {lo:.3}-{hi:.3})"
+    );
+    out["record_cost"] = json!({"execs": n, "rounds": rounds, "without_us": off, "with_us": on, "ratio": ratio, "ratio_95": [lo, hi]});
+}
+
+/// Whether this supervisor loaded the exec record (its keeper says either way).
+fn wait_for_record_word(sup: &Supervisor) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = sup.log();
+        if log.contains("exec record on") {
+            return true;
+        }
+        if log.contains("no exec record") || log.contains("exec record off") {
+            return false;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no word on the exec record:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The RSS (KiB) of `sup` with `idle` guarded containers sleeping, and its parts.
+fn idle_rss(sup: &Supervisor, idle: usize, name: &str) -> (u64, [(u64, u64); 2]) {
+    let bundles: Vec<_> = (0..idle)
+        .map(|i| {
+            bundle(
+                &sup.config,
+                &format!("{name}-{i}"),
+                "touch /work/up; exec sleep 300",
+                &[("execguard.io/mode", "enforce")],
+                None,
+            )
+        })
+        .collect();
+    let children: Vec<_> = bundles.iter().map(|b| b.spawn()).collect();
+    for b in &bundles {
+        harness::wait_for(&b.work.join("up"), "an idle container");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (rss, _) = supervisor_usage(sup);
+    let parts = rss_parts(sup);
+    for b in &bundles {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(fixture().dir.join("runc-state"))
+            .args(["kill", &b.id, "KILL"])
+            .output();
+    }
+    for (b, c) in bundles.into_iter().zip(children) {
+        b.wait(c);
+    }
+    (rss, parts)
+}
+
+/// "keeper A+F, worker A+F MiB" (anonymous + file-backed).
+fn parts_text(parts: &[(u64, u64); 2]) -> String {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    format!(
+        "keeper {:.1}+{:.1}, worker {:.1}+{:.1} MiB anonymous+file",
+        mib(parts[0].0),
+        mib(parts[0].1),
+        mib(parts[1].0),
+        mib(parts[1].1)
+    )
+}
+
 fn main() {
     // `cargo test --all-targets` runs this binary too, without `--bench`: nothing to do then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -1107,38 +1258,43 @@ fn main() {
     // 4: scale.
     scale(&guards, 2 * n, if o.quick { 1 } else { 5 }, &mut out);
     let idle = if o.quick { 10 } else { 50 };
-    let bundles: Vec<_> = (0..idle)
-        .map(|i| {
-            bundle(
-                &sup.config,
-                &format!("idle-{i}"),
-                "touch /work/up; exec sleep 300",
-                &[("execguard.io/mode", "enforce")],
-                None,
-            )
-        })
-        .collect();
-    let children: Vec<_> = bundles.iter().map(|b| b.spawn()).collect();
-    for b in &bundles {
-        harness::wait_for(&b.work.join("up"), "an idle container");
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let (rss, _) = supervisor_usage(sup);
-    for b in &bundles {
-        let _ = Command::new("runc")
-            .arg("--root")
-            .arg(fixture().dir.join("runc-state"))
-            .args(["kill", &b.id, "KILL"])
-            .output();
-    }
-    for (b, c) in bundles.into_iter().zip(children) {
-        b.wait(c);
-    }
+    let (rss, parts) = idle_rss(sup, idle, "idle");
+    drop(guards);
+    let fresh = Supervisor::start("audit", "");
+    let fresh_on = wait_for_record_word(&fresh).then(|| idle_rss(&fresh, idle, "idle-on"));
+    drop(fresh);
+    let fresh_off = Supervisor::start("audit", "[worker]\nexec_record = \"off\"\n");
+    let (off_rss, off_parts) = idle_rss(&fresh_off, idle, "idle-off");
+    drop(fresh_off);
+    let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
         "\nidle: {idle} guarded containers: supervisor RSS {:.1} MiB   target ≤ 20 MiB: {}",
-        rss as f64 / 1024.0,
+        mib(rss),
         target(rss <= 20 * 1024)
     );
+    println!(
+        "  the run's supervisor, after every storm: {}",
+        parts_text(&parts)
+    );
+    match &fresh_on {
+        Some((on, on_parts)) => println!(
+            "  a fresh supervisor with the exec record: {:.1} MiB ({})",
+            mib(*on),
+            parts_text(on_parts)
+        ),
+        None => println!("  a fresh supervisor with the exec record: - (it has none here)"),
+    }
+    println!(
+        "  a fresh supervisor without it: {:.1} MiB ({})",
+        mib(off_rss),
+        parts_text(&off_parts)
+    );
+    out["idle_fresh"] =
+        json!({"with_record_kib": fresh_on.map(|f| f.0), "without_record_kib": off_rss});
+
+    // 5: what the record costs the host's execs (no supervisor of the run is left).
+    let (execs, rounds) = if o.quick { (200, 2) } else { (1000, 30) };
+    record_cost(execs, rounds, &mut out);
     out["idle"] = json!({"containers": idle, "rss_kib": rss});
 
     write_json(&o.json, &out);

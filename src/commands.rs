@@ -75,6 +75,13 @@ pub fn worker(
     Ok(())
 }
 
+/// `execguard load-exec-record` (started by the keeper, not by people).
+pub fn load_exec_record(fd: i32) -> Result<()> {
+    let socket = crate::sys::adopt_inherited_fd(fd).context("the keeper's socket")?;
+    crate::supervisor::record::serve_loader(socket).context("sending the exec record")?;
+    Ok(())
+}
+
 /// The exec record the keeper passed (`--record-fds MAP,EXEC,EXIT`); without it, every image
 /// is looked at through `/proc`.
 fn open_record(text: &str) -> Option<crate::supervisor::record::ExecRecord> {

@@ -80,6 +80,12 @@ enum Command {
         #[arg(long)]
         record_fds: Option<String>,
     },
+    /// Loads the exec record for the keeper and sends it its descriptors; not for people.
+    #[command(hide = true)]
+    LoadExecRecord {
+        #[arg(long)]
+        fd: i32,
+    },
     /// Show the supervised containers and the supervisor's state (over the control socket).
     Status {
         #[arg(long)]
@@ -249,6 +255,7 @@ fn main() -> ExitCode {
             commands::setup(engine, &layout, dry_run, remove)
         }
         Command::Reload { config } => commands::reload(config.as_deref()),
+        Command::LoadExecRecord { fd } => commands::load_exec_record(fd),
         Command::Worker {
             config,
             events,

@@ -336,7 +336,7 @@ fn load_record(config: &Config) -> Option<RecordFds> {
         tracing::info!("exec record off ([worker] exec_record = \"off\"); every image is looked at through /proc");
         return None;
     }
-    match RecordFds::load() {
+    match super::record::load_in_child(Path::new(OWN_IMAGE)) {
         Ok(record) => {
             tracing::info!("exec record on: ordinary images are answered from the kernel's record of each exec");
             Some(record)
@@ -344,8 +344,7 @@ fn load_record(config: &Config) -> Option<RecordFds> {
         Err(e) => {
             tracing::warn!(
                 error = %e,
-                "no exec record; every image is looked at through /proc (loading it needs \
-                 CAP_BPF and CAP_PERFMON when the supervisor starts)"
+                "no exec record; every image is looked at through /proc (README, \"The exec record\")"
             );
             None
         }

@@ -4,9 +4,11 @@
 //! from one map lookup (under a microsecond) instead of its two looks through `/proc` (15 µs
 //! in an exec storm, README "Performance").
 //!
-//! The keeper loads and attaches the programs while it still has `CAP_BPF` and `CAP_PERFMON`
-//! (they are dropped right after), and holds three descriptors: the map and the two perf
-//! events the programs are attached through. Every worker gets all three, and so does a
+//! The keeper has the programs loaded and attached while it still has `CAP_BPF` and
+//! `CAP_PERFMON` (they are dropped right after), by a short-lived child of its own image
+//! (`execguard load-exec-record`, [`load_in_child`]: the megabytes of the kernel's BTF that
+//! loading parses never enter the long-lived keeper), and holds the three descriptors it sends
+//! back: the map and the two perf events the programs are attached through. Every worker gets all three, and so does a
 //! keeper that replaces this one (an upgrade): the programs stay attached as long as anyone
 //! can read the map, so the map never holds an entry of a process that ended while nothing
 //! kept it true. Without them (no capability, a kernel that refuses, a build without clang)
@@ -16,7 +18,7 @@
 //! through perf events opened here (`sys::bpf`), not through aya, which keeps the descriptors
 //! of its attachments to itself: these must cross an `execve` and go to the worker.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 use aya::programs::TracePoint;
@@ -60,6 +62,8 @@ pub(crate) enum RecordError {
          ids are counted"
     )]
     PidNamespace,
+    #[error("loading it needs {0}, and this process does not have it")]
+    Capability(caps::Capability),
     #[error("loading it: {0}")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("loading program {name}: {source}")]
@@ -85,6 +89,10 @@ pub(crate) enum RecordError {
     Map(#[source] Box<MapError>),
     #[error("the map passed on is {0:?}, not {MAP:?}: another version's layout")]
     Layout(String),
+    #[error("running its loader (execguard load-exec-record): {source}")]
+    Child { source: std::io::Error },
+    #[error("{0}")]
+    Loader(String),
 }
 
 /// The record's descriptors: the map and the two perf events that keep its programs attached.
@@ -97,13 +105,6 @@ pub(crate) struct RecordFds {
 impl RecordFds {
     /// Loads and attaches the programs (needs `CAP_BPF` and `CAP_PERFMON`).
     pub(crate) fn load() -> Result<Self, RecordError> {
-        let loaded = Self::load_and_attach();
-        // Loading parsed the kernel's BTF (megabytes, freed by now): out of the keeper's heap.
-        crate::sys::bpf::release_free_memory();
-        loaded
-    }
-
-    fn load_and_attach() -> Result<Self, RecordError> {
         if OBJECT.is_empty() {
             return Err(RecordError::NotBuilt);
         }
@@ -111,6 +112,11 @@ impl RecordFds {
             nix::sys::stat::stat("/proc/self/ns/pid").is_ok_and(|st| st.st_ino == INITIAL_PID_NS);
         if !in_initial_ns {
             return Err(RecordError::PidNamespace);
+        }
+        for cap in [caps::Capability::CAP_BPF, caps::Capability::CAP_PERFMON] {
+            if !caps::has_cap(None, caps::CapSet::Effective, cap).unwrap_or(false) {
+                return Err(RecordError::Capability(cap));
+            }
         }
         let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| RecordError::Load(Box::new(e)))?;
         let map = match ebpf.map(MAP) {
@@ -141,6 +147,66 @@ impl RecordFds {
             exec: crate::sys::adopt_inherited_fd(exec)?,
             exit: crate::sys::adopt_inherited_fd(exit)?,
         })
+    }
+}
+
+/// `execguard load-exec-record --fd N`: loads the record and sends its three descriptors over
+/// the socket `fd` (or, on failure, the reason, without descriptors), then ends.
+pub(crate) fn serve_loader(socket: OwnedFd) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let (text, record) = match RecordFds::load() {
+        Ok(r) => (String::from(LOADED), Some(r)),
+        Err(e) => (e.to_string(), None),
+    };
+    let raw: Vec<RawFd> = record
+        .as_ref()
+        .map(|r| r.fds().iter().map(AsRawFd::as_raw_fd).collect())
+        .unwrap_or_default();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[std::io::IoSlice::new(text.as_bytes())],
+        cmsgs,
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
+}
+
+/// What the loader sends with the descriptors.
+const LOADED: &str = "loaded";
+
+/// Has a child of this image (`exe`) load the record and takes the descriptors it sends.
+pub(crate) fn load_in_child(exe: &std::path::Path) -> Result<RecordFds, RecordError> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let child_err = |source| RecordError::Child { source };
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| child_err(e.into()))?;
+    // Inherited by the child: `dup` gives a copy without close-on-exec.
+    let inherited = nix::unistd::dup(&theirs).map_err(|e| child_err(e.into()))?;
+    let mut child = std::process::Command::new(exe)
+        .arg("load-exec-record")
+        .arg("--fd")
+        .arg(inherited.as_raw_fd().to_string())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .map_err(child_err)?;
+    drop((inherited, theirs));
+    let mut buf = [0u8; 1024];
+    let received = crate::sys::recv_with_fds::<3>(ours.as_fd(), &mut buf);
+    let _ = child.wait();
+    let (n, fds) = received.map_err(|e| child_err(e.into()))?;
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    match <[OwnedFd; 3]>::try_from(fds) {
+        Ok([map, exec, exit]) if text == LOADED => Ok(RecordFds { map, exec, exit }),
+        _ if n == 0 => Err(child_err(std::io::Error::from_raw_os_error(libc::EPIPE))),
+        _ => Err(RecordError::Loader(text)),
     }
 }
 

@@ -82,16 +82,6 @@ pub(crate) fn attach_tracepoint(
     Ok(event)
 }
 
-/// Gives the heap's free memory back to the system: loading the record parses the kernel's BTF
-/// (megabytes, freed right after), which glibc would otherwise keep in the keeper's heap.
-pub(crate) fn release_free_memory() {
-    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no live
-    // allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -248,13 +248,23 @@ impl Supervisor {
         i32::try_from(self.child.id()).expect("a pid fits in pid_t")
     }
 
-    /// The current worker's pid (the keeper's child), waiting for one to be there.
+    /// The current worker's pid (the keeper's child running `execguard worker`; another
+    /// child, the exec record's loader, lives a moment as the keeper starts), waiting for one
+    /// to be there.
     pub fn worker_pid(&self) -> i32 {
         let children = format!("/proc/{0}/task/{0}/children", self.pid());
+        let is_worker = |pid: &i32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(b"worker".as_slice()))
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(&children).unwrap_or_default();
-            if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            let worker = text
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .find(is_worker);
+            if let Some(pid) = worker {
                 return pid;
             }
             assert!(Instant::now() < deadline, "no worker\n{}", self.log());
