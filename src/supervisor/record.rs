@@ -8,11 +8,12 @@
 //! `CAP_PERFMON` (they are dropped right after), by a short-lived child of its own image
 //! (`execguard load-exec-record`, [`load_in_child`]: the megabytes of the kernel's BTF that
 //! loading parses never enter the long-lived keeper), and holds the three descriptors it sends
-//! back: the map and the two perf events the programs are attached through. Every worker gets all three, and so does a
-//! keeper that replaces this one (an upgrade): the programs stay attached as long as anyone
-//! can read the map, so the map never holds an entry of a process that ended while nothing
-//! kept it true. Without them (no capability, a kernel that refuses, a build without clang)
-//! the supervisor looks through `/proc` as before; an entry that is missing means the same.
+//! back: the map and the two perf events the programs are attached through. Every worker gets
+//! all three, and so does a keeper that replaces this one (an upgrade): the programs stay
+//! attached as long as anyone can read the map, so the map never holds an entry of a process
+//! that ended while nothing kept it true. Without them (no capability, a kernel that refuses, a
+//! build without clang) the supervisor looks through `/proc` as before; an entry that is
+//! missing means the same.
 //!
 //! aya loads the object and relocates it for the running kernel; the programs are attached
 //! through perf events opened here (`sys::bpf`), not through aya, which keeps the descriptors
@@ -176,6 +177,8 @@ pub(crate) fn serve_loader(socket: OwnedFd) -> std::io::Result<()> {
 
 /// What the loader sends with the descriptors.
 const LOADED: &str = "loaded";
+/// How long the keeper waits for the loader (it takes about 0.1 s).
+const LOADER_SECONDS: i64 = 30;
 
 /// Has a child of this image (`exe`) load the record and takes the descriptors it sends.
 pub(crate) fn load_in_child(exe: &std::path::Path) -> Result<RecordFds, RecordError> {
@@ -198,8 +201,17 @@ pub(crate) fn load_in_child(exe: &std::path::Path) -> Result<RecordFds, RecordEr
         .spawn()
         .map_err(child_err)?;
     drop((inherited, theirs));
+    // A loader that hangs must not hold the keeper's start: it goes on without the record.
+    let _ = nix::sys::socket::setsockopt(
+        &ours,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(LOADER_SECONDS, 0),
+    );
     let mut buf = [0u8; 1024];
     let received = crate::sys::recv_with_fds::<3>(ours.as_fd(), &mut buf);
+    if received.is_err() {
+        let _ = child.kill();
+    }
     let _ = child.wait();
     let (n, fds) = received.map_err(|e| child_err(e.into()))?;
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
