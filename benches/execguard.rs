@@ -30,7 +30,8 @@
 //!    unguarded execs pay for the programs three times (this line says how much that is).
 //!
 //! `--execs N` (per step) and `--rounds N` (steps) change the storm; `--storm-only` stops after part 2,
-//! `--no-build` skips part 3, `--scale-only` runs only part 4's storms (`--rounds N` rounds).
+//! `--no-build` skips part 3, `--build-only` runs only part 3 (`--rounds N` pairs),
+//! `--scale-only` runs only part 4's storms (`--rounds N` rounds).
 //! Prints a table and writes the numbers as JSON (default target/bench/execguard.json) for
 //! comparison between commits. Not a timed test: it reports the targets met or missed, and
 //! fails only if something does not work. Needs root, like the integration tests.
@@ -59,6 +60,8 @@ struct Opts {
     scale_only: bool,
     /// Everything but the real build (`--no-build`).
     no_build: bool,
+    /// Only the real build (`--build-only`; `--rounds N` pairs).
+    build_only: bool,
 }
 
 fn opts() -> Opts {
@@ -86,6 +89,7 @@ fn opts() -> Opts {
         storm_only: args.iter().any(|a| a == "--storm-only"),
         scale_only: args.iter().any(|a| a == "--scale-only"),
         no_build: args.iter().any(|a| a == "--no-build"),
+        build_only: args.iter().any(|a| a == "--build-only"),
     }
 }
 
@@ -1068,19 +1072,7 @@ the exec record's cost on the host: skipped (the supervisor has no exec record)"
         settle();
         host_storm(n)
     };
-    let (mut on, mut off, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let (a, b) = if round % 2 == 0 {
-            let a = without();
-            (a, with_record())
-        } else {
-            let b = with_record();
-            (without(), b)
-        };
-        off.push(a);
-        on.push(b);
-        ratios.push(b / a);
-    }
+    let (off, on, ratios) = paired_rounds(rounds, |_| without(), |_| with_record());
     let (lo, hi) = median_interval(ratios.clone());
     let ratio = median(ratios);
     let (off, on) = (median(off), median(on));
@@ -1158,6 +1150,58 @@ fn parts_text(parts: &[(u64, u64); 2]) -> String {
     )
 }
 
+/// `rounds` pairs of measurements without and with, which one goes first alternating: each
+/// side's values and the paired ratios (with / without).
+fn paired_rounds(
+    rounds: usize,
+    mut without: impl FnMut(usize) -> f64,
+    mut with: impl FnMut(usize) -> f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (mut off, mut on, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (a, b) = if round % 2 == 0 {
+            let a = without(round);
+            (a, with(round))
+        } else {
+            let b = with(round);
+            (without(round), b)
+        };
+        off.push(a);
+        on.push(b);
+        ratios.push(b / a);
+    }
+    (off, on, ratios)
+}
+
+/// Part 3: zlib's configure and make, unguarded and in enforce mode, `rounds` pairs whose order
+/// alternates.
+fn real_build(sup: &Supervisor, rounds: usize, out: &mut Value) {
+    let Some(src) = zlib_source() else {
+        println!("\nreal build: skipped (apt-get source zlib failed)");
+        return;
+    };
+    // The second build of a pair finds the compiler and the sources in the page cache the
+    // first warmed.
+    let (off, on, ratios) = paired_rounds(
+        rounds,
+        |r| build(sup, &src, &format!("build-off-{r}"), "off"),
+        |r| build(sup, &src, &format!("build-enforce-{r}"), "enforce"),
+    );
+    let (lo, hi) = median_interval(ratios.clone());
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
+    let ratio = median(ratios);
+    let (off, on) = (median(off), median(on));
+    let name = src.file_name().unwrap().to_string_lossy().into_owned();
+    println!(
+        "\nreal build: {name}, ./configure && make -j2, {rounds} paired rounds (order alternating)"
+    );
+    println!("  unguarded {off:.2} s   enforce {on:.2} s   ratio {ratio:.3} (median of paired ratios; 95 % {lo:.3}-{hi:.3})");
+    println!("  each round: {}", each.join(" "));
+    println!("  target: ratio ≤ 1.02: {}", target(ratio <= 1.02));
+    out["real_build"] = json!({"project": name, "rounds": rounds, "unguarded_s": off,
+        "enforce_s": on, "ratio": ratio, "ratio_95": [lo, hi]});
+}
+
 fn main() {
     // `cargo test --all-targets` runs this binary too, without `--bench`: nothing to do then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -1172,6 +1216,11 @@ fn main() {
     let mut out = json!({"quick": o.quick});
     if o.scale_only {
         scale(&guards, 2 * n, o.rounds.unwrap_or(5), &mut out);
+        write_json(&o.json, &out);
+        return;
+    }
+    if o.build_only {
+        real_build(&guards.default, o.rounds.unwrap_or(BUILD_ROUNDS), &mut out);
         write_json(&o.json, &out);
         return;
     }
@@ -1221,38 +1270,8 @@ fn main() {
     let sup = &guards.default;
     if o.quick || o.no_build {
         println!("\nreal build: skipped (--quick or --no-build)");
-    } else if let Some(src) = zlib_source() {
-        let mut off = Vec::new();
-        let mut on = Vec::new();
-        let mut ratios = Vec::new();
-        // Which build of a pair goes first alternates: the second finds the compiler and the
-        // sources in the page cache the first warmed.
-        for rep in 0..BUILD_ROUNDS {
-            let off_build = || build(sup, &src, &format!("build-off-{rep}"), "off");
-            let on_build = || build(sup, &src, &format!("build-enforce-{rep}"), "enforce");
-            let (a, b) = if rep % 2 == 0 {
-                let a = off_build();
-                (a, on_build())
-            } else {
-                let b = on_build();
-                (off_build(), b)
-            };
-            off.push(a);
-            on.push(b);
-            ratios.push(b / a);
-        }
-        let ratio = median(ratios);
-        let (off, on) = (median(off), median(on));
-        let name = src.file_name().unwrap().to_string_lossy().into_owned();
-        println!(
-            "\nreal build: {name}, ./configure && make -j2, {BUILD_ROUNDS} paired rounds (order alternating)"
-        );
-        println!("  unguarded {off:.2} s   enforce {on:.2} s   ratio {ratio:.3} (median of paired ratios)");
-        println!("  target: ratio ≤ 1.02: {}", target(ratio <= 1.02));
-        out["real_build"] =
-            json!({"project": name, "unguarded_s": off, "enforce_s": on, "ratio": ratio});
     } else {
-        println!("\nreal build: skipped (apt-get source zlib failed)");
+        real_build(sup, BUILD_ROUNDS, &mut out);
     }
 
     // 4: scale.

@@ -123,24 +123,20 @@ fn prepare_and_exec(
         });
         kept.push(fd);
     }
-    let record = match carried.record {
-        Some(r) => r
-            .fds()
-            .into_iter()
-            .map(|fd| inherit(fd, "exec record"))
-            .collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
-    };
+    let record = carried
+        .record
+        .map(|r| r.inheritable())
+        .transpose()
+        .map_err(|e| prepare("exec record")(std::io::Error::from(e)))?;
     let handover = Handover {
         listener: listener.as_raw_fd(),
         activated: carried.activated,
         slots: slots.as_raw_fd(),
         started: carried.started,
         held,
-        record: match record.as_slice() {
-            [map, exec, exit] => Some([map.as_raw_fd(), exec.as_raw_fd(), exit.as_raw_fd()]),
-            _ => None,
-        },
+        record: record
+            .as_ref()
+            .map(|fds| fds.each_ref().map(AsRawFd::as_raw_fd)),
     };
     let memfd = nix::sys::memfd::memfd_create(
         c"execguard-handover",

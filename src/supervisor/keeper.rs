@@ -401,12 +401,12 @@ fn start_worker(
     let channel_fd = dup(theirs.as_fd(), "the channel")?;
     let slots_fd = dup(slots.file().as_fd(), "the slot file")?;
     let record_fds = match &cmd.record {
-        Some(r) => r
-            .fds()
-            .into_iter()
-            .map(|fd| dup(fd, "the exec record"))
-            .collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
+        Some(r) => Some(r.inheritable().map_err(|source| SupervisorError::Dup {
+            fd: r.fds()[0].as_raw_fd(),
+            what: "the exec record",
+            source,
+        })?),
+        None => None,
     };
     let mut command = Command::new(exe);
     command.env(super::KEEPER_STARTED_ENV, cmd.started.to_string());
@@ -424,11 +424,8 @@ fn start_worker(
     if let Some(e) = &cmd.events {
         command.arg("--events").arg(e);
     }
-    if !record_fds.is_empty() {
-        let numbers: Vec<String> = record_fds
-            .iter()
-            .map(|fd| fd.as_raw_fd().to_string())
-            .collect();
+    if let Some(fds) = &record_fds {
+        let numbers: Vec<String> = fds.iter().map(|fd| fd.as_raw_fd().to_string()).collect();
         command.arg("--record-fds").arg(numbers.join(","));
     }
     let child = command

@@ -140,6 +140,17 @@ impl RecordFds {
         [self.map.as_fd(), self.exec.as_fd(), self.exit.as_fd()]
     }
 
+    /// Copies of the three descriptors without close-on-exec, in the order of [`Self::fds`]:
+    /// for a worker's command line or the upgrade's `execve`.
+    pub(crate) fn inheritable(&self) -> nix::Result<[OwnedFd; 3]> {
+        let [map, exec, exit] = self.fds();
+        Ok([
+            nix::unistd::dup(map)?,
+            nix::unistd::dup(exec)?,
+            nix::unistd::dup(exit)?,
+        ])
+    }
+
     /// Takes the three descriptors a keeper passed on, in the order of [`Self::fds`].
     pub(crate) fn adopt(fds: [RawFd; 3]) -> std::io::Result<Self> {
         let [map, exec, exit] = fds;
