@@ -36,6 +36,17 @@ fn record_on(sup: &Supervisor) -> bool {
     }
 }
 
+/// An enforce-mode supervisor with the record, or none (and the test skips) where it has none.
+fn with_record() -> Option<Supervisor> {
+    let sup = Supervisor::start("enforce", "");
+    if record_on(&sup) {
+        Some(sup)
+    } else {
+        eprintln!("skipped: this supervisor has no exec record (no CAP_BPF)");
+        None
+    }
+}
+
 /// `execguard_images_by_record_total`, waiting for the control socket (a new worker opens it
 /// after an upgrade).
 fn by_record(sup: &Supervisor) -> u64 {
@@ -88,11 +99,9 @@ fn check_denied(sup: &Supervisor, run: &Run) {
 #[test]
 fn ordinary_images_are_answered_from_the_record_and_a_loader_run_is_not() {
     needs_root!();
-    let sup = Supervisor::start("enforce", "");
-    if !record_on(&sup) {
-        eprintln!("skipped: this supervisor has no exec record (no CAP_BPF)");
+    let Some(sup) = with_record() else {
         return;
-    }
+    };
     // The first exec of each file is looked at through /proc (and its kind remembered); the
     // other 99 execs of /bin/true are answered from the record.
     let answered = storm_and_loader(&sup, "record-on");
@@ -113,11 +122,9 @@ fn ordinary_images_are_answered_from_the_record_and_a_loader_run_is_not() {
 #[test]
 fn the_record_crosses_an_upgrade() {
     needs_root!();
-    let sup = Supervisor::start("enforce", "");
-    if !record_on(&sup) {
-        eprintln!("skipped: this supervisor has no exec record (no CAP_BPF)");
+    let Some(sup) = with_record() else {
         return;
-    }
+    };
     let _ = kill(Pid::from_raw(sup.pid()), Signal::SIGUSR2);
     sup.wait_for_log("keeper upgraded in place", 20);
     let answered = storm_and_loader(&sup, "record-upgraded");
@@ -137,11 +144,9 @@ fn the_record_crosses_an_upgrade() {
 #[test]
 fn programs_on_an_overlay_are_answered_from_the_record_after_their_first_exec() {
     needs_root!();
-    let sup = Supervisor::start("enforce", "");
-    if !record_on(&sup) {
-        eprintln!("skipped: this supervisor has no exec record (no CAP_BPF)");
+    let Some(sup) = with_record() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let [lower, upper, work, merged] = ["lower", "upper", "ovwork", "merged"].map(|d| {
         let p = dir.path().join(d);
