@@ -63,7 +63,7 @@ pub fn worker(
     }
     let channel = crate::sys::adopt_inherited_fd(channel_fd).context("the keeper's channel")?;
     let slots = crate::sys::adopt_inherited_fd(slots_fd).context("the slot file")?;
-    let record = record_fds.and_then(open_record);
+    let record = record_fds.and_then(crate::supervisor::record::open_passed);
     crate::supervisor::run_worker(
         config,
         config_path.map(Path::to_owned),
@@ -80,23 +80,6 @@ pub fn load_exec_record(fd: i32) -> Result<()> {
     let socket = crate::sys::adopt_inherited_fd(fd).context("the keeper's socket")?;
     crate::supervisor::record::serve_loader(socket).context("sending the exec record")?;
     Ok(())
-}
-
-/// The exec record the keeper passed (`--record-fds MAP,EXEC,EXIT`); without it, every image
-/// is looked at through `/proc`.
-fn open_record(text: &str) -> Option<crate::supervisor::record::ExecRecord> {
-    use crate::supervisor::record::{parse_fds, ExecRecord, RecordFds};
-    let opened = parse_fds(text)
-        .ok_or_else(|| anyhow::anyhow!("--record-fds {text:?} is not three descriptor numbers"))
-        .and_then(|fds| RecordFds::adopt(fds).context("the record's descriptors"))
-        .and_then(|fds| ExecRecord::open(fds).context("opening the exec record"));
-    match opened {
-        Ok(record) => Some(record),
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "no exec record in this worker; every image is looked at through /proc");
-            None
-        }
-    }
 }
 
 /// `execguard status [--json]`: the supervised containers, over the control socket.

@@ -29,7 +29,7 @@ use super::accept::Acceptor;
 use super::record::RecordFds;
 use super::slots::{Slots, MAX_SLOTS};
 use super::{bind_root_only, Existing, SupervisorError};
-use crate::config::{Config, ExecRecordSetting};
+use crate::config::Config;
 
 const TOKEN_SIGNAL: u64 = u64::MAX;
 const TOKEN_ARRIVAL: u64 = u64::MAX - 1;
@@ -110,7 +110,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
     }
     // Loaded while CAP_BPF and CAP_PERFMON are there: the reduction below drops them.
     if cmd.record.is_none() {
-        cmd.record = load_record(&config);
+        cmd.record = super::record::load_if_wanted(config.worker.exec_record, Path::new(OWN_IMAGE));
     }
     // Named now, not at the first container; then the keeper uses none of them itself and
     // its workers (root processes it execs) get at most these.
@@ -328,27 +328,6 @@ fn from_systemd() -> Result<FromSystemd, SupervisorError> {
         }
     }
     Ok((listener, stored))
-}
-
-/// The exec record, if the config wants it and it can be loaded here.
-fn load_record(config: &Config) -> Option<RecordFds> {
-    if config.worker.exec_record == ExecRecordSetting::Off {
-        tracing::info!("exec record off ([worker] exec_record = \"off\"); every image is looked at through /proc");
-        return None;
-    }
-    match super::record::load_in_child(Path::new(OWN_IMAGE)) {
-        Ok(record) => {
-            tracing::info!("exec record on: ordinary images are answered from the kernel's record of each exec");
-            Some(record)
-        }
-        Err(e) => {
-            tracing::warn!(
-                error = %e,
-                "no exec record; every image is looked at through /proc (README, \"The exec record\")"
-            );
-            None
-        }
-    }
 }
 
 /// Starts a worker, retrying until one starts: without one, every guarded exec waits.

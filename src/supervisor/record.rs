@@ -20,10 +20,12 @@
 //! of its attachments to itself: these must cross an `execve` and go to the worker.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 use aya::programs::TracePoint;
 
+use crate::config::ExecRecordSetting;
 use crate::inspect::image::Loaded;
 use crate::inspect::FileVersion;
 use crate::sys::bpf::{RawFile, RawRecord};
@@ -192,7 +194,7 @@ const LOADED: &str = "loaded";
 const LOADER_SECONDS: i64 = 30;
 
 /// Has a child of this image (`exe`) load the record and takes the descriptors it sends.
-pub(crate) fn load_in_child(exe: &std::path::Path) -> Result<RecordFds, RecordError> {
+fn load_in_child(exe: &Path) -> Result<RecordFds, RecordError> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let child_err = |source| RecordError::Child { source };
     let (ours, theirs) = socketpair(
@@ -233,8 +235,46 @@ pub(crate) fn load_in_child(exe: &std::path::Path) -> Result<RecordFds, RecordEr
     }
 }
 
+/// The keeper's record: loaded by a child of `exe` (the keeper's own image) unless the config
+/// turns it off; without it (the reason logged) every image is looked at through `/proc`.
+pub(crate) fn load_if_wanted(setting: ExecRecordSetting, exe: &Path) -> Option<RecordFds> {
+    if setting == ExecRecordSetting::Off {
+        tracing::info!("exec record off ([worker] exec_record = \"off\"); every image is looked at through /proc");
+        return None;
+    }
+    match load_in_child(exe) {
+        Ok(record) => {
+            tracing::info!("exec record on: ordinary images are answered from the kernel's record of each exec");
+            Some(record)
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "no exec record; every image is looked at through /proc (README, \"The exec record\")"
+            );
+            None
+        }
+    }
+}
+
+/// The worker's record from the descriptors the keeper passed (`--record-fds MAP,EXEC,EXIT`);
+/// without it (the reason logged) every image is looked at through `/proc`.
+pub(crate) fn open_passed(text: &str) -> Option<ExecRecord> {
+    let opened = parse_fds(text)
+        .ok_or_else(|| format!("--record-fds {text:?} is not three descriptor numbers"))
+        .and_then(|fds| RecordFds::adopt(fds).map_err(|e| format!("the record's descriptors: {e}")))
+        .and_then(|fds| ExecRecord::open(fds).map_err(|e| format!("opening the exec record: {e}")));
+    match opened {
+        Ok(record) => Some(record),
+        Err(e) => {
+            tracing::warn!(error = %e, "no exec record in this worker; every image is looked at through /proc");
+            None
+        }
+    }
+}
+
 /// The comma-separated descriptor numbers of `--record-fds`.
-pub(crate) fn parse_fds(text: &str) -> Option<[RawFd; 3]> {
+fn parse_fds(text: &str) -> Option<[RawFd; 3]> {
     let mut numbers = text.split(',').map(|n| n.trim().parse::<RawFd>().ok());
     let fds = [numbers.next()??, numbers.next()??, numbers.next()??];
     numbers.next().is_none().then_some(fds)
