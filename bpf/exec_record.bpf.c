@@ -4,12 +4,19 @@
 // new image runs any code, so that the supervisor's image checkpoint can read it with one map
 // lookup instead of looking through /proc (README, "The exec record").
 //
-// On sched/sched_process_exec: the new image's executable file (mm->exe_file, what
+// Only tasks of guarded containers are recorded: a task whose pid namespace, or one of its
+// ancestors, is in `guarded_pidns_v1` (the keeper adds a container's pid namespace before its
+// first exec is answered and removes it when the container's last notify fd hangs up). Every
+// other exec returns after reading its pid's namespace level (0 on the host).
+//
+// Attached as BTF-typed tracepoints (tp_btf, through a BPF link): no tracefs needed.
+//
+// On sched_process_exec: the new image's executable file (mm->exe_file, what
 // /proc/PID/exe shows, named by its inode as stat names it: on an overlay filesystem the
 // overlay's inode) and the file mapped at AT_BASE (the interpreter the kernel loaded, named as
 // /proc/PID/maps names it; none for a static program), each with the inode's size,
-// modification and change time, stored under the thread-group id. On sched/sched_process_exit of a group leader: its
-// entry is deleted, before its pid can be given to another process. The map is read only by
+// modification and change time, stored under the thread-group id. On sched_process_exit of a group leader in a pid namespace
+// other than the initial one (only those can have an entry): its entry is deleted, before its pid can be given to another process. The map is read only by
 // a process that also holds both attachments, so no entry outlives the programs that keep it
 // true.
 //
@@ -72,8 +79,28 @@ struct mm_struct {
 	unsigned long saved_auxv[2];
 } __attribute__((preserve_access_index));
 
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct pid_namespace {
+	struct pid_namespace *parent;
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+struct upid {
+	int nr;
+	struct pid_namespace *ns;
+};
+
+struct pid {
+	unsigned int level;
+	struct upid numbers[1];
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	struct mm_struct *mm;
+	struct pid *thread_pid;
 } __attribute__((preserve_access_index));
 
 // One file as the record has it; laid out as `record::FileRecord` in Rust.
@@ -107,6 +134,46 @@ struct {
 	__type(key, __u32);
 	__type(value, struct exec_record);
 } exec_record_v1 SEC(".maps");
+
+// The pid namespaces (by inode number, as stat of /proc/PID/ns/pid shows it) whose tasks are
+// recorded; the keeper writes it. The value is unused.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+} guarded_pidns_v1 SEC(".maps");
+
+// MAX_PID_NS_LEVEL: a pid namespace is at most 32 levels below the initial one.
+#define MAX_PID_NS_LEVEL 32
+
+// Whether `task` is in a guarded pid namespace or below one (a container that made pid
+// namespaces of its own stays guarded). Reads only the level for a task of the initial one.
+static __always_inline int guarded(struct task_struct *task)
+{
+	struct pid *pid = BPF_CORE_READ(task, thread_pid);
+	if (!pid)
+		return 0;
+	unsigned int level = BPF_CORE_READ(pid, level);
+	if (level == 0)
+		return 0;
+	if (level > MAX_PID_NS_LEVEL)
+		level = MAX_PID_NS_LEVEL;
+	// The task's own pid namespace, then its parents up to (not including) the initial one.
+	struct upid *numbers = __builtin_preserve_access_index(&pid->numbers[0]);
+	struct pid_namespace *ns = 0;
+	if (bpf_probe_read_kernel(&ns, sizeof(ns), &numbers[level].ns) || !ns)
+		return 0;
+	for (unsigned int i = 0; i < MAX_PID_NS_LEVEL && i < level; i++) {
+		__u32 inum = BPF_CORE_READ(ns, ns.inum);
+		if (bpf_map_lookup_elem(&guarded_pidns_v1, &inum))
+			return 1;
+		ns = BPF_CORE_READ(ns, parent);
+		if (!ns)
+			return 0;
+	}
+	return 0;
+}
 
 #define AT_BASE 7
 // Pairs read from saved_auxv at most (the kernel's is 2 * 25 words on x86-64).
@@ -158,14 +225,16 @@ static long mapped_file(struct task_struct *task, struct vm_area_struct *vma, vo
 	return 0;
 }
 
-SEC("tracepoint/sched/sched_process_exec")
+SEC("tp_btf/sched_process_exec")
 int record_exec(void *ctx)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!guarded(task))
+		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	// A record that cannot be written whole must not leave the previous image's behind.
 	bpf_map_delete_elem(&exec_record_v1, &tgid);
 
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	if (!mm)
 		return 0;
@@ -196,9 +265,14 @@ int record_exec(void *ctx)
 	return 0;
 }
 
-SEC("tracepoint/sched/sched_process_exit")
+SEC("tp_btf/sched_process_exit")
 int forget_exit(void *ctx)
 {
+	// A task of the initial pid namespace was never recorded. Any other is forgotten whether
+	// its namespace is still guarded or not: no entry outlives its process.
+	struct pid *p = BPF_CORE_READ(bpf_get_current_task_btf(), thread_pid);
+	if (!p || BPF_CORE_READ(p, level) == 0)
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = (__u32)id, tgid = id >> 32;
 	if (pid == tgid)

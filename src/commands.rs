@@ -35,6 +35,7 @@ pub fn supervise(config_path: Option<&Path>, events: Option<&Path>) -> Result<()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         record: None,
+        record_off: None,
     };
     keeper::run(config, cmd)?;
     Ok(())
@@ -47,6 +48,7 @@ pub fn worker(
     channel_fd: i32,
     slots_fd: i32,
     record_fds: Option<&str>,
+    record_off: Option<&str>,
 ) -> Result<()> {
     let config = Config::load_or_default(config_path)?;
     let mut sink = match events {
@@ -63,7 +65,7 @@ pub fn worker(
     }
     let channel = crate::sys::adopt_inherited_fd(channel_fd).context("the keeper's channel")?;
     let slots = crate::sys::adopt_inherited_fd(slots_fd).context("the slot file")?;
-    let record = record_fds.and_then(crate::supervisor::record::open_passed);
+    let record = crate::supervisor::record::open_passed(record_fds, record_off);
     crate::supervisor::run_worker(
         config,
         config_path.map(Path::to_owned),
@@ -99,6 +101,14 @@ pub fn status(config: Option<&Path>, json: bool) -> Result<()> {
         v["socket"].as_str().unwrap_or("?"),
         v["default_mode"].as_str().unwrap_or("?"),
     );
+    let record = &v["exec_record"];
+    match (record["on"].as_bool(), record["reason"].as_str()) {
+        (Some(true), _) => println!("exec record: on"),
+        (Some(false), Some(why)) => {
+            println!("exec record: off ({why}); images looked at through /proc")
+        }
+        _ => println!("exec record: unknown (a supervisor older than this command)"),
+    }
     let containers = v["containers"].as_array().cloned().unwrap_or_default();
     println!(
         "{:<40} {:<8} {:<21} {:>8} {:>8} {:>7} {:>7}",

@@ -76,9 +76,12 @@ enum Command {
         channel_fd: i32,
         #[arg(long)]
         slots_fd: i32,
-        /// The exec record's map and perf event descriptors, comma-separated.
+        /// The exec record's map and link descriptors, comma-separated.
         #[arg(long)]
         record_fds: Option<String>,
+        /// Why the keeper has no exec record (for status and metrics).
+        #[arg(long)]
+        record_off: Option<String>,
     },
     /// Loads the exec record for the keeper and sends it its descriptors; not for people.
     #[command(hide = true)]
@@ -262,12 +265,14 @@ fn main() -> ExitCode {
             channel_fd,
             slots_fd,
             record_fds,
+            record_off,
         } => commands::worker(
             config.as_deref(),
             events.as_deref(),
             channel_fd,
             slots_fd,
             record_fds.as_deref(),
+            record_off.as_deref(),
         ),
         Command::Run {
             config,

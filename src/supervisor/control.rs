@@ -66,7 +66,24 @@ struct Status {
     worker_uptime_s: u64,
     socket: PathBuf,
     default_mode: crate::vocab::Mode,
+    exec_record: RecordStatus,
     containers: Vec<ContainerStatus>,
+}
+
+/// Whether ordinary images are answered from the kernel's exec record, and if not, why (the
+/// reason the log gave).
+#[derive(Serialize)]
+struct RecordStatus {
+    on: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+fn record_status(shared: &Shared) -> RecordStatus {
+    RecordStatus {
+        on: shared.record.is_ok(),
+        reason: shared.record.as_ref().err().cloned(),
+    }
 }
 
 fn status(shared: &Shared) -> Status {
@@ -94,6 +111,7 @@ fn status(shared: &Shared) -> Status {
         worker_uptime_s: shared.started.elapsed().as_secs(),
         socket: shared.config.socket.clone(),
         default_mode: shared.config.mode,
+        exec_record: record_status(shared),
         containers: list,
     }
 }
@@ -165,6 +183,18 @@ fn metrics(shared: &Shared) -> String {
         "counter",
         "Image notifications answered from the kernel's exec record alone, without a look through /proc.",
         vec![(String::new(), c.images_by_record.load(Ordering::Relaxed))],
+    );
+    let record = record_status(shared);
+    let reason = record
+        .reason
+        .as_deref()
+        .map(|r| format!("{{reason=\"{}\"}}", prometheus_label(r)))
+        .unwrap_or_default();
+    metric(
+        "execguard_exec_record_on",
+        "gauge",
+        "1 when ordinary images are answered from the kernel's exec record; 0 when every image is looked at through /proc, with the reason as a label.",
+        vec![(reason, u64::from(record.on))],
     );
     let guarded = shared
         .containers
@@ -372,5 +402,24 @@ pub fn request(socket: &Path, method: &str, target: &str) -> Result<String, Requ
         Ok(body.to_owned())
     } else {
         Err(RequestError::Refused(body.trim_end().to_owned()))
+    }
+}
+
+/// A label value as the Prometheus text format writes it: backslash, double quote and newline
+/// escaped.
+fn prometheus_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prometheus_label;
+
+    #[test]
+    fn a_reason_is_escaped_as_a_label_value() {
+        assert_eq!(prometheus_label("a \"b\"\\c\nd"), "a \\\"b\\\"\\\\c\\nd");
     }
 }

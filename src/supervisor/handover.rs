@@ -2,7 +2,7 @@
 //! path, as the same process (same pid, so runc, systemd and the containers see nothing
 //! change), and carries across the exec everything that must not close: the listener socket,
 //! the slot file, every container's notify fd with runc's message for it, and the exec record
-//! (its map and the perf events its programs are attached through). While the exec
+//! (its maps and the links its programs are attached through). While the exec
 //! runs, the kernel keeps each guarded exec waiting on its notify fd (which stays open); the
 //! new keeper starts a new worker, which answers them, the slot file telling it which ones the
 //! old worker had received and not answered (as after a worker crash).
@@ -36,10 +36,13 @@ struct Handover {
     /// When the first keeper started (seconds since the epoch): uptime survives upgrades.
     started: u64,
     held: Vec<HeldFd>,
-    /// The exec record's map and perf events (`record::RecordFds::fds`); the new keeper could
-    /// not load them again (its capabilities were reduced).
+    /// The exec record's map and links (`record::RecordFds::fds`); the new keeper could not
+    /// load them again (its capabilities were reduced).
     #[serde(default)]
     record: Option<[RawFd; 3]>,
+    /// The record's map of guarded pid namespaces (absent from an older keeper's handover).
+    #[serde(default)]
+    guarded: Option<RawFd>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -128,6 +131,11 @@ fn prepare_and_exec(
         .map(|r| r.inheritable())
         .transpose()
         .map_err(|e| prepare("exec record")(std::io::Error::from(e)))?;
+    let guarded = carried
+        .record
+        .and_then(RecordFds::guarded_fd)
+        .map(|fd| inherit(fd, "exec record"))
+        .transpose()?;
     let handover = Handover {
         listener: listener.as_raw_fd(),
         activated: carried.activated,
@@ -137,6 +145,7 @@ fn prepare_and_exec(
         record: record
             .as_ref()
             .map(|fds| fds.each_ref().map(AsRawFd::as_raw_fd)),
+        guarded: guarded.as_ref().map(AsRawFd::as_raw_fd),
     };
     let memfd = nix::sys::memfd::memfd_create(
         c"execguard-handover",
@@ -168,7 +177,7 @@ fn prepare_and_exec(
         Ok(never) => match never {},
         Err(e) => e,
     };
-    drop((listener, slots, kept, record, memfd));
+    drop((listener, slots, kept, record, guarded, memfd));
     Err(HandoverError::Exec {
         exe: exe.to_owned(),
         source: errno,
@@ -209,7 +218,7 @@ pub(crate) fn take() -> Result<Option<Adopted>, HandoverError> {
     }
     let record = h
         .record
-        .and_then(|fds| match RecordFds::adopt(fds) {
+        .and_then(|fds| match RecordFds::adopt(fds, h.guarded) {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::error!(error = %e, "the exec record did not cross the upgrade; every image is looked at through /proc");

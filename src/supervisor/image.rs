@@ -27,7 +27,11 @@ pub(super) fn handle(
 ) {
     let c = &l.container;
     let valid = || l.notify.id_valid(notif.id);
-    let recorded = shared.record.as_ref().and_then(|r| r.lookup(notif.pid));
+    let recorded = shared
+        .record
+        .as_ref()
+        .ok()
+        .and_then(|r| r.lookup(notif.pid));
     let result = image::inspect_image(
         notif.pid,
         abi,

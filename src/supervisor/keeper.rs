@@ -26,7 +26,7 @@ use nix::sys::socket::{
 };
 
 use super::accept::Acceptor;
-use super::record::RecordFds;
+use super::record::{Guarded, RecordFds};
 use super::slots::{Slots, MAX_SLOTS};
 use super::{bind_root_only, Existing, SupervisorError};
 use crate::config::Config;
@@ -48,6 +48,8 @@ pub(crate) struct WorkerCommand {
     /// The exec record, which every worker gets (loaded by the keeper, or carried across an
     /// upgrade).
     pub record: Option<RecordFds>,
+    /// Why there is no exec record, when there is none: every worker says it (status, metrics).
+    pub record_off: Option<String>,
 }
 
 /// A container's notify fd, as it arrives and as the keeper then holds it.
@@ -110,8 +112,12 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
     }
     // Loaded while CAP_BPF and CAP_PERFMON are there: the reduction below drops them.
     if cmd.record.is_none() {
-        cmd.record = super::record::load_if_wanted(config.worker.exec_record, Path::new(OWN_IMAGE));
+        match super::record::load_if_wanted(config.worker.exec_record, Path::new(OWN_IMAGE)) {
+            Ok(record) => cmd.record = Some(record),
+            Err(why) => cmd.record_off = Some(why),
+        }
     }
+    let mut guarded = cmd.record.as_ref().and_then(Guarded::open);
     // Named now, not at the first container; then the keeper uses none of them itself and
     // its workers (root processes it execs) get at most these.
     super::privilege::check_available()?;
@@ -153,6 +159,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
     let mut held: Vec<Option<Held>> = (0..MAX_SLOTS).map(|_| None).collect();
     for (index, state, fd) in carried {
         if index < MAX_SLOTS && held[index].is_none() && watch(&epoll, index, &fd) {
+            guard(guarded.as_mut(), index, &state);
             held[index] = Some(Held { state, fd });
         }
     }
@@ -210,7 +217,14 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                                 acceptor.quiesce(super::accept::QUIESCE_BOUND);
                                 let _ = wake.read();
                                 while let Ok(arrival) = rx.try_recv() {
-                                    admit(&epoll, &mut held, None, store.as_ref(), arrival);
+                                    admit(
+                                        &epoll,
+                                        &mut held,
+                                        None,
+                                        store.as_ref(),
+                                        guarded.as_mut(),
+                                        arrival,
+                                    );
                                 }
                                 tracing::info!(exe = %cmd.exe.display(), "upgrading: the keeper re-executes itself");
                                 // As after a worker crash, the slot file tells the next worker
@@ -272,7 +286,14 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                 TOKEN_ARRIVAL => {
                     let _ = wake.read();
                     while let Ok(arrival) = rx.try_recv() {
-                        admit(&epoll, &mut held, worker.as_ref(), store.as_ref(), arrival);
+                        admit(
+                            &epoll,
+                            &mut held,
+                            worker.as_ref(),
+                            store.as_ref(),
+                            guarded.as_mut(),
+                            arrival,
+                        );
                     }
                 }
                 index => {
@@ -280,6 +301,9 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                     let slot = usize::try_from(index).ok().and_then(|i| held.get_mut(i));
                     if let Some(h) = slot.and_then(Option::take) {
                         let _ = epoll.delete(&h.fd);
+                        if let (Some(g), Ok(index)) = (guarded.as_mut(), usize::try_from(index)) {
+                            g.release(index);
+                        }
                         if let (Some(store), Ok(index)) = (&store, usize::try_from(index)) {
                             store.remove_held(index);
                         }
@@ -407,6 +431,9 @@ fn start_worker(
         let numbers: Vec<String> = fds.iter().map(|fd| fd.as_raw_fd().to_string()).collect();
         command.arg("--record-fds").arg(numbers.join(","));
     }
+    if let Some(why) = &cmd.record_off {
+        command.arg("--record-off").arg(why);
+    }
     let child = command
         .spawn()
         .map_err(|source| SupervisorError::SpawnWorker {
@@ -456,6 +483,7 @@ fn admit(
     held: &mut [Option<Held>],
     worker: Option<&Worker>,
     store: Option<&super::fdstore::FdStore>,
+    guarded: Option<&mut Guarded>,
     h: Held,
 ) {
     let Some(index) = held.iter().position(Option::is_none) else {
@@ -467,6 +495,8 @@ fn admit(
     if !watch(epoll, index, &h.fd) {
         return;
     }
+    // Before the worker has the fd: the container's first exec is answered with its record.
+    guard(guarded, index, &h.state);
     if let Some(w) = worker {
         send(w, index, &h);
     }
@@ -474,6 +504,16 @@ fn admit(
         store.store_held(index, &h.state, h.fd.as_fd());
     }
     held[index] = Some(h);
+}
+
+/// Adds the pid namespace of the container whose runc message is `state` to the exec record's
+/// guarded ones; a container that cannot be added is still served, through `/proc` only.
+fn guard(guarded: Option<&mut Guarded>, index: usize, state: &[u8]) {
+    if let Some(g) = guarded {
+        if let Err(e) = g.admit(index, state) {
+            tracing::warn!(slot = index, error = %e, "this container's execs are not in the exec record; its images are looked at through /proc");
+        }
+    }
 }
 
 /// Watches a held notify fd for its end. No events asked for: epoll still reports EPOLLHUP,

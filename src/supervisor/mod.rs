@@ -181,7 +181,7 @@ pub(crate) fn run_worker(
     sink: EventSink,
     channel: OwnedFd,
     slots: Slots,
-    record: Option<record::ExecRecord>,
+    record: Result<record::ExecRecord, String>,
 ) -> Result<(), SupervisorError> {
     // The keeper blocks its signals; a worker must die of SIGTERM like any process.
     keeper_signals()
@@ -261,7 +261,10 @@ pub(crate) fn serve_in_process(
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let parsed = state::parse(message)?;
     let slots = Slots::create().map_err(SupervisorError::SlotFile)?;
-    let shared = Arc::new(Shared::new(config, None, sink, slots, None, None));
+    let no_record = Err(String::from(
+        "execguard run serves its command in process, without the keeper that loads it",
+    ));
+    let shared = Arc::new(Shared::new(config, None, sink, slots, None, no_record));
     Ok(spawn_serving(shared, parsed, fd, 0)?)
 }
 

@@ -106,3 +106,19 @@ pub(crate) fn names(set: &CapsHashSet) -> String {
     names.sort();
     names.join(",")
 }
+
+/// Runs `f` with `cap` effective in this thread, if it is permitted (the keeper keeps the
+/// worker's capabilities permitted only, and raises one for a single look), then lowers it
+/// again. Without it, `f` runs as the thread is.
+pub(crate) fn with_effective<T>(cap: Capability, f: impl FnOnce() -> T) -> T {
+    let raised = caps::has_cap(None, CapSet::Permitted, cap).unwrap_or(false)
+        && !caps::has_cap(None, CapSet::Effective, cap).unwrap_or(true)
+        && caps::raise(None, CapSet::Effective, cap).is_ok();
+    let out = f();
+    if raised {
+        if let Err(e) = caps::drop(None, CapSet::Effective, cap) {
+            tracing::error!(cap = %cap, error = %e, "cannot lower a capability raised for one look");
+        }
+    }
+    out
+}

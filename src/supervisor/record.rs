@@ -1,5 +1,6 @@
 //! The exec record: what each exec loaded, written by the kernel as the exec happens
-//! (`bpf/exec_record.bpf.c`, two tracepoint programs and a hash map keyed by thread-group id),
+//! (`bpf/exec_record.bpf.c`, two BTF-typed tracepoint programs and a hash map keyed by
+//! thread-group id), for the tasks of guarded containers only ([`Guarded`]),
 //! so that the image checkpoint learns the program and the interpreter of an ordinary exec
 //! from one map lookup (under a microsecond) instead of its two looks through `/proc` (15 µs
 //! in an exec storm, README "Performance").
@@ -7,23 +8,28 @@
 //! The keeper has the programs loaded and attached while it still has `CAP_BPF` and
 //! `CAP_PERFMON` (they are dropped right after), by a short-lived child of its own image
 //! (`execguard load-exec-record`, [`load_in_child`]: the megabytes of the kernel's BTF that
-//! loading parses never enter the long-lived keeper), and holds the three descriptors it sends
-//! back: the map and the two perf events the programs are attached through. Every worker gets
-//! all three, and so does a keeper that replaces this one (an upgrade): the programs stay
+//! loading parses never enter the long-lived keeper), and holds the four descriptors it sends
+//! back: the record's map, the two BPF links the programs are attached through, and the map of
+//! guarded pid namespaces, which the keeper fills as containers come and empties as they go.
+//! Every worker gets the first three, and a keeper that replaces this one (an upgrade) all
+//! four: the programs stay
 //! attached as long as anyone can read the map, so the map never holds an entry of a process
 //! that ended while nothing kept it true. Without them (no capability, a kernel that refuses, a
 //! build without clang) the supervisor looks through `/proc` as before; an entry that is
 //! missing means the same.
 //!
 //! aya loads the object and relocates it for the running kernel; the programs are attached
-//! through perf events opened here (`sys::bpf`), not through aya, which keeps the descriptors
-//! of its attachments to itself: these must cross an `execve` and go to the worker.
+//! through BPF links opened here (`sys::bpf`), not through aya, which keeps the descriptors of
+//! its links to itself: these must cross an `execve` and go to the worker. BTF-typed
+//! tracepoints need no tracefs (not mounted on a fresh Debian machine, nor in most
+//! containers): the kernel's BTF (`/sys/kernel/btf/vmlinux`) names them.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use aya::maps::{HashMap, Map, MapData, MapError};
-use aya::programs::TracePoint;
+use aya::programs::BtfTracePoint;
+use aya::Btf;
 
 use crate::config::ExecRecordSetting;
 use crate::inspect::image::Loaded;
@@ -37,13 +43,16 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ex
 /// and map are the first keeper's) refuses a map it cannot read. Change the suffix with
 /// `struct exec_record`. At most 15 bytes (`BPF_OBJ_NAME_LEN`).
 const MAP: &str = "exec_record_v1";
-/// (program, tracepoint category, tracepoint): the exit one is attached first, so that every
-/// entry the exec one writes is of a process whose end will remove it.
-const EXIT: (&str, &str, &str) = ("forget_exit", "sched", "sched_process_exit");
-const EXEC: (&str, &str, &str) = ("record_exec", "sched", "sched_process_exec");
+/// The map of guarded pid namespaces (`guarded_pidns_v1` in the object; the same rule).
+const GUARDED: &str = "guarded_pidns_v1";
+/// (program, tracepoint): the exit one is attached first, so that every entry the exec one
+/// writes is of a process whose end will remove it.
+const EXIT: (&str, &str) = ("forget_exit", "sched_process_exit");
+const EXEC: (&str, &str) = ("record_exec", "sched_process_exec");
 /// `PROC_PID_INIT_INO`: the inode of the initial pid namespace.
 const INITIAL_PID_NS: u64 = 0xEFFF_FFFC;
-const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+/// Where the kernel publishes its BTF, which names the tracepoints.
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// A file of the record as the inspection compares files.
 fn version(raw: &RawFile) -> Option<FileVersion> {
@@ -76,16 +85,11 @@ pub(crate) enum RecordError {
     },
     #[error("the object has no {0}")]
     Missing(&'static str),
-    #[error("reading the id of tracepoint {category}/{name} under {TRACEFS:?}: {source}")]
-    TracepointId {
-        category: &'static str,
-        name: &'static str,
-        source: std::io::Error,
-    },
-    #[error("attaching {name} ({what}): {source}")]
+    #[error("the kernel has no BTF at {KERNEL_BTF} (CONFIG_DEBUG_INFO_BTF), which names the tracepoints: {0}")]
+    Btf(#[source] Box<aya::BtfError>),
+    #[error("attaching {name} (BPF_RAW_TRACEPOINT_OPEN): {source}")]
     Attach {
         name: &'static str,
-        what: &'static str,
         source: std::io::Error,
     },
     #[error("the map: {0}")]
@@ -98,11 +102,15 @@ pub(crate) enum RecordError {
     Loader(String),
 }
 
-/// The record's descriptors: the map and the two perf events that keep its programs attached.
+/// The record's descriptors: the map, the two links that keep its programs attached, and the
+/// map of guarded pid namespaces.
 pub(crate) struct RecordFds {
     map: OwnedFd,
     exec: OwnedFd,
     exit: OwnedFd,
+    /// None for a record handed over by a keeper older than this map, whose programs record
+    /// every exec.
+    guarded: Option<OwnedFd>,
 }
 
 impl RecordFds {
@@ -121,25 +129,29 @@ impl RecordFds {
                 return Err(RecordError::Capability(cap));
             }
         }
+        let btf = Btf::from_sys_fs().map_err(|e| RecordError::Btf(Box::new(e)))?;
         let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| RecordError::Load(Box::new(e)))?;
-        let map = match ebpf.map(MAP) {
-            Some(Map::HashMap(data)) => data
-                .fd()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| RecordError::Map(Box::new(MapError::from(e))))?,
-            _ => return Err(RecordError::Missing(MAP)),
-        };
-        let exit = attach(&mut ebpf, EXIT)?;
-        let exec = attach(&mut ebpf, EXEC)?;
-        // aya's own descriptors close here; the perf events hold the programs, and they the map.
-        Ok(Self { map, exec, exit })
+        let map = map_fd(&ebpf, MAP)?;
+        let guarded = map_fd(&ebpf, GUARDED)?;
+        let exit = attach(&mut ebpf, &btf, EXIT)?;
+        let exec = attach(&mut ebpf, &btf, EXEC)?;
+        // aya's own descriptors close here; the links hold the programs, and they the maps.
+        Ok(Self {
+            map,
+            exec,
+            exit,
+            guarded: Some(guarded),
+        })
     }
 
-    /// The descriptors, for the worker's command line and the upgrade's handover: map, exec
-    /// event, exit event.
+    /// The descriptors a worker gets: map, exec link, exit link.
     pub(crate) fn fds(&self) -> [BorrowedFd<'_>; 3] {
         [self.map.as_fd(), self.exec.as_fd(), self.exit.as_fd()]
+    }
+
+    /// The map of guarded pid namespaces, if the programs have one.
+    pub(crate) fn guarded_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.guarded.as_ref().map(AsFd::as_fd)
     }
 
     /// Copies of the three descriptors without close-on-exec, in the order of [`Self::fds`]:
@@ -153,18 +165,32 @@ impl RecordFds {
         ])
     }
 
-    /// Takes the three descriptors a keeper passed on, in the order of [`Self::fds`].
-    pub(crate) fn adopt(fds: [RawFd; 3]) -> std::io::Result<Self> {
+    /// Takes the descriptors a keeper passed on, in the order of [`Self::fds`], and the map of
+    /// guarded pid namespaces if it had one.
+    pub(crate) fn adopt(fds: [RawFd; 3], guarded: Option<RawFd>) -> std::io::Result<Self> {
         let [map, exec, exit] = fds;
         Ok(Self {
             map: crate::sys::adopt_inherited_fd(map)?,
             exec: crate::sys::adopt_inherited_fd(exec)?,
             exit: crate::sys::adopt_inherited_fd(exit)?,
+            guarded: guarded.map(crate::sys::adopt_inherited_fd).transpose()?,
         })
     }
 }
 
-/// `execguard load-exec-record --fd N`: loads the record and sends its three descriptors over
+/// A copy of the descriptor of map `name` of the loaded object.
+fn map_fd(ebpf: &aya::Ebpf, name: &'static str) -> Result<OwnedFd, RecordError> {
+    match ebpf.map(name) {
+        Some(Map::HashMap(data)) => data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| RecordError::Map(Box::new(MapError::from(e)))),
+        _ => Err(RecordError::Missing(name)),
+    }
+}
+
+/// `execguard load-exec-record --fd N`: loads the record and sends its four descriptors over
 /// the socket `fd` (or, on failure, the reason, without descriptors), then ends.
 pub(crate) fn serve_loader(socket: OwnedFd) -> std::io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
@@ -174,7 +200,13 @@ pub(crate) fn serve_loader(socket: OwnedFd) -> std::io::Result<()> {
     };
     let raw: Vec<RawFd> = record
         .as_ref()
-        .map(|r| r.fds().iter().map(AsRawFd::as_raw_fd).collect())
+        .map(|r| {
+            r.fds()
+                .into_iter()
+                .chain(r.guarded_fd())
+                .map(|fd| fd.as_raw_fd())
+                .collect()
+        })
         .unwrap_or_default();
     let rights = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
@@ -221,56 +253,78 @@ fn load_in_child(exe: &Path) -> Result<RecordFds, RecordError> {
         &nix::sys::time::TimeVal::new(LOADER_SECONDS, 0),
     );
     let mut buf = [0u8; 1024];
-    let received = crate::sys::recv_with_fds::<3>(ours.as_fd(), &mut buf);
+    let received = crate::sys::recv_with_fds::<4>(ours.as_fd(), &mut buf);
     if received.is_err() {
         let _ = child.kill();
     }
     let _ = child.wait();
     let (n, fds) = received.map_err(|e| child_err(e.into()))?;
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-    match <[OwnedFd; 3]>::try_from(fds) {
-        Ok([map, exec, exit]) if text == LOADED => Ok(RecordFds { map, exec, exit }),
+    match <[OwnedFd; 4]>::try_from(fds) {
+        Ok([map, exec, exit, guarded]) if text == LOADED => Ok(RecordFds {
+            map,
+            exec,
+            exit,
+            guarded: Some(guarded),
+        }),
         _ if n == 0 => Err(child_err(std::io::Error::from_raw_os_error(libc::EPIPE))),
         _ => Err(RecordError::Loader(text)),
     }
 }
 
+/// Why the record is off when the config says so.
+pub(crate) const OFF_BY_CONFIG: &str = "[worker] exec_record = \"off\" in the config";
+
 /// The keeper's record: loaded by a child of `exe` (the keeper's own image) unless the config
-/// turns it off; without it (the reason logged) every image is looked at through `/proc`.
-pub(crate) fn load_if_wanted(setting: ExecRecordSetting, exe: &Path) -> Option<RecordFds> {
+/// turns it off; without it, the reason (logged too, and shown by status and metrics), and
+/// every image is looked at through `/proc`.
+pub(crate) fn load_if_wanted(setting: ExecRecordSetting, exe: &Path) -> Result<RecordFds, String> {
     if setting == ExecRecordSetting::Off {
-        tracing::info!("exec record off ([worker] exec_record = \"off\"); every image is looked at through /proc");
-        return None;
+        tracing::info!(
+            reason = OFF_BY_CONFIG,
+            "exec record off; every image is looked at through /proc"
+        );
+        return Err(OFF_BY_CONFIG.to_owned());
     }
     match load_in_child(exe) {
         Ok(record) => {
-            tracing::info!("exec record on: ordinary images are answered from the kernel's record of each exec");
-            Some(record)
+            tracing::info!("exec record on: ordinary images of guarded containers are answered from the kernel's record of each exec");
+            Ok(record)
         }
         Err(e) => {
             tracing::warn!(
-                error = %e,
-                "no exec record; every image is looked at through /proc (README, \"The exec record\")"
+                reason = %e,
+                "no exec record; every image is looked at through /proc (docs: \"The exec record\")"
             );
-            None
+            Err(e.to_string())
         }
     }
 }
 
-/// The worker's record from the descriptors the keeper passed (`--record-fds MAP,EXEC,EXIT`);
-/// without it (the reason logged) every image is looked at through `/proc`.
-pub(crate) fn open_passed(text: &str) -> Option<ExecRecord> {
+/// The worker's record from the descriptors the keeper passed (`--record-fds MAP,EXEC,EXIT`),
+/// or why there is none: the keeper's reason (`--record-off`), or what failed here (logged).
+/// Without it every image is looked at through `/proc`.
+pub(crate) fn open_passed(
+    fds: Option<&str>,
+    keeper_reason: Option<&str>,
+) -> Result<ExecRecord, String> {
+    let Some(text) = fds else {
+        return Err(keeper_reason
+            .unwrap_or("the keeper passed no exec record")
+            .to_owned());
+    };
     let opened = parse_fds(text)
         .ok_or_else(|| format!("--record-fds {text:?} is not three descriptor numbers"))
-        .and_then(|fds| RecordFds::adopt(fds).map_err(|e| format!("the record's descriptors: {e}")))
-        .and_then(|fds| ExecRecord::open(fds).map_err(|e| format!("opening the exec record: {e}")));
-    match opened {
-        Ok(record) => Some(record),
-        Err(e) => {
-            tracing::warn!(error = %e, "no exec record in this worker; every image is looked at through /proc");
-            None
-        }
+        .and_then(|fds| {
+            RecordFds::adopt(fds, None).map_err(|e| format!("the record's descriptors: {e}"))
+        })
+        .and_then(|fds| {
+            ExecRecord::open(fds).map_err(|e| format!("opening the exec record in the worker: {e}"))
+        });
+    if let Err(e) = &opened {
+        tracing::warn!(reason = %e, "no exec record in this worker; every image is looked at through /proc");
     }
+    opened
 }
 
 /// The comma-separated descriptor numbers of `--record-fds`.
@@ -282,43 +336,130 @@ fn parse_fds(text: &str) -> Option<[RawFd; 3]> {
 
 fn attach(
     ebpf: &mut aya::Ebpf,
-    (name, category, tracepoint): (&'static str, &'static str, &'static str),
+    btf: &Btf,
+    (name, tracepoint): (&'static str, &'static str),
 ) -> Result<OwnedFd, RecordError> {
     let program_err = |e| RecordError::Program {
         name,
         source: Box::new(e),
     };
-    let program: &mut TracePoint = ebpf
+    let program: &mut BtfTracePoint = ebpf
         .program_mut(name)
         .ok_or(RecordError::Missing(name))?
         .try_into()
         .map_err(program_err)?;
-    program.load().map_err(program_err)?;
-    let id = tracepoint_id(category, tracepoint)?;
+    program.load(tracepoint, btf).map_err(program_err)?;
     let program_fd = program.fd().map_err(program_err)?;
-    crate::sys::bpf::attach_tracepoint(program_fd.as_fd(), id)
-        .map_err(|(what, source)| RecordError::Attach { name, what, source })
+    crate::sys::bpf::attach_btf_tracepoint(program_fd.as_fd())
+        .map_err(|source| RecordError::Attach { name, source })
 }
 
-fn tracepoint_id(category: &'static str, name: &'static str) -> Result<u64, RecordError> {
-    let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
-    for root in TRACEFS {
-        match std::fs::read_to_string(format!("{root}/events/{category}/{name}/id")) {
-            Ok(text) => {
-                return text.trim().parse().map_err(|_| RecordError::TracepointId {
-                    category,
-                    name,
-                    source: std::io::Error::from_raw_os_error(libc::EINVAL),
-                })
+/// The keeper's side of the map of guarded pid namespaces: a container's pid namespace is
+/// added when its first notify fd is admitted (before the worker is handed the fd, so before
+/// its first exec is answered) and removed when the last notify fd of that namespace hangs up
+/// (runc hands one per container start and one per `runc exec`, all in the same namespace).
+pub(crate) struct Guarded {
+    map: HashMap<MapData, u32, u32>,
+    /// Per slot of the keeper's table, the namespace its notify fd was counted under.
+    slots: std::collections::HashMap<usize, u32>,
+    /// Per namespace, how many held notify fds keep it guarded.
+    counts: std::collections::HashMap<u32, usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GuardError {
+    #[error("runc's message names no process (its \"pid\" field)")]
+    NoPid,
+    #[error("reading the pid namespace of process {pid} (/proc/{pid}/ns/pid): {source}")]
+    Namespace { pid: i32, source: nix::errno::Errno },
+    #[error("process {0} is in the initial pid namespace (a container that shares the host's): the record would then cover every process of the host, so it covers none of this container's")]
+    Initial(i32),
+    #[error("adding pid namespace {inum} to the map: {source}")]
+    Update { inum: u32, source: Box<MapError> },
+}
+
+impl Guarded {
+    /// The map of `record` for the keeper, or None when the record has none (an older keeper's,
+    /// carried across an upgrade: its programs record every exec).
+    pub(crate) fn open(record: &RecordFds) -> Option<Self> {
+        let opened = record
+            .guarded_fd()?
+            .try_clone_to_owned()
+            .map_err(MapError::from)
+            .and_then(MapData::from_fd)
+            .and_then(|data| HashMap::try_from(Map::HashMap(data)));
+        match opened {
+            Ok(map) => Some(Self {
+                map,
+                slots: std::collections::HashMap::new(),
+                counts: std::collections::HashMap::new(),
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "the map of guarded pid namespaces cannot be opened; no container's execs are recorded");
+                None
             }
-            Err(e) => last = e,
         }
     }
-    Err(RecordError::TracepointId {
-        category,
-        name,
-        source: last,
-    })
+
+    /// Counts the notify fd in `slot`, whose runc message is `state`, under its container's
+    /// pid namespace, adding the namespace to the map if it is new.
+    pub(crate) fn admit(&mut self, slot: usize, state: &[u8]) -> Result<(), GuardError> {
+        #[derive(serde::Deserialize)]
+        struct Message {
+            pid: Option<i32>,
+        }
+        let pid = serde_json::from_slice::<Message>(state)
+            .ok()
+            .and_then(|m| m.pid)
+            .filter(|pid| *pid > 0)
+            .ok_or(GuardError::NoPid)?;
+        let inum = super::privilege::with_effective(caps::Capability::CAP_SYS_PTRACE, || {
+            nix::sys::stat::stat(format!("/proc/{pid}/ns/pid").as_str())
+        })
+        .map_err(|source| GuardError::Namespace { pid, source })?
+        .st_ino;
+        if inum == INITIAL_PID_NS {
+            return Err(GuardError::Initial(pid));
+        }
+        // Namespace inodes are 32-bit (`ns_common.inum`).
+        let inum = u32::try_from(inum).map_err(|_| GuardError::Namespace {
+            pid,
+            source: nix::errno::Errno::EOVERFLOW,
+        })?;
+        self.release(slot);
+        self.map
+            .insert(inum, 0, 0)
+            .map_err(|e| GuardError::Update {
+                inum,
+                source: Box::new(e),
+            })?;
+        self.slots.insert(slot, inum);
+        *self.counts.entry(inum).or_default() += 1;
+        Ok(())
+    }
+
+    /// The notify fd in `slot` hung up: its namespace leaves the map with its last fd.
+    pub(crate) fn release(&mut self, slot: usize) {
+        let Some(inum) = self.slots.remove(&slot) else {
+            return;
+        };
+        let count = self.counts.entry(inum).or_default();
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.counts.remove(&inum);
+            if let Err(e) = self.map.remove(&inum) {
+                tracing::warn!(inum, error = %e, "cannot remove a pid namespace from the map of guarded ones");
+            }
+        }
+    }
+
+    /// The namespaces the map holds now, as the keeper counted them.
+    #[cfg(test)]
+    pub(crate) fn namespaces(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.counts.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
 }
 
 /// The worker's reader of the record. Holds the perf events too: while it can read the map,
@@ -389,9 +530,44 @@ mod tests {
         assert_eq!(version(&RawFile::default()), None);
     }
 
+    /// A shell in a pid namespace of its own that waits for a line on its standard input, then
+    /// execs `program args`; the shell's pid (which the exec keeps).
+    fn in_new_pid_namespace(program: &str, args: &str) -> (std::process::Child, u32) {
+        #[allow(clippy::zombie_processes)] // waited for by `end`
+        let child = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "/bin/sh", "-c"])
+            .arg(format!("read line; exec {program} {args}"))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let children = format!("/proc/{0}/task/{0}/children", child.id());
+        for _ in 0..1000 {
+            let text = std::fs::read_to_string(&children).unwrap_or_default();
+            if let Some(pid) = text.split_whitespace().next() {
+                return (child, pid.parse().unwrap());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        panic!("unshare started no shell");
+    }
+
+    fn go(child: &mut std::process::Child) {
+        use std::io::Write;
+        child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    }
+
+    fn end(mut child: std::process::Child, pid: u32) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+
     /// Needs root with CAP_BPF and CAP_PERFMON, and a build with clang; skips otherwise.
     #[test]
-    fn the_record_names_what_an_exec_loaded_as_stat_does() {
+    fn the_record_names_what_a_guarded_exec_loaded_as_stat_does() {
         let fds = match RecordFds::load() {
             Ok(fds) => fds,
             Err(e) => {
@@ -399,38 +575,75 @@ mod tests {
                 return;
             }
         };
+        let mut guarded = Guarded::open(&fds).expect("a fresh record has the guarded map");
         let record = ExecRecord::open(fds).unwrap();
-        let mut child = std::process::Command::new("/bin/sleep")
-            .arg("5")
-            .spawn()
+        let sleep = nix::sys::stat::stat("/bin/sleep").unwrap();
+        let ld = nix::sys::stat::stat("/lib64/ld-linux-x86-64.so.2").unwrap();
+
+        // A process of the host's pid namespace is never guarded.
+        let message = format!("{{\"pid\": {}}}", std::process::id());
+        assert!(matches!(
+            guarded.admit(9, message.as_bytes()),
+            Err(GuardError::Initial(_))
+        ));
+        assert!(matches!(guarded.admit(9, b"{}"), Err(GuardError::NoPid)));
+
+        // A dynamic program in a guarded pid namespace.
+        let (mut child, pid) = in_new_pid_namespace("/bin/sleep", "5");
+        guarded
+            .admit(0, format!("{{\"pid\": {pid}}}").as_bytes())
             .unwrap();
-        let loaded = wait_for(&record, child.id());
-        let st = nix::sys::stat::stat("/bin/sleep").unwrap();
-        let program = loaded.program.unwrap();
-        assert_eq!(program, crate::inspect::version_of(&st));
+        assert_eq!(guarded.namespaces().len(), 1);
+        go(&mut child);
+        let loaded = wait_for(&record, pid);
+        assert_eq!(loaded.program.unwrap(), crate::inspect::version_of(&sleep));
         let interp = loaded
             .interpreter
             .expect("a dynamic program has an interpreter");
-        let ld = nix::sys::stat::stat("/lib64/ld-linux-x86-64.so.2").unwrap();
         assert_eq!((interp.dev, interp.ino), (ld.st_dev, ld.st_ino));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert_eq!(
-            record.lookup(child.id()),
-            None,
-            "the entry ends with the process"
-        );
+        end(child, pid);
+        assert_eq!(record.lookup(pid), None, "the entry ends with the process");
+        guarded.release(0);
+        assert!(guarded.namespaces().is_empty());
+
         // The loader run directly: it is the program, and no interpreter was loaded.
-        let mut child = std::process::Command::new("/lib64/ld-linux-x86-64.so.2")
-            .args(["/bin/sleep", "5"])
-            .spawn()
+        let (mut child, pid) = in_new_pid_namespace("/lib64/ld-linux-x86-64.so.2", "/bin/sleep 5");
+        guarded
+            .admit(1, format!("{{\"pid\": {pid}}}").as_bytes())
             .unwrap();
-        let loaded = wait_for(&record, child.id());
+        go(&mut child);
+        let loaded = wait_for(&record, pid);
         let program = loaded.program.unwrap();
         assert_eq!((program.dev, program.ino), (ld.st_dev, ld.st_ino));
         assert_eq!(loaded.interpreter, None);
-        child.kill().unwrap();
-        child.wait().unwrap();
+        end(child, pid);
+        guarded.release(1);
+
+        // Not recorded: an exec on the host, and one in a namespace no longer guarded.
+        let mut host = std::process::Command::new("/bin/sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let (mut child, pid) = in_new_pid_namespace("/bin/sleep", "5");
+        guarded
+            .admit(2, format!("{{\"pid\": {pid}}}").as_bytes())
+            .unwrap();
+        guarded.release(2);
+        go(&mut child);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(
+            record.lookup(host.id()),
+            None,
+            "a host exec is not recorded"
+        );
+        assert_eq!(
+            record.lookup(pid),
+            None,
+            "a released namespace is not recorded"
+        );
+        end(child, pid);
+        host.kill().unwrap();
+        host.wait().unwrap();
     }
 
     /// `spawn` returns once the exec closed its close-on-exec pipe, a little before the

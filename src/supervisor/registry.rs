@@ -42,8 +42,8 @@ pub(super) struct Shared {
     pub started: Instant,
     /// When the keeper started (the supervisor's uptime survives worker restarts).
     pub keeper_started: Option<SystemTime>,
-    /// The kernel's record of what each exec loaded, when the keeper could load it.
-    pub record: Option<ExecRecord>,
+    /// The kernel's record of what each exec loaded, or why there is none (status, metrics).
+    pub record: Result<ExecRecord, String>,
 }
 
 impl Shared {
@@ -53,7 +53,7 @@ impl Shared {
         sink: EventSink,
         slots: Slots,
         keeper_started: Option<SystemTime>,
-        record: Option<ExecRecord>,
+        record: Result<ExecRecord, String>,
     ) -> Self {
         Self {
             config,

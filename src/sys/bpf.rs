@@ -1,11 +1,9 @@
 //! The exec record's kernel side as Rust sees it: the map's value, laid out as
-//! `bpf/exec_record.bpf.c` writes it, and attaching a loaded tracepoint program through a perf
-//! event whose descriptor the caller owns (`perf_event_open` and its ioctls, from
-//! `perf-event-open-sys`, which generates them from the kernel's headers).
+//! `bpf/exec_record.bpf.c` writes it, and attaching a loaded BTF-typed tracepoint program
+//! through a BPF link whose descriptor the caller owns (aya keeps the descriptors of the links
+//! it makes to itself, and these must cross an `execve`).
 
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-
-use perf_event_open_sys::bindings as perf;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// One file, as `struct file_record` lays it out.
 #[repr(C)]
@@ -34,52 +32,48 @@ pub(crate) struct RawRecord {
 // bit pattern is a value. aya checks the map's value size against this type's when it opens it.
 unsafe impl aya::Pod for RawRecord {}
 
-/// Attaches the loaded tracepoint program `program` to tracepoint `tracepoint_id` (from
-/// tracefs) through a new perf event: the attachment lasts as long as the returned descriptor
-/// (and its copies). On failure, the step that failed and the error.
-pub(crate) fn attach_tracepoint(
-    program: BorrowedFd<'_>,
-    tracepoint_id: u64,
-) -> Result<OwnedFd, (&'static str, std::io::Error)> {
-    let failed = |what| (what, std::io::Error::last_os_error());
-    let mut attr = perf::perf_event_attr {
-        type_: perf::PERF_TYPE_TRACEPOINT,
-        size: u32::try_from(std::mem::size_of::<perf::perf_event_attr>()).unwrap_or(u32::MAX),
-        config: tracepoint_id,
-        ..Default::default()
+/// `bpf(2)`'s command that attaches a raw or BTF-typed tracepoint program and returns a link.
+const BPF_RAW_TRACEPOINT_OPEN: libc::c_int = 17;
+
+/// `union bpf_attr` as `BPF_RAW_TRACEPOINT_OPEN` reads it (the `raw_tracepoint` member, without
+/// the cookie that 6.10 added: an older kernel refuses a larger attribute it does not know).
+#[repr(C)]
+struct RawTracepointOpen {
+    /// The tracepoint's name; 0 for a BTF-typed program, which names it itself (its
+    /// `attach_btf_id`, set when it was loaded).
+    name: u64,
+    prog_fd: u32,
+    pad: u32,
+}
+
+/// Attaches the loaded BTF-typed tracepoint program (`tp_btf/...`) `program` through a new BPF
+/// link: no tracefs, no perf event. The attachment lasts as long as the returned descriptor
+/// (and its copies, across `execve` too).
+pub(crate) fn attach_btf_tracepoint(program: BorrowedFd<'_>) -> std::io::Result<OwnedFd> {
+    let prog_fd = u32::try_from(program.as_raw_fd())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
+    let attr = RawTracepointOpen {
+        name: 0,
+        prog_fd,
+        pad: 0,
     };
-    // SAFETY: `attr` is a whole, initialised perf_event_attr that outlives the call; any
-    // process (-1) on CPU 0 (a tracepoint's programs run wherever it fires), no group.
+    // SAFETY: `attr` is a whole, initialised attribute of the size passed, and outlives the
+    // call; the kernel only reads it.
     let fd = unsafe {
-        perf_event_open_sys::perf_event_open(
-            &mut attr,
-            -1,
-            0,
-            -1,
-            libc::c_ulong::from(perf::PERF_FLAG_FD_CLOEXEC),
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_RAW_TRACEPOINT_OPEN,
+            std::ptr::from_ref(&attr),
+            std::mem::size_of::<RawTracepointOpen>(),
         )
     };
     if fd < 0 {
-        return Err(failed("perf_event_open"));
+        return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
-    let event = unsafe { OwnedFd::from_raw_fd(fd) };
-    let program = u32::try_from(program.as_raw_fd()).map_err(|_| {
-        (
-            "program descriptor",
-            std::io::Error::from_raw_os_error(libc::EBADF),
-        )
-    })?;
-    // SAFETY: `event` is an open perf event and `program` an open BPF program descriptor; the
-    // ioctl takes it by value.
-    if unsafe { perf_event_open_sys::ioctls::SET_BPF(event.as_raw_fd(), program) } < 0 {
-        return Err(failed("PERF_EVENT_IOC_SET_BPF"));
-    }
-    // SAFETY: as above; the argument is unused.
-    if unsafe { perf_event_open_sys::ioctls::ENABLE(event.as_raw_fd(), 0) } < 0 {
-        return Err(failed("PERF_EVENT_IOC_ENABLE"));
-    }
-    Ok(event)
+    let fd = RawFd::try_from(fd).map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned this descriptor (close-on-exec, as every bpf(2)
+    // descriptor), and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
@@ -93,5 +87,14 @@ mod tests {
         assert_eq!(std::mem::offset_of!(RawFile, dev), 40);
         assert_eq!(std::mem::size_of::<RawRecord>(), 96);
         assert_eq!(std::mem::offset_of!(RawRecord, interpreter), 48);
+    }
+
+    /// `union bpf_attr`'s `raw_tracepoint` member before the cookie, and the command's number
+    /// (`enum bpf_cmd` in <linux/bpf.h>).
+    #[test]
+    fn the_attach_attribute_has_the_kernels_layout() {
+        assert_eq!(std::mem::size_of::<RawTracepointOpen>(), 16);
+        assert_eq!(std::mem::offset_of!(RawTracepointOpen, prog_fd), 8);
+        assert_eq!(BPF_RAW_TRACEPOINT_OPEN, 17);
     }
 }

@@ -169,6 +169,19 @@ impl Supervisor {
 
     /// The same, running the execguard binary at `exe` (a copy an upgrade test replaces).
     pub fn start_exe(exe: &Path, mode: &str, extra: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_wrapped(&[], exe, mode, extra, env)
+    }
+
+    /// The same, started by the command `wrap` (a program and its arguments, which must end by
+    /// executing the arguments that follow them, as `unshare` or `sh -c '...; exec "$0" "$@"'`
+    /// do): the keeper's pid is the wrapper's.
+    pub fn start_wrapped(
+        wrap: &[&str],
+        exe: &Path,
+        mode: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::Builder::new().prefix("eg-sup").tempdir().unwrap();
         let socket = dir.path().join("eg.sock");
         let config = write_config(dir.path(), Some(mode), extra);
@@ -193,7 +206,14 @@ impl Supervisor {
                     .arg(exe);
                 c
             }
-            Err(_) => Command::new(exe),
+            Err(_) => match wrap.split_first() {
+                Some((program, args)) => {
+                    let mut c = Command::new(program);
+                    c.args(args).arg(exe);
+                    c
+                }
+                None => Command::new(exe),
+            },
         };
         let child = cmd
             .arg("supervise")

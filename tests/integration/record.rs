@@ -117,6 +117,91 @@ fn ordinary_images_are_answered_from_the_record_and_a_loader_run_is_not() {
     assert_eq!(storm_and_loader(&off, "record-off"), 0);
 }
 
+/// BTF-typed tracepoints need no tracefs: a supervisor whose mount namespace has empty
+/// directories over `/sys/kernel/tracing` and `/sys/kernel/debug` (as a fresh machine, or a
+/// container, has no tracefs there) still has the record, answers from it, and says so in its
+/// status and metrics.
+#[test]
+fn the_record_needs_no_tracefs() {
+    needs_root!();
+    if std::env::var_os("EXECGUARD_TEST_SUPERVISOR_CAPS").is_some() {
+        eprintln!("skipped: this supervisor has no exec record (no CAP_BPF)");
+        return;
+    }
+    let hide = "for d in /sys/kernel/tracing /sys/kernel/debug; do \
+                  mount -t tmpfs -o ro,size=4k none \"$d\" || exit 1; done; \
+                ! test -e /sys/kernel/tracing/events || exit 1; exec \"$0\" \"$@\"";
+    let wrap = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        hide,
+    ];
+    let sup = Supervisor::start_wrapped(
+        &wrap,
+        std::path::Path::new(crate::harness::EXECGUARD),
+        "enforce",
+        "",
+        &[],
+    );
+    assert!(record_on(&sup), "{}", sup.log());
+    let answered = storm_and_loader(&sup, "record-no-tracefs");
+    assert!(
+        answered >= 95,
+        "only {answered} images answered from the record\n{}",
+        sup.log()
+    );
+    let socket = sup.dir.path().join("control.sock");
+    let status = execguard::supervisor::control::request(&socket, "GET", "/status").unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["exec_record"]["on"], true, "{status}");
+    let metrics = execguard::supervisor::control::request(&socket, "GET", "/metrics").unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "execguard_exec_record_on 1"),
+        "{metrics}"
+    );
+}
+
+/// Turned off, status and metrics say so and why, in the words of the log.
+#[test]
+fn status_and_metrics_say_why_the_record_is_off() {
+    needs_root!();
+    let sup = Supervisor::start("enforce", "[worker]\nexec_record = \"off\"\n");
+    sup.wait_for_log("exec record off", 10);
+    let socket = sup.dir.path().join("control.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        match execguard::supervisor::control::request(&socket, "GET", "/status") {
+            Ok(s) => break s,
+            Err(e) => assert!(Instant::now() < deadline, "status: {e:#}\n{}", sup.log()),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["exec_record"]["on"], false, "{status}");
+    let reason = status["exec_record"]["reason"].as_str().unwrap();
+    assert!(reason.contains("exec_record = \"off\""), "{reason}");
+    assert!(
+        sup.log()
+            .contains("exec_record = \\\"off\\\" in the config"),
+        "{}",
+        sup.log()
+    );
+    let metrics = execguard::supervisor::control::request(&socket, "GET", "/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("execguard_exec_record_on{reason=\"")
+                && l.contains("exec_record = \\\"off\\\"")
+                && l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
 /// The keeper's upgrade carries the record's descriptors to the new keeper (which has no
 /// CAP_BPF left to load it again) and on to its worker.
 #[test]
