@@ -24,14 +24,17 @@
 //!    their container's CPU cgroup for late answers; and the supervisor's RSS
 //!    with 50 idle guarded containers (the run's supervisor, then fresh ones with and without
 //!    the exec record);
-//! 5. what the exec record costs every exec on the host, guarded or not: host fork+exec storms
-//!    with a supervisor (and so the record's programs) attached and without, paired rounds.
-//!    The storms above run with three supervisors, each with its own record attached, so their
-//!    unguarded execs pay for the programs three times (this line says how much that is).
+//! 5. what the exec record costs the execs it does not record (the host's, an unguarded
+//!    container's): fork+exec storms on the host and in a pid namespace of its own, with the
+//!    record's programs attached and without, in rounds of 2+2 storms whose order cancels a
+//!    drift; and the programs' own time per run as the kernel counts it. The storms above run
+//!    with three supervisors, each with its own record attached, so every exec there runs
+//!    three copies of the programs (two of them only to their early return).
 //!
 //! `--execs N` (per step) and `--rounds N` (steps) change the storm; `--storm-only` stops after part 2,
 //! `--no-build` skips part 3, `--build-only` runs only part 3 (`--rounds N` pairs),
-//! `--scale-only` runs only part 4's storms (`--rounds N` rounds).
+//! `--scale-only` runs only part 4's storms (`--rounds N` rounds), `--record-cost-only` only
+//! part 5 (`--rounds N` rounds).
 //! Prints a table and writes the numbers as JSON (default target/bench/execguard.json) for
 //! comparison between commits. Not a timed test: it reports the targets met or missed, and
 //! fails only if something does not work. Needs root, like the integration tests.
@@ -58,6 +61,8 @@ struct Opts {
     storm_only: bool,
     /// Only the 8-container scale runs (`--scale-only`; `--rounds N` rounds).
     scale_only: bool,
+    /// Only the exec record's cost to the execs it does not record (`--record-cost-only`).
+    record_cost_only: bool,
     /// Everything but the real build (`--no-build`).
     no_build: bool,
     /// Only the real build (`--build-only`; `--rounds N` pairs).
@@ -88,6 +93,7 @@ fn opts() -> Opts {
         rounds: number("--rounds"),
         storm_only: args.iter().any(|a| a == "--storm-only"),
         scale_only: args.iter().any(|a| a == "--scale-only"),
+        record_cost_only: args.iter().any(|a| a == "--record-cost-only"),
         no_build: args.iter().any(|a| a == "--no-build"),
         build_only: args.iter().any(|a| a == "--build-only"),
     }
@@ -1043,47 +1049,195 @@ fn host_storm(n: usize) -> f64 {
     start.elapsed().as_secs_f64() * 1e6 / n as f64
 }
 
-/// Part 5: what the exec record's programs cost every exec on the host. Paired rounds of a host
-/// storm, once with a supervisor running (its keeper attached the programs) and once without,
-/// which goes first alternating.
+/// The exec record's programs attached for as long as this lives: loaded by `execguard
+/// load-exec-record` (as the keeper has it done), whose descriptors (the maps and the two
+/// links) this holds. The map of guarded pid namespaces stays empty: every exec takes the
+/// programs' early return, as the execs of the host and of unguarded containers do beside a
+/// supervisor.
+struct Attached {
+    _fds: Vec<std::os::fd::OwnedFd>,
+}
+
+impl Attached {
+    fn load() -> Option<Self> {
+        use nix::sys::socket::{
+            recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+        };
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::empty(),
+        )
+        .ok()?;
+        let status = Command::new(harness::EXECGUARD)
+            .args(["load-exec-record", "--fd"])
+            .arg(theirs.as_raw_fd().to_string())
+            .status()
+            .ok()?;
+        drop(theirs);
+        if !status.success() {
+            return None;
+        }
+        let mut buf = [0u8; 1024];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let msg = recvmsg::<()>(
+            ours.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .ok()?;
+        let mut fds = Vec::new();
+        for c in msg.cmsgs().ok()? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                // SAFETY: the kernel just installed these descriptors in this process for this
+                // message; nothing else owns them.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        (fds.len() == 4).then_some(Self { _fds: fds })
+    }
+}
+
+/// Fork+exec of /bin/true `n` times by a shell in a pid namespace of its own (as in an
+/// unguarded container): the mean per exec, shell included.
+fn pidns_storm(n: usize) -> f64 {
+    let start = Instant::now();
+    let ok = Command::new("unshare")
+        .args(["--pid", "--fork", "/bin/sh", "-c"])
+        .arg(format!(
+            "i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"
+        ))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "the pid namespace storm failed");
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+/// `rounds` rounds of `blocks` storms without and `blocks` with the programs attached, in the
+/// order without-with-with-without (then the reverse in the next round), so that a drift of
+/// the machine's speed within a round cancels: each side's per-exec means, and the per-round
+/// ratios (with / without).
+fn attached_rounds(rounds: usize, storm: impl Fn() -> f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (mut off, mut on, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (mut a, mut b) = (0.0, 0.0);
+        let order = if round % 2 == 0 {
+            [false, true, true, false]
+        } else {
+            [true, false, false, true]
+        };
+        let mut attached: Option<Attached> = None;
+        for with in order {
+            if with && attached.is_none() {
+                attached = Some(Attached::load().expect("the record loaded once already"));
+            } else if !with {
+                attached = None;
+            }
+            let t = storm();
+            if with {
+                b += t
+            } else {
+                a += t
+            }
+        }
+        drop(attached);
+        off.push(a / 2.0);
+        on.push(b / 2.0);
+        ratios.push(b / a);
+    }
+    (off, on, ratios)
+}
+
+/// The programs' own run time per invocation, as the kernel counts it
+/// (`kernel.bpf_stats_enabled`, read with bpftool) over `n` host execs: (name, ns per run,
+/// runs).
+fn program_run_times(n: usize) -> Option<Vec<(String, f64, u64)>> {
+    let attached = Attached::load()?;
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").ok()?;
+    host_storm(n);
+    let shown = Command::new("bpftool")
+        .args(["prog", "show", "-j"])
+        .output();
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    drop(attached);
+    let progs: Value = serde_json::from_slice(&shown.ok()?.stdout).ok()?;
+    let mut times = Vec::new();
+    for p in progs.as_array()? {
+        let name = p["name"].as_str().unwrap_or_default();
+        if name == "record_exec" || name == "forget_exit" {
+            let runs = p["run_cnt"].as_u64().unwrap_or(0);
+            let ns = p["run_time_ns"].as_u64().unwrap_or(0);
+            if runs > 0 {
+                times.push((name.to_owned(), ns as f64 / runs as f64, runs));
+            }
+        }
+    }
+    (!times.is_empty()).then_some(times)
+}
+
+/// Part 5: what the exec record's programs cost the execs they do not record: fork+exec on the
+/// host and in a pid namespace of its own (an unguarded container's), with the programs
+/// attached and without ([`attached_rounds`]); and the programs' own time as the kernel
+/// counts it.
 fn record_cost(n: usize, rounds: usize, out: &mut Value) {
-    let probe = Supervisor::start("audit", "");
-    let loaded = wait_for_record_word(&probe);
-    drop(probe);
-    if !loaded {
+    if Attached::load().is_none() {
         println!(
             "
-the exec record's cost on the host: skipped (the supervisor has no exec record)"
+the exec record's cost on the host: skipped (the exec record cannot be loaded here)"
         );
         return;
     }
-    // Both wait for the machine to settle: a starting supervisor's CPU time must not fall in
-    // the storm, and the worker, which also holds the programs' perf events, ends a moment
-    // after its keeper.
-    let settle = || std::thread::sleep(Duration::from_millis(300));
-    let with_record = || {
-        let sup = Supervisor::start("audit", "");
-        assert!(wait_for_record_word(&sup), "no exec record:\n{}", sup.log());
-        sup.wait_for_log("worker system calls confined", 10);
-        settle();
-        host_storm(n)
-    };
-    let without = || {
-        settle();
-        host_storm(n)
-    };
-    let (off, on, ratios) = paired_rounds(rounds, |_| without(), |_| with_record());
-    let (lo, hi) = median_interval(ratios.clone());
-    let ratio = median(ratios);
-    let (off, on) = (median(off), median(on));
     println!(
         "
-the exec record's cost to every exec on the host: fork+exec of /bin/true outside any container, {n} per round, {rounds} paired rounds"
+the exec record's cost to execs it does not record: fork+exec of /bin/true, {n} per storm, {rounds} rounds of 2+2 storms without/with the programs attached"
     );
-    println!(
-        "  without {off:.1} µs   with the record attached {on:.1} µs   ratio {ratio:.3} (95 % {lo:.3}-{hi:.3})"
-    );
-    out["record_cost"] = json!({"execs": n, "rounds": rounds, "without_us": off, "with_us": on, "ratio": ratio, "ratio_95": [lo, hi]});
+    let mut json_parts = serde_json::Map::new();
+    for (what, storm) in [
+        ("host", &(|| host_storm(n)) as &dyn Fn() -> f64),
+        ("pid namespace", &(|| pidns_storm(n)) as &dyn Fn() -> f64),
+    ] {
+        let (off, on, ratios) = attached_rounds(rounds, storm);
+        let (lo, hi) = median_interval(ratios.clone());
+        let ratio = median(ratios);
+        let (off, on) = (median(off), median(on));
+        println!(
+            "  {what:<14} without {off:.1} µs   attached {on:.1} µs   ratio {ratio:.4} (95 % {lo:.4}-{hi:.4})   target ≤ 1.005: {}",
+            target(ratio <= 1.005)
+        );
+        json_parts.insert(
+            what.to_owned(),
+            json!({"without_us": off, "with_us": on, "ratio": ratio, "ratio_95": [lo, hi]}),
+        );
+    }
+    match program_run_times(n) {
+        Some(times) => {
+            let listed: Vec<String> = times
+                .iter()
+                .map(|(name, ns, runs)| format!("{name} {ns:.0} ns x {runs}"))
+                .collect();
+            println!(
+                "  the programs' own time per run (kernel.bpf_stats_enabled, host execs): {}",
+                listed.join(", ")
+            );
+            json_parts.insert(
+                "program_ns".to_owned(),
+                times
+                    .iter()
+                    .map(|(name, ns, _)| (name.clone(), json!(ns)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into(),
+            );
+        }
+        None => println!("  the programs' own time: - (bpftool is not installed)"),
+    }
+    out["record_cost"] = json!({"execs": n, "rounds": rounds, "parts": json_parts});
 }
 
 /// Whether this supervisor loaded the exec record (its keeper says either way).
@@ -1211,6 +1365,12 @@ fn main() {
     let o = opts();
     let n = o.execs.unwrap_or(if o.quick { 100 } else { 400 });
     let rounds = o.rounds.unwrap_or(if o.quick { 3 } else { 60 });
+    if o.record_cost_only {
+        let mut out = json!({"quick": o.quick});
+        record_cost(o.execs.unwrap_or(250), o.rounds.unwrap_or(40), &mut out);
+        write_json(&o.json, &out);
+        return;
+    }
     fixture();
     let guards = Guards::start();
     let mut out = json!({"quick": o.quick});
@@ -1312,7 +1472,7 @@ fn main() {
         json!({"with_record_kib": fresh_on.map(|f| f.0), "without_record_kib": off_rss});
 
     // 5: what the record costs the host's execs (no supervisor of the run is left).
-    let (execs, rounds) = if o.quick { (200, 2) } else { (1000, 30) };
+    let (execs, rounds) = if o.quick { (100, 2) } else { (250, 40) };
     record_cost(execs, rounds, &mut out);
     out["idle"] = json!({"containers": idle, "rss_kib": rss});
 

@@ -151,10 +151,12 @@ struct {
 // namespaces of its own stays guarded). Reads only the level for a task of the initial one.
 static __always_inline int guarded(struct task_struct *task)
 {
-	struct pid *pid = BPF_CORE_READ(task, thread_pid);
+	// Direct loads through the task's BTF-typed pointer (no helper call): the host's execs
+	// stop here.
+	struct pid *pid = task->thread_pid;
 	if (!pid)
 		return 0;
-	unsigned int level = BPF_CORE_READ(pid, level);
+	unsigned int level = pid->level;
 	if (level == 0)
 		return 0;
 	if (level > MAX_PID_NS_LEVEL)
@@ -270,8 +272,8 @@ int forget_exit(void *ctx)
 {
 	// A task of the initial pid namespace was never recorded. Any other is forgotten whether
 	// its namespace is still guarded or not: no entry outlives its process.
-	struct pid *p = BPF_CORE_READ(bpf_get_current_task_btf(), thread_pid);
-	if (!p || BPF_CORE_READ(p, level) == 0)
+	struct pid *p = bpf_get_current_task_btf()->thread_pid;
+	if (!p || p->level == 0)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = (__u32)id, tgid = id >> 32;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages that execguard's demo and tests need (Debian 12). Idempotent.
-# clang and libbpf-dev build the exec record (bpf/exec_record.bpf.c; build.rs goes on without them).
+# clang and libbpf-dev build the exec record (bpf/exec_record.bpf.c; build.rs goes on without them);
+# bpftool reads its programs' run times for the benchmark.
 set -euo pipefail
-packages=(runc podman containerd docker.io protobuf-compiler libseccomp-dev pkg-config gcc gcc-multilib libc6-i386 musl-tools patchelf jq make python3 perl ca-certificates strace systemd systemd-container clang libbpf-dev linux-libc-dev)
+packages=(runc podman containerd docker.io protobuf-compiler libseccomp-dev pkg-config gcc gcc-multilib libc6-i386 musl-tools patchelf jq make python3 perl ca-certificates strace systemd systemd-container clang libbpf-dev linux-libc-dev bpftool)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
