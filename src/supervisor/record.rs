@@ -462,7 +462,7 @@ impl Guarded {
     }
 }
 
-/// The worker's reader of the record. Holds the perf events too: while it can read the map,
+/// The worker's reader of the record. Holds the links too: while it can read the map,
 /// the programs that keep it true stay attached.
 pub(crate) struct ExecRecord {
     map: HashMap<MapData, u32, RawRecord>,

@@ -1,7 +1,7 @@
 //! The only module with `unsafe`: the seccomp user-notification ioctls ([`seccomp`]), asking
 //! the kernel about another process ([`process`]: pidfds, `PROCMAP_QUERY`, `NS_GET_PARENT`),
 //! the slot file's shared mapping ([`shm`]), taking ownership of file descriptors received
-//! over a socket or inherited ([`fds`]), and the exec record's map value and perf events
+//! over a socket or inherited ([`fds`]), and the exec record's map value and BPF links
 //! ([`bpf`]). Everything else goes through `nix`'s safe wrappers.
 //!
 //! Every `unsafe` block has a `// SAFETY:` note, and each ioctl number is a `const` pinned to the
