@@ -194,13 +194,11 @@ fn filter(checkpoints: Checkpoints) -> Result<ScmpFilterContext> {
     for trap in TRAPS.iter().filter(|t| checkpoints.traps(t)) {
         let cmp: Vec<ScmpArgCompare> = match trap.when {
             None => Vec::new(),
-            Some(Cond::Equals { index, value }) => {
-                vec![ScmpArgCompare::new(
-                    arg(index)?,
-                    ScmpCompareOp::Equal,
-                    value,
-                )]
-            }
+            Some(Cond::IntEquals { index, value }) => vec![ScmpArgCompare::new(
+                arg(index)?,
+                ScmpCompareOp::MaskedEqual(LOW_32_BITS),
+                u64::from(value),
+            )],
             Some(Cond::BitSet { index, bit }) => vec![ScmpArgCompare::new(
                 arg(index)?,
                 ScmpCompareOp::MaskedEqual(bit),
@@ -217,6 +215,9 @@ fn filter(checkpoints: Checkpoints) -> Result<ScmpFilterContext> {
     }
     Ok(ctx)
 }
+
+/// The mask of an `int` argument's bits.
+const LOW_32_BITS: u64 = 0xffff_ffff;
 
 fn arg(index: usize) -> Result<u32> {
     u32::try_from(index).context("argument index")

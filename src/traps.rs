@@ -7,7 +7,7 @@ use crate::vocab::{Abi, Syscall};
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
 pub(crate) const NEW_LISTENER: u64 = 1 << 3;
 /// `ARCH_SET_FS`.
-pub(crate) const ARCH_SET_FS: u64 = 0x1002;
+pub(crate) const ARCH_SET_FS: u32 = 0x1002;
 
 /// The audit architecture of x86_64 and x32 system calls.
 pub(crate) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
@@ -47,8 +47,9 @@ pub(crate) enum Role {
 pub(crate) enum Cond {
     /// `args[index] & bit == bit`.
     BitSet { index: usize, bit: u64 },
-    /// `args[index] == value`.
-    Equals { index: usize, value: u64 },
+    /// `args[index]`, read as the `int` the kernel reads it as (its low 32 bits, whatever the
+    /// high ones hold), `== value`: `arch_prctl(0x1_0000_1002, ...)` sets FS too.
+    IntEquals { index: usize, value: u32 },
 }
 
 impl Cond {
@@ -56,7 +57,7 @@ impl Cond {
     pub(crate) fn holds(self, args: &[u64; 6]) -> bool {
         match self {
             Cond::BitSet { index, bit } => args[index] & bit == bit,
-            Cond::Equals { index, value } => args[index] == value,
+            Cond::IntEquals { index, value } => args[index] & 0xffff_ffff == u64::from(value),
         }
     }
 }
@@ -81,7 +82,7 @@ pub(crate) const TRAPS: &[Trap] = &[
     Trap {
         syscall: Syscall::ArchPrctl,
         numbers: [Some(158), Some(384), Some(158)],
-        when: Some(Cond::Equals {
+        when: Some(Cond::IntEquals {
             index: 0,
             value: ARCH_SET_FS,
         }),
@@ -159,7 +160,7 @@ mod tests {
             if let Some(c) = t.when {
                 match c {
                     Cond::BitSet { index, bit } => args[index] = bit,
-                    Cond::Equals { index, value } => args[index] = value,
+                    Cond::IntEquals { index, value } => args[index] = u64::from(value),
                 }
             }
             for (abi, arch, bit) in [
@@ -176,6 +177,16 @@ mod tests {
                 }
             }
         }
+        // The kernel reads arch_prctl's option as an int: high bits do not hide ARCH_SET_FS.
+        let high = [0x1_0000_0000 | u64::from(ARCH_SET_FS), 0, 0, 0, 0, 0];
+        assert!(lookup(AUDIT_ARCH_X86_64, 158, &high).is_some());
+        assert!(lookup(
+            AUDIT_ARCH_X86_64,
+            158,
+            &[0xffff_ffff_0000_1002, 0, 0, 0, 0, 0]
+        )
+        .is_some());
+        assert!(lookup(AUDIT_ARCH_X86_64, 158, &[0x1_0000_1001, 0, 0, 0, 0, 0]).is_none());
         // An x86_64 number under the i386 architecture is another call.
         assert_eq!(lookup(AUDIT_ARCH_I386, 59, &[0; 6]), None);
         assert_eq!(lookup(0x4000_0028, 59, &[0; 6]), None);

@@ -11,13 +11,31 @@ use serde_json::{json, Map, Value};
 use crate::traps::{Cond, Role, Trap, TRAPS};
 use crate::vocab::Mode;
 
-/// The OCI `args` of a trap's condition (`holds`) or of its complement.
-fn cond_args(cond: Cond, holds: bool) -> Value {
+/// The OCI `args` of a trap's condition.
+fn cond_args(cond: Cond) -> Value {
     match cond {
         Cond::BitSet { index, bit } => json!([{"index": index, "value": bit,
-            "valueTwo": if holds { bit } else { 0 }, "op": "SCMP_CMP_MASKED_EQ"}]),
-        Cond::Equals { index, value } => json!([{"index": index, "value": value,
-            "valueTwo": 0, "op": if holds { "SCMP_CMP_EQ" } else { "SCMP_CMP_NE" }}]),
+            "valueTwo": bit, "op": "SCMP_CMP_MASKED_EQ"}]),
+        Cond::IntEquals { index, value } => json!([{"index": index, "value": 0xffff_ffff_u64,
+            "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}]),
+    }
+}
+
+/// The OCI `args` of the rules whose union is the complement of a trap's condition (the
+/// arguments of one rule must all hold; any one rule matching is enough). An `int` that is not
+/// `value` differs from it in one of its 32 bits: one rule per bit, as no single comparison
+/// of libseccomp's says "the low 32 bits differ".
+fn complement_args(cond: Cond) -> Vec<Value> {
+    match cond {
+        Cond::BitSet { index, bit } => vec![json!([{"index": index, "value": bit,
+            "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}])],
+        Cond::IntEquals { index, value } => (0..32)
+            .map(|b| {
+                let bit = 1u64 << b;
+                json!([{"index": index, "value": bit,
+                    "valueTwo": !u64::from(value) & bit, "op": "SCMP_CMP_MASKED_EQ"}])
+            })
+            .collect(),
     }
 }
 
@@ -249,12 +267,12 @@ fn trap_rules(trapped: &[(String, String)], default_action: &str) -> Vec<Value> 
     for (name, action) in trapped {
         if let Some(cond) = Trap::named(name).and_then(|t| t.when) {
             rules.push(
-                json!({"names": [name], "action": "SCMP_ACT_NOTIFY", "args": cond_args(cond, true)}),
+                json!({"names": [name], "action": "SCMP_ACT_NOTIFY", "args": cond_args(cond)}),
             );
             if action != default_action {
-                rules.push(
-                    json!({"names": [name], "action": action, "args": cond_args(cond, false)}),
-                );
+                for args in complement_args(cond) {
+                    rules.push(json!({"names": [name], "action": action, "args": args}));
+                }
             }
         }
     }
@@ -267,9 +285,10 @@ fn is_complement_rule(rule: &Value) -> bool {
     let [name] = names.as_slice() else {
         return false;
     };
-    Trap::named(name)
-        .and_then(|t| t.when)
-        .is_some_and(|cond| rule.get("args") == Some(&cond_args(cond, false)))
+    Trap::named(name).and_then(|t| t.when).is_some_and(|cond| {
+        rule.get("args")
+            .is_some_and(|args| complement_args(cond).contains(args))
+    })
 }
 
 fn remove_injected(spec: &mut Value) -> Result<(), SpecError> {
@@ -504,8 +523,9 @@ mod tests {
         );
         // Conditional traps; with a default of ALLOW no complement rule is needed.
         assert_eq!(rules[1]["names"], json!(["arch_prctl"]));
-        assert_eq!(rules[1]["args"][0]["value"], crate::traps::ARCH_SET_FS);
-        assert_eq!(rules[1]["args"][0]["op"], "SCMP_CMP_EQ");
+        assert_eq!(rules[1]["args"][0]["value"], 0xffff_ffff_u64);
+        assert_eq!(rules[1]["args"][0]["valueTwo"], crate::traps::ARCH_SET_FS);
+        assert_eq!(rules[1]["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
         assert_eq!(rules[2]["names"], json!(["seccomp"]));
         assert_eq!(rules[2]["args"][0]["valueTwo"], 8);
         assert_eq!(rules.len(), 3);
@@ -555,12 +575,33 @@ mod tests {
             .iter()
             .filter(|r| r["names"] == json!(["arch_prctl"]))
             .collect();
-        assert_eq!(arch.len(), 2, "{rules:#?}");
+        // The trap compares the option's low 32 bits (the kernel reads an int); the profile's
+        // own action covers every other int, one rule per bit in which it can differ.
+        assert_eq!(arch.len(), 33, "{rules:#?}");
         assert_eq!(arch[0]["action"], "SCMP_ACT_NOTIFY");
-        assert_eq!(arch[0]["args"][0]["op"], "SCMP_CMP_EQ");
-        assert_eq!(arch[1]["action"], "SCMP_ACT_ALLOW");
-        assert_eq!(arch[1]["args"][0]["op"], "SCMP_CMP_NE");
-        assert_eq!(arch[1]["args"][0]["value"], crate::traps::ARCH_SET_FS);
+        assert_eq!(arch[0]["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+        assert_eq!(arch[0]["args"][0]["value"], 0xffff_ffff_u64);
+        assert_eq!(arch[0]["args"][0]["valueTwo"], crate::traps::ARCH_SET_FS);
+        let fs = u64::from(crate::traps::ARCH_SET_FS);
+        for (b, rule) in arch[1..].iter().enumerate() {
+            let bit = 1u64 << b;
+            assert_eq!(rule["action"], "SCMP_ACT_ALLOW");
+            assert_eq!(rule["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+            assert_eq!(rule["args"][0]["value"], bit);
+            assert_eq!(rule["args"][0]["valueTwo"], !fs & bit);
+        }
+        // Any int but ARCH_SET_FS matches a complement rule; ARCH_SET_FS none, high bits or not.
+        let matches = |rule: &Value, arg: u64| {
+            let mask = rule["args"][0]["value"].as_u64().unwrap();
+            arg & mask == rule["args"][0]["valueTwo"].as_u64().unwrap()
+        };
+        for arg in [0x1001, 0x1003, 0x2001, 0, 0xffff_ffff, 0x1_0000_1001] {
+            assert!(arch[1..].iter().any(|r| matches(r, arg)), "{arg:#x}");
+        }
+        for arg in [fs, 0x1_0000_0000 | fs, 0xffff_ffff_0000_0000 | fs] {
+            assert!(!arch[1..].iter().any(|r| matches(r, arg)), "{arg:#x}");
+            assert!(matches(arch[0], arg), "{arg:#x}");
+        }
         assert_eq!(patched(s.clone()), s);
     }
 

@@ -337,7 +337,7 @@ mod tests {
 
     #[test]
     fn decodes_checkpoints() {
-        let set_fs = traps::ARCH_SET_FS;
+        let set_fs = u64::from(traps::ARCH_SET_FS);
         assert_eq!(
             decode(&notif(AUDIT_ARCH_X86_64, 158, [set_fs, 0, 0, 0, 0, 0])),
             Some(Trapped::Checkpoint {
@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn trapped_calls_name_their_abi() {
-        let set_fs = traps::ARCH_SET_FS;
+        let set_fs = u64::from(traps::ARCH_SET_FS);
         assert_eq!(
             trapped_arch(158, [set_fs, 0, 0, 0, 0, 0]),
             Some(AUDIT_ARCH_X86_64)
