@@ -7,7 +7,8 @@
 // Only tasks of guarded containers are recorded: a task whose pid namespace, or one of its
 // ancestors, is in `guarded_pidns_v1` (the keeper adds a container's pid namespace before its
 // first exec is answered and removes it when the container's last notify fd hangs up). Every
-// other exec returns after reading its pid's namespace level (0 on the host).
+// other exec returns after reading its pid's namespace level (0 on the host), or, in another
+// pid namespace, after deleting any entry its process had.
 //
 // Attached as BTF-typed tracepoints (tp_btf, through a BPF link): no tracefs needed.
 //
@@ -231,11 +232,17 @@ SEC("tp_btf/sched_process_exec")
 int record_exec(void *ctx)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	if (!guarded(task))
+	// The host's tasks are never recorded (their pid level never changes).
+	struct pid *p = task->thread_pid;
+	if (!p || p->level == 0)
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	// A record that cannot be written whole must not leave the previous image's behind.
+	// Whatever follows, the previous image's entry goes: one written while this namespace was
+	// guarded must not describe a later image, and a record that cannot be written whole
+	// must not leave it behind.
 	bpf_map_delete_elem(&exec_record_v1, &tgid);
+	if (!guarded(task))
+		return 0;
 
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	if (!mm)

@@ -285,10 +285,34 @@ fn is_complement_rule(rule: &Value) -> bool {
     let [name] = names.as_slice() else {
         return false;
     };
+    let Some(args) = rule.get("args").map(with_value_two) else {
+        return false;
+    };
     Trap::named(name).and_then(|t| t.when).is_some_and(|cond| {
-        rule.get("args")
-            .is_some_and(|args| complement_args(cond).contains(args))
+        complement_args(cond).contains(&args) || legacy_complement(cond) == Some(args)
     })
+}
+
+/// `args` with `valueTwo` 0 where it is missing: Go's runtimes (runc, containerd) leave a zero
+/// `valueTwo` out when they write a spec back.
+fn with_value_two(args: &Value) -> Value {
+    let mut args = args.clone();
+    for arg in args.as_array_mut().into_iter().flatten() {
+        if let Some(arg) = arg.as_object_mut() {
+            arg.entry("valueTwo").or_insert(json!(0));
+        }
+    }
+    args
+}
+
+/// The complement rule of execguard before the `int` comparison (the 64-bit `!=`), which a spec
+/// patched by it may still hold: removed like the current ones.
+fn legacy_complement(cond: Cond) -> Option<Value> {
+    match cond {
+        Cond::IntEquals { index, value } => Some(json!([{"index": index, "value": value,
+            "valueTwo": 0, "op": "SCMP_CMP_NE"}])),
+        Cond::BitSet { .. } => None,
+    }
 }
 
 fn remove_injected(spec: &mut Value) -> Result<(), SpecError> {
@@ -603,6 +627,31 @@ mod tests {
             assert!(matches(arch[0], arg), "{arg:#x}");
         }
         assert_eq!(patched(s.clone()), s);
+    }
+
+    /// A spec patched by an execguard that compared arch_prctl's option on 64 bits (its
+    /// complement was one `SCMP_CMP_NE` rule), or written back by a Go runtime that left out
+    /// zero `valueTwo`s, is patched again to the same spec as a fresh one.
+    #[test]
+    fn older_and_go_written_complement_rules_are_removed() {
+        let fresh = json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["execve", "arch_prctl", "set_thread_area"], "action": "SCMP_ACT_ALLOW"}]}}});
+        let expected = patched(fresh);
+        let mut old = expected.clone();
+        let rules = old["linux"]["seccomp"]["syscalls"].as_array_mut().unwrap();
+        rules.retain(|r| !(r["names"] == json!(["arch_prctl"]) && r["action"] == "SCMP_ACT_ALLOW"));
+        rules.push(json!({"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 0, "value": 0x1002, "valueTwo": 0, "op": "SCMP_CMP_NE"}]}));
+        assert_eq!(patched(old), expected);
+        let mut go = expected.clone();
+        for rule in go["linux"]["seccomp"]["syscalls"].as_array_mut().unwrap() {
+            for arg in rule["args"].as_array_mut().into_iter().flatten() {
+                if arg["valueTwo"] == 0 {
+                    arg.as_object_mut().unwrap().remove("valueTwo");
+                }
+            }
+        }
+        assert_eq!(patched(go), expected);
     }
 
     #[test]

@@ -163,6 +163,9 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
             held[index] = Some(Held { state, fd });
         }
     }
+    if let Some(g) = guarded.as_mut() {
+        g.prune();
+    }
     let mut worker = Some(start_worker(&cmd, &cmd.exe, &slots, &held)?);
     tracing::info!(socket = %config.socket.display(), mode = %config.mode, "supervisor listening");
 
@@ -432,7 +435,8 @@ fn start_worker(
         command.arg("--record-fds").arg(numbers.join(","));
     }
     if let Some(why) = &cmd.record_off {
-        command.arg("--record-off").arg(why);
+        // One argument, `=` and all: a reason never reads as an option.
+        command.arg(format!("--record-off={why}"));
     }
     let child = command
         .spawn()

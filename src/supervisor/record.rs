@@ -426,13 +426,15 @@ impl Guarded {
             pid,
             source: nix::errno::Errno::EOVERFLOW,
         })?;
-        self.release(slot);
+        // Inserted before the slot's earlier count is released, so that a namespace counted
+        // under it again never leaves the map in between.
         self.map
             .insert(inum, 0, 0)
             .map_err(|e| GuardError::Update {
                 inum,
                 source: Box::new(e),
             })?;
+        self.release(slot);
         self.slots.insert(slot, inum);
         *self.counts.entry(inum).or_default() += 1;
         Ok(())
@@ -450,6 +452,21 @@ impl Guarded {
             if let Err(e) = self.map.remove(&inum) {
                 tracing::warn!(inum, error = %e, "cannot remove a pid namespace from the map of guarded ones");
             }
+        }
+    }
+
+    /// Removes from the map every namespace no held notify fd is counted under: after an
+    /// upgrade the map still holds the old keeper's, some of whose containers may have ended
+    /// or not been counted again (their runc message names a process that is gone).
+    pub(crate) fn prune(&mut self) {
+        let stale: Vec<u32> = self
+            .map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|inum| !self.counts.contains_key(inum))
+            .collect();
+        for inum in stale {
+            let _ = self.map.remove(&inum);
         }
     }
 
@@ -543,8 +560,13 @@ mod tests {
         let children = format!("/proc/{0}/task/{0}/children", child.id());
         for _ in 0..1000 {
             let text = std::fs::read_to_string(&children).unwrap_or_default();
+            // Once the child runs the shell (its exec of it must not be taken for the one the
+            // test makes it do).
             if let Some(pid) = text.split_whitespace().next() {
-                return (child, pid.parse().unwrap());
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+                if exe == std::fs::canonicalize("/bin/sh").ok() {
+                    return (child, pid.parse().unwrap());
+                }
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
@@ -595,7 +617,7 @@ mod tests {
             .unwrap();
         assert_eq!(guarded.namespaces().len(), 1);
         go(&mut child);
-        let loaded = wait_for(&record, pid);
+        let loaded = wait_for(&record, pid, sleep.st_ino);
         assert_eq!(loaded.program.unwrap(), crate::inspect::version_of(&sleep));
         let interp = loaded
             .interpreter
@@ -612,7 +634,7 @@ mod tests {
             .admit(1, format!("{{\"pid\": {pid}}}").as_bytes())
             .unwrap();
         go(&mut child);
-        let loaded = wait_for(&record, pid);
+        let loaded = wait_for(&record, pid, ld.st_ino);
         let program = loaded.program.unwrap();
         assert_eq!((program.dev, program.ino), (ld.st_dev, ld.st_ino));
         assert_eq!(loaded.interpreter, None);
@@ -648,13 +670,19 @@ mod tests {
 
     /// `spawn` returns once the exec closed its close-on-exec pipe, a little before the
     /// tracepoint runs.
-    fn wait_for(record: &ExecRecord, pid: u32) -> Loaded {
+    /// The entry of `pid` once its program is inode `ino` (the shell's own exec, which the test
+    /// cannot order before the namespace is guarded, may be recorded first).
+    fn wait_for(record: &ExecRecord, pid: u32, ino: u64) -> Loaded {
+        let mut last = None;
         for _ in 0..1000 {
-            if let Some(l) = record.lookup(pid) {
-                return l;
+            last = record.lookup(pid);
+            if let Some(l) = &last {
+                if l.program.is_some_and(|p| p.ino == ino) {
+                    return *l;
+                }
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        panic!("no entry for process {pid} after a second");
+        panic!("no entry for process {pid} with program inode {ino} after a second: {last:?}");
     }
 }
