@@ -47,23 +47,28 @@ fn with_record() -> Option<Supervisor> {
     }
 }
 
-/// `execguard_images_by_record_total`, waiting for the control socket (a new worker opens it
-/// after an upgrade).
+/// `execguard_images_by_record_total`.
 fn by_record(sup: &Supervisor) -> u64 {
-    let socket = sup.dir.path().join("control.sock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let metrics = loop {
-        match execguard::supervisor::control::request(&socket, "GET", "/metrics") {
-            Ok(m) => break m,
-            Err(e) => assert!(Instant::now() < deadline, "metrics: {e:#}\n{}", sup.log()),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let metrics = control(sup, "/metrics");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix("execguard_images_by_record_total "))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no execguard_images_by_record_total:\n{metrics}"))
+}
+
+/// The control socket's answer to GET `path`, waiting for the socket (a new worker opens it
+/// after an upgrade).
+fn control(sup: &Supervisor, path: &str) -> String {
+    let socket = sup.dir.path().join("control.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match execguard::supervisor::control::request(&socket, "GET", path) {
+            Ok(body) => return body,
+            Err(e) => assert!(Instant::now() < deadline, "{path}: {e:#}\n{}", sup.log()),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// 100 execs of /bin/true, then a loader run, then a marker that the shell went on.
@@ -155,11 +160,10 @@ fn the_record_needs_no_tracefs() {
         "only {answered} images answered from the record\n{}",
         sup.log()
     );
-    let socket = sup.dir.path().join("control.sock");
-    let status = execguard::supervisor::control::request(&socket, "GET", "/status").unwrap();
+    let status = control(&sup, "/status");
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["exec_record"]["on"], true, "{status}");
-    let metrics = execguard::supervisor::control::request(&socket, "GET", "/metrics").unwrap();
+    let metrics = control(&sup, "/metrics");
     assert!(
         metrics.lines().any(|l| l == "execguard_exec_record_on 1"),
         "{metrics}"
@@ -172,16 +176,7 @@ fn status_and_metrics_say_why_the_record_is_off() {
     needs_root!();
     let sup = Supervisor::start("enforce", "[worker]\nexec_record = \"off\"\n");
     sup.wait_for_log("exec record off", 10);
-    let socket = sup.dir.path().join("control.sock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        match execguard::supervisor::control::request(&socket, "GET", "/status") {
-            Ok(s) => break s,
-            Err(e) => assert!(Instant::now() < deadline, "status: {e:#}\n{}", sup.log()),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&control(&sup, "/status")).unwrap();
     assert_eq!(status["exec_record"]["on"], false, "{status}");
     let reason = status["exec_record"]["reason"].as_str().unwrap();
     assert!(reason.contains("exec_record = \"off\""), "{reason}");
@@ -191,7 +186,7 @@ fn status_and_metrics_say_why_the_record_is_off() {
         "{}",
         sup.log()
     );
-    let metrics = execguard::supervisor::control::request(&socket, "GET", "/metrics").unwrap();
+    let metrics = control(&sup, "/metrics");
     assert!(
         metrics
             .lines()
