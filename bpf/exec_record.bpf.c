@@ -120,6 +120,9 @@ struct file_record {
 struct exec_record {
 	struct file_record program;
 	struct file_record interpreter;
+	// When the exec happened (CLOCK_BOOTTIME, ns): a process's execs have different ones,
+	// and nothing in the process can change it (the supervisor tells images apart by it).
+	__u64 seq;
 };
 
 // Keyed by thread-group id in the initial pid namespace. The map's name says the layout of
@@ -134,7 +137,7 @@ struct {
 	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, struct exec_record);
-} exec_record_v1 SEC(".maps");
+} exec_record_v2 SEC(".maps");
 
 // The pid namespaces (by inode number, as stat of /proc/PID/ns/pid shows it) whose tasks are
 // recorded; the keeper writes it. The value is unused.
@@ -240,7 +243,7 @@ int record_exec(void *ctx)
 	// Whatever follows, the previous image's entry goes: one written while this namespace was
 	// guarded must not describe a later image, and a record that cannot be written whole
 	// must not leave it behind.
-	bpf_map_delete_elem(&exec_record_v1, &tgid);
+	bpf_map_delete_elem(&exec_record_v2, &tgid);
 	if (!guarded(task))
 		return 0;
 
@@ -270,7 +273,8 @@ int record_exec(void *ctx)
 	}
 	if (base)
 		bpf_find_vma(task, base, mapped_file, &rec.interpreter, 0);
-	bpf_map_update_elem(&exec_record_v1, &tgid, &rec, BPF_NOEXIST);
+	rec.seq = bpf_ktime_get_boot_ns();
+	bpf_map_update_elem(&exec_record_v2, &tgid, &rec, BPF_NOEXIST);
 	return 0;
 }
 
@@ -285,7 +289,7 @@ int forget_exit(void *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = (__u32)id, tgid = id >> 32;
 	if (pid == tgid)
-		bpf_map_delete_elem(&exec_record_v1, &tgid);
+		bpf_map_delete_elem(&exec_record_v2, &tgid);
 	return 0;
 }
 

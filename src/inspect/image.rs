@@ -52,8 +52,11 @@ pub(crate) struct ImageInspection {
     pub exe: Vec<u8>,
     /// The image's argv (read only for a finding).
     pub argv: Argv,
-    /// An identity of this image (`AT_RANDOM`), when it was read.
-    pub token: Option<u64>,
+    /// An identity of this exec that the process cannot forge: when the exec record has it,
+    /// the time of the exec as the kernel wrote it; else the 16 bytes at `AT_RANDOM` (not
+    /// their address, which `setarch -R` and padded arguments make the same in the next
+    /// image). Read only for a finding.
+    pub token: Option<u128>,
     pub finding: Option<Finding>,
     /// Answered from the exec record alone, without a look through `/proc`.
     pub by_record: bool,
@@ -68,6 +71,9 @@ pub(crate) struct Loaded {
     /// The file mapped at `AT_BASE`, named as `/proc/PID/maps` names it (on an overlay
     /// filesystem, the layer's file): the interpreter the kernel loaded for the program.
     pub interpreter: Option<FileVersion>,
+    /// When the exec happened (`CLOCK_BOOTTIME`, ns), written by the kernel's exec path:
+    /// different for every exec of the process.
+    pub exec_time: u64,
 }
 
 /// `/proc/TID/NAME` in a stack buffer: the answer path allocates nothing for an ordinary exec.
@@ -184,13 +190,34 @@ pub(crate) fn inspect_image(
         ip,
         exe: &st,
     };
-    match kind {
-        ExeKind::Ordinary => Ok(ImageInspection::default()),
+    let mut inspection = match kind {
+        ExeKind::Ordinary => return Ok(ImageInspection::default()),
         ExeKind::Dynamic => {
-            judge_interpreter(&image, loaders, cache, valid, clock).map(Option::unwrap_or_default)
+            judge_interpreter(&image, loaders, cache, valid, clock)?.unwrap_or_default()
         }
-        ExeKind::Loader(kind) => inspect_loader_image(tid, abi, kind, valid),
+        ExeKind::Loader(kind) => inspect_loader_image(tid, abi, kind, valid)?,
+    };
+    if let (Some(r), Some(_)) = (recorded, &inspection.finding) {
+        // The top bit tells it from 16 random bytes of another exec of the pid.
+        inspection.token = Some(u128::from(r.exec_time) | 1 << 127);
     }
+    Ok(inspection)
+}
+
+/// The 16 bytes at `AT_RANDOM` in the image of `tid` (the kernel's random bytes for this exec),
+/// when they can be read.
+fn random_bytes(tid: u32, at: Option<u64>) -> Option<u128> {
+    let base = usize::try_from(at?).ok()?;
+    let mut bytes = [0u8; 16];
+    let remote = [nix::sys::uio::RemoteIoVec {
+        base,
+        len: bytes.len(),
+    }];
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(tid).ok()?);
+    let n =
+        nix::sys::uio::process_vm_readv(pid, &mut [std::io::IoSliceMut::new(&mut bytes)], &remote)
+            .ok()?;
+    (n == bytes.len()).then(|| u128::from_le_bytes(bytes))
 }
 
 /// Whether the exec record alone shows an image that runs its own code: a program already
@@ -292,6 +319,7 @@ fn judge_interpreter(
         .map(|p| p.as_bytes().to_vec())
         .unwrap_or_default();
     let argv = read_cmdline(&proc_dir)?;
+    let token = random_bytes(image.tid, aux.random);
     if !valid() {
         return Err(InspectError::Gone);
     }
@@ -309,7 +337,7 @@ fn judge_interpreter(
     Ok(Some(ImageInspection {
         exe: exe_display,
         argv,
-        token: aux.random,
+        token,
         finding: Some(custom_interpreter(&interp_name, &shown, loader, &program)),
         by_record: false,
     }))
@@ -433,7 +461,7 @@ fn inspect_loader_image(
         .unwrap_or_default();
     let argv = read_cmdline(&proc_dir)?;
     let env = read_loader_env(&proc_dir)?;
-    let token = read_auxv(tid, abi)?.random;
+    let token = random_bytes(tid, read_auxv(tid, abi)?.random);
     if !valid() {
         return Err(InspectError::Gone);
     }

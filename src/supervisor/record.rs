@@ -42,7 +42,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ex
 /// The map's name says its layout: a worker of another version (after an upgrade, the programs
 /// and map are the first keeper's) refuses a map it cannot read. Change the suffix with
 /// `struct exec_record`. At most 15 bytes (`BPF_OBJ_NAME_LEN`).
-const MAP: &str = "exec_record_v1";
+const MAP: &str = "exec_record_v2";
 /// The map of guarded pid namespaces (`guarded_pidns_v1` in the object; the same rule).
 const GUARDED: &str = "guarded_pidns_v1";
 /// (program, tracepoint): the exit one is attached first, so that every entry the exec one
@@ -519,6 +519,7 @@ impl ExecRecord {
         Some(Loaded {
             program: version(&raw.program),
             interpreter: version(&raw.interpreter),
+            exec_time: raw.seq,
         })
     }
 }

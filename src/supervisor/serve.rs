@@ -50,8 +50,9 @@ pub(super) struct ListenerState {
     /// start time, since pids are reused), so that the image checkpoint does not log them
     /// twice. Every image checkpoint consumes its pid's entry.
     pub allowed_at_exec: HashMap<u32, (Rule, u64)>,
-    /// Images already judged at their first thread-pointer setup (pid, AT_RANDOM).
-    pub judged_images: HashSet<(u32, u64)>,
+    /// Images already judged at their first thread-pointer setup (pid, the exec's identity:
+    /// `ImageInspection::token`).
+    pub judged_images: HashSet<(u32, u128)>,
     /// Set while answering a notification whose event a dead worker already wrote.
     pub suppress_events: bool,
     /// The events rate limit, by event identity.

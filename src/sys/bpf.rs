@@ -20,12 +20,14 @@ pub(crate) struct RawFile {
     pub(crate) pad: u32,
 }
 
-/// `struct exec_record`: the program and the interpreter of one exec.
+/// `struct exec_record`: the program and the interpreter of one exec, and when it happened.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct RawRecord {
     pub(crate) program: RawFile,
     pub(crate) interpreter: RawFile,
+    /// `CLOCK_BOOTTIME` in ns at the exec: different for each exec of a process.
+    pub(crate) seq: u64,
 }
 
 // SAFETY: integers only, without implicit padding (48 bytes per file, pinned below); every
@@ -85,8 +87,9 @@ mod tests {
     fn the_record_has_the_c_layout() {
         assert_eq!(std::mem::size_of::<RawFile>(), 48);
         assert_eq!(std::mem::offset_of!(RawFile, dev), 40);
-        assert_eq!(std::mem::size_of::<RawRecord>(), 96);
+        assert_eq!(std::mem::size_of::<RawRecord>(), 104);
         assert_eq!(std::mem::offset_of!(RawRecord, interpreter), 48);
+        assert_eq!(std::mem::offset_of!(RawRecord, seq), 96);
     }
 
     /// `union bpf_attr`'s `raw_tracepoint` member before the cookie, and the command's number

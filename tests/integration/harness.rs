@@ -103,6 +103,12 @@ pub fn fixture() -> &'static Fixture {
                 .arg(helpers.join("slowruntime.c")),
         );
         run_ok(
+            Command::new("gcc")
+                .args(["-O1", "-o"])
+                .arg(bin.join("reexec"))
+                .arg(helpers.join("reexec.c")),
+        );
+        run_ok(
             Command::new("musl-gcc")
                 .arg("-o")
                 .arg(bin.join("payload-musl"))

@@ -25,6 +25,7 @@ mod docker;
 mod failsafe;
 mod harness;
 mod hostile;
+mod judged;
 mod kubernetes;
 mod legit;
 mod message;
