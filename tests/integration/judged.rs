@@ -1,7 +1,8 @@
 //! Judged once per exec, never skipped (issue 24, item 2): an image the supervisor judged (and
 //! let run) that re-executes a loader in the same process, with address randomisation off and
 //! its arguments padded so that the new image's `AT_RANDOM` bytes lie at the same address,
-//! is judged again: both loader runs are logged in audit mode, with the exec record and
+//! is judged again: both loader runs are logged in audit mode, and in enforce mode (the first
+//! exempted by an `[[allow]]` rule) the second is denied; each with the exec record and
 //! without it.
 
 use crate::harness::{run_container, Supervisor};
@@ -56,4 +57,50 @@ fn a_same_address_reexec_is_judged_again_with_the_record() {
 fn a_same_address_reexec_is_judged_again_without_the_record() {
     needs_root!();
     both_runs_logged("[worker]\nexec_record = \"off\"\n", "judged-no-record");
+}
+
+/// In enforce mode the first loader run is exempted by an `[[allow]]` rule (so it runs code);
+/// the loader run it re-executes at the same address is still judged, and denied.
+fn second_run_denied(extra: &str, name: &str) {
+    let rule = "[[allow]]\nname = \"reexec\"\nprogram = \"/opt/eg/reexec\"\n";
+    let sup = Supervisor::start("enforce", &format!("{extra}{rule}"));
+    let run = run_container(&sup, name, &script(), &[]);
+    let log = sup.log();
+    assert!(
+        !run.marker("m"),
+        "the re-executed loader run went through\n{}\n{log}",
+        run.describe()
+    );
+    let events = sup.events_of(&run.id);
+    let action_for = |program: &str| {
+        events
+            .iter()
+            .find(|e| e["loader"]["program"] == program)
+            .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        action_for("/opt/eg/reexec").as_deref(),
+        Some("allowed"),
+        "{events:#?}\n{log}"
+    );
+    assert_eq!(
+        action_for("/bin/touch").as_deref(),
+        Some("denied"),
+        "{events:#?}\n{log}"
+    );
+}
+
+#[test]
+fn an_exempted_runs_same_address_reexec_is_denied_with_the_record() {
+    needs_root!();
+    second_run_denied("", "judged-enforce-record");
+}
+
+#[test]
+fn an_exempted_runs_same_address_reexec_is_denied_without_the_record() {
+    needs_root!();
+    second_run_denied(
+        "[worker]\nexec_record = \"off\"\n",
+        "judged-enforce-no-record",
+    );
 }
