@@ -28,6 +28,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 
 typedef __u32 dev_t;
 typedef __s64 time64_t;
@@ -104,6 +105,16 @@ struct task_struct {
 	struct pid *thread_pid;
 } __attribute__((preserve_access_index));
 
+struct linux_binprm {
+	char buf[256];
+	const char *filename;
+} __attribute__((preserve_access_index));
+
+// EI_CLASS in an ELF header: a 32-bit program's (i386, x32) auxiliary vector is saved as pairs
+// of 32-bit words.
+#define EI_CLASS 4
+#define ELFCLASS32 1
+
 // One file as the record has it; laid out as `record::FileRecord` in Rust.
 struct file_record {
 	__u64 ino;
@@ -140,7 +151,7 @@ struct {
 } exec_record_v2 SEC(".maps");
 
 // The pid namespaces (by inode number, as stat of /proc/PID/ns/pid shows it) whose tasks are
-// recorded; the keeper writes it. The value is unused.
+// recorded; the keeper writes it. The value: GUARD_* flags.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -148,12 +159,66 @@ struct {
 	__type(value, __u32);
 } guarded_pidns_v1 SEC(".maps");
 
+// Every exec of the namespace is judged at its exec checkpoint ([detect] exec_checkpoint): one
+// that then runs other files than were judged, or that nothing judged, is reported; and
+// killed where the container's mode is enforce.
+#define GUARD_EXECS_JUDGED 1
+#define GUARD_ENFORCE 2
+
+// What the exec checkpoint judged and let run, under the id of the thread that called execve
+// (the tracepoint's old_pid); written by the worker before it answers, taken by the exec.
+// Laid out as `sys::bpf::RawApproval`. The program as the record names it, without its device
+// (stat and the inode name a btrfs subvolume's files by different devices): inode number, size
+// and change time, which no one can set; the interpreter by size and change time (its mapping
+// names an overlay's layer file, whose inode number is not the one stat shows, but whose size
+// and times are), or none.
+struct approval {
+	__u64 ino;
+	__s64 size;
+	__s64 ctime_sec;
+	__u32 ctime_nsec;
+	// 1: the program has an interpreter, described below; 0: none is loaded.
+	__u32 has_interp;
+	__s64 interp_size;
+	__s64 interp_ctime_sec;
+	__u32 interp_ctime_nsec;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct approval);
+} approved_v1 SEC(".maps");
+
+// A killed exec, for the supervisor's event; laid out as `record::RawKill`.
+struct kill {
+	__u32 tgid;
+	__u32 pidns;
+	struct file_record ran;
+	struct file_record ran_interp;
+	// 0: nothing was judged for this exec; 1: something else was.
+	__u32 judged;
+	// 1: killed; 0: only reported (audit mode).
+	__u32 killed;
+	struct approval approved;
+	char filename[256];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} kills_v1 SEC(".maps");
+
 // MAX_PID_NS_LEVEL: a pid namespace is at most 32 levels below the initial one.
 #define MAX_PID_NS_LEVEL 32
 
-// Whether `task` is in a guarded pid namespace or below one (a container that made pid
-// namespaces of its own stays guarded). Reads only the level for a task of the initial one.
-static __always_inline int guarded(struct task_struct *task)
+// The flags of the guarded pid namespace `task` is in or below (a container that made pid
+// namespaces of its own stays guarded), and its inode number in `inum`; none when it is in no
+// guarded one. Reads only the level for a task of the initial one.
+static __always_inline __u32 *guarded(struct task_struct *task, __u32 *inum)
 {
 	// Direct loads through the task's BTF-typed pointer (no helper call): the host's execs
 	// stop here.
@@ -171,14 +236,54 @@ static __always_inline int guarded(struct task_struct *task)
 	if (bpf_probe_read_kernel(&ns, sizeof(ns), &numbers[level].ns) || !ns)
 		return 0;
 	for (unsigned int i = 0; i < MAX_PID_NS_LEVEL && i < level; i++) {
-		__u32 inum = BPF_CORE_READ(ns, ns.inum);
-		if (bpf_map_lookup_elem(&guarded_pidns_v1, &inum))
-			return 1;
+		*inum = BPF_CORE_READ(ns, ns.inum);
+		__u32 *flags = bpf_map_lookup_elem(&guarded_pidns_v1, inum);
+		if (flags)
+			return flags;
 		ns = BPF_CORE_READ(ns, parent);
 		if (!ns)
 			return 0;
 	}
 	return 0;
+}
+
+// Whether the exec loads the files that were judged.
+static __always_inline int as_judged(const struct approval *a, const struct exec_record *r)
+{
+	const struct file_record *p = &r->program, *i = &r->interpreter;
+	if (p->dev == 0 || a->ino != p->ino || a->size != p->size || a->ctime_sec != p->ctime_sec ||
+	    a->ctime_nsec != p->ctime_nsec)
+		return 0;
+	if (!a->has_interp)
+		return i->dev == 0;
+	return i->dev != 0 && a->interp_size == i->size && a->interp_ctime_sec == i->ctime_sec &&
+	       a->interp_ctime_nsec == i->ctime_nsec;
+}
+
+// Kills the task that just executed, if `kill` (it has not returned to user space: no
+// instruction of the new image runs), and tells the supervisor what ran.
+static __always_inline void not_as_judged(__u32 tgid, __u32 inum, const struct exec_record *ran,
+					  const struct approval *approved,
+					  struct linux_binprm *bprm, int kill)
+{
+	if (kill)
+		bpf_send_signal(9);
+	struct kill *k = bpf_ringbuf_reserve(&kills_v1, sizeof(*k), 0);
+	if (!k)
+		return;
+	k->tgid = tgid;
+	k->pidns = inum;
+	k->ran = ran->program;
+	k->ran_interp = ran->interpreter;
+	k->judged = approved != 0;
+	k->killed = kill;
+	if (approved)
+		k->approved = *approved;
+	else
+		__builtin_memset(&k->approved, 0, sizeof(k->approved));
+	if (bpf_probe_read_kernel_str(k->filename, sizeof(k->filename), bprm->filename) < 0)
+		k->filename[0] = 0;
+	bpf_ringbuf_submit(k, 0);
 }
 
 #define AT_BASE 7
@@ -232,7 +337,7 @@ static long mapped_file(struct task_struct *task, struct vm_area_struct *vma, vo
 }
 
 SEC("tp_btf/sched_process_exec")
-int record_exec(void *ctx)
+int BPF_PROG(record_exec, struct task_struct *unused, int old_pid, struct linux_binprm *bprm)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	// The host's tasks are never recorded (their pid level never changes).
@@ -244,8 +349,24 @@ int record_exec(void *ctx)
 	// guarded must not describe a later image, and a record that cannot be written whole
 	// must not leave it behind.
 	bpf_map_delete_elem(&exec_record_v2, &tgid);
-	if (!guarded(task))
+	__u32 inum = 0;
+	__u32 *flags = guarded(task, &inum);
+	if (!flags)
 		return 0;
+	__u32 confirm = *flags & GUARD_EXECS_JUDGED;
+	// The judgment of this exec, taken: it is for this exec only. (Only the exec checkpoint
+	// writes them, so where it is off there is none to look for.)
+	struct approval approved = {};
+	int judged = 0;
+	if (confirm) {
+		__u32 caller = old_pid;
+		struct approval *a = bpf_map_lookup_elem(&approved_v1, &caller);
+		if (a) {
+			approved = *a;
+			judged = 1;
+			bpf_map_delete_elem(&approved_v1, &caller);
+		}
+	}
 
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	if (!mm)
@@ -258,22 +379,47 @@ int record_exec(void *ctx)
 	unsigned long base = 0;
 	unsigned long *auxv = __builtin_preserve_access_index(&mm->saved_auxv[0]);
 	__u32 words = bpf_core_field_size(mm->saved_auxv) / sizeof(unsigned long);
-	for (__u32 i = 0; i < AUXV_PAIRS; i++) {
-		unsigned long pair[2] = {};
-		if (2 * i + 1 >= words)
-			break;
-		if (bpf_probe_read_kernel(pair, sizeof(pair), auxv + 2 * i))
-			break;
-		if (pair[0] == 0)
-			break;
-		if (pair[0] == AT_BASE) {
-			base = pair[1];
-			break;
+	char class = 0;
+	bpf_probe_read_kernel(&class, 1, &bprm->buf[EI_CLASS]);
+	if (class == ELFCLASS32) {
+		// Pairs of 32-bit words, two to an unsigned long.
+		for (__u32 i = 0; i < AUXV_PAIRS; i++) {
+			__u32 pair[2] = {};
+			if (i >= words)
+				break;
+			if (bpf_probe_read_kernel(pair, sizeof(pair), auxv + i))
+				break;
+			if (pair[0] == 0)
+				break;
+			if (pair[0] == AT_BASE) {
+				base = pair[1];
+				break;
+			}
+		}
+	} else {
+		for (__u32 i = 0; i < AUXV_PAIRS; i++) {
+			unsigned long pair[2] = {};
+			if (2 * i + 1 >= words)
+				break;
+			if (bpf_probe_read_kernel(pair, sizeof(pair), auxv + 2 * i))
+				break;
+			if (pair[0] == 0)
+				break;
+			if (pair[0] == AT_BASE) {
+				base = pair[1];
+				break;
+			}
 		}
 	}
 	if (base)
 		bpf_find_vma(task, base, mapped_file, &rec.interpreter, 0);
 	rec.seq = bpf_ktime_get_boot_ns();
+	if (confirm && !(judged && as_judged(&approved, &rec))) {
+		int kill = *flags & GUARD_ENFORCE;
+		not_as_judged(tgid, inum, &rec, judged ? &approved : 0, bprm, kill);
+		if (kill)
+			return 0;
+	}
 	bpf_map_update_elem(&exec_record_v2, &tgid, &rec, BPF_NOEXIST);
 	return 0;
 }

@@ -115,6 +115,10 @@ pub enum Rule {
     InspectionFailed,
     /// A process tried to install a seccomp listener of its own (the kernel refuses: EBUSY).
     SeccompListenerAttempt,
+    /// The kernel ran another file than the one judged at the exec checkpoint (a swap between
+    /// the look and the open), or one that was never judged; killed before its first
+    /// instruction (the exec record's confirmation, enforce mode with the exec checkpoint).
+    ExecNotAsJudged,
 }
 
 impl Rule {
@@ -135,13 +139,14 @@ impl Rule {
             Rule::LoaderQuery => "Dynamic loader queried without running a program",
             Rule::InspectionFailed => "Exec could not be inspected",
             Rule::SeccompListenerAttempt => "Process tried to install its own seccomp listener",
+            Rule::ExecNotAsJudged => "Executed file is not the one judged at the exec",
         }
     }
 
     pub fn category(self) -> &'static str {
         match self {
             Rule::InspectionFailed => "integrity",
-            Rule::SeccompListenerAttempt => "defense_evasion",
+            Rule::SeccompListenerAttempt | Rule::ExecNotAsJudged => "defense_evasion",
             Rule::BinaryExecutedByLoader
             | Rule::FilelessLoaderExecution
             | Rule::CustomInterpreter
@@ -161,6 +166,7 @@ impl Rule {
             Rule::LoaderQuery => Importance::Low,
             Rule::InspectionFailed => Importance::Medium,
             Rule::SeccompListenerAttempt => Importance::High,
+            Rule::ExecNotAsJudged => Importance::Critical,
         }
     }
 }
@@ -227,6 +233,8 @@ pub enum Stage {
     Image,
     /// Another trapped call.
     Syscall,
+    /// The kernel's exec path, where the exec record's program confirms what an exec runs.
+    Record,
 }
 
 /// The system call ABI a call came through; it decides the size of the pointers in argv.

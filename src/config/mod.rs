@@ -64,6 +64,7 @@ pub(crate) struct RuleOverrides {
     pub(crate) loader_query: Option<Importance>,
     pub(crate) inspection_failed: Option<Importance>,
     pub(crate) seccomp_listener_attempt: Option<Importance>,
+    pub(crate) exec_not_as_judged: Option<Importance>,
 }
 
 impl RuleOverrides {
@@ -75,6 +76,7 @@ impl RuleOverrides {
             Rule::LoaderQuery => self.loader_query,
             Rule::InspectionFailed => self.inspection_failed,
             Rule::SeccompListenerAttempt => self.seccomp_listener_attempt,
+            Rule::ExecNotAsJudged => self.exec_not_as_judged,
         };
         over.unwrap_or_else(|| rule.default_importance())
     }

@@ -306,6 +306,17 @@ pub(crate) struct Inspection {
     /// The target's path inside the root, as resolved.
     pub(crate) resolved: Option<Vec<u8>>,
     pub(crate) finding: Option<Finding>,
+    /// What the kernel will load for this exec, as far as it could be resolved.
+    pub(crate) runs: Option<Runs>,
+}
+
+/// What an exec loads: the new image's executable (`/proc/PID/exe`: the target, or for a
+/// script the interpreter its `#!` chain ends at) and the interpreter its `PT_INTERP` names
+/// (none for a static program or a loader run directly).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Runs {
+    pub(crate) program: FileVersion,
+    pub(crate) interpreter: Option<FileVersion>,
 }
 
 /// Inspects one exec; `clock` is charged for resolving and classifying.
@@ -322,6 +333,7 @@ pub(crate) fn inspect(
     let mut inspection = Inspection {
         resolved: Some(target.display.clone()),
         finding: None,
+        runs: None,
     };
     if !target.is_regular() {
         // The kernel refuses to exec anything but a regular file (EACCES).
@@ -331,6 +343,10 @@ pub(crate) fn inspect(
         view,
         loaders,
         cache: std::cell::RefCell::new(cache),
+        runs: std::cell::Cell::new(Some(Runs {
+            program: version_of(&target.stat),
+            interpreter: None,
+        })),
     };
     let kind = ctx.kind_of(&target)?;
     clock.lap(Phase::Classify);
@@ -350,6 +366,7 @@ pub(crate) fn inspect(
         FileKind::Dynamic { interp } => ctx.interp_finding(&interp, &req.path)?,
         FileKind::OtherElf | FileKind::Other => None,
     };
+    inspection.runs = ctx.runs.get();
     Ok(inspection)
 }
 
@@ -407,6 +424,8 @@ struct Ctx<'a> {
     view: &'a FsView,
     loaders: &'a SystemLoaders,
     cache: std::cell::RefCell<&'a mut FileCache>,
+    /// What the kernel will load, as far as it was followed.
+    runs: std::cell::Cell<Option<Runs>>,
 }
 
 impl Ctx<'_> {
@@ -465,11 +484,17 @@ impl Ctx<'_> {
         depth: u32,
     ) -> Result<Option<Finding>, InspectError> {
         if depth > MAX_INTERPRETER_DEPTH {
+            self.runs.set(None);
             return Ok(None);
         }
         let Some(interp) = self.resolve_interpreter(&sb.interpreter) else {
+            self.runs.set(None);
             return Ok(None);
         };
+        self.runs.set(Some(Runs {
+            program: version_of(&interp.stat),
+            interpreter: None,
+        }));
         // The kernel runs: interpreter [arg] script argv[1..].
         let build_argv = |args: &mut dyn ExecArgs| -> Result<Vec<Vec<u8>>, InspectError> {
             let argv = args.argv()?;
@@ -518,8 +543,12 @@ impl Ctx<'_> {
         program: &[u8],
     ) -> Result<Option<Finding>, InspectError> {
         let Some(found) = self.resolve_interpreter(interp) else {
+            self.runs.set(None);
             return Ok(None);
         };
+        let interpreter = Some(version_of(&found.stat));
+        self.runs
+            .set(self.runs.get().map(|r| Runs { interpreter, ..r }));
         if self.loaders.kind_of(found.key()).is_some() {
             return Ok(None);
         }

@@ -243,6 +243,16 @@ fn parse_metadata(meta: &str) -> Option<Injected> {
     Some(injected)
 }
 
+/// Whether the profile behind `listenerMetadata` traps the execs themselves (the exec
+/// checkpoint): every exec call that runs under it is in its `trapped` list.
+pub(crate) fn traps_execs(meta: &str) -> bool {
+    parse_metadata(meta).is_some_and(|i| {
+        i.trapped
+            .iter()
+            .any(|(name, _)| Trap::named(name).is_some_and(|t| t.role == Role::Exec))
+    })
+}
+
 fn metadata(created: bool, trapped: &[(String, String)]) -> String {
     let list: Vec<String> = trapped.iter().map(|(n, a)| format!("{n}:{a}")).collect();
     format!(

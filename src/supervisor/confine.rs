@@ -121,8 +121,10 @@ const RELOAD_SIGNAL: u64 = libc::SIGHUP.unsigned_abs() as u64;
 /// `seccomp(2)` only for `SECCOMP_GET_NOTIF_SIZES` (the size of a notification, read per
 /// notify fd).
 const SECCOMP_GET_NOTIF_SIZES: u64 = 3;
-/// `bpf(2)`'s command that reads one map entry.
+/// `bpf(2)`'s commands that read one map entry and write one (the exec checkpoint's approval
+/// for the exec record's confirmation).
 const BPF_MAP_LOOKUP_ELEM: u64 = 1;
+const BPF_MAP_UPDATE_ELEM: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConfineError {
@@ -154,8 +156,12 @@ fn program_for(mode: SyscallFilter, pid: u32) -> Result<Option<BpfProgram>, Conf
     rules.insert(libc::SYS_seccomp, vec![only(0, SECCOMP_GET_NOTIF_SIZES)?]);
     rules.insert(libc::SYS_kill, vec![only(1, RELOAD_SIGNAL)?]);
     rules.insert(libc::SYS_tgkill, vec![only(0, u64::from(pid))?]);
-    // The exec record is read, never changed.
-    rules.insert(libc::SYS_bpf, vec![only(0, BPF_MAP_LOOKUP_ELEM)?]);
+    // The exec record is read; the approvals map is written (the maps the worker was handed
+    // are its only descriptors of BPF maps: no other command is allowed).
+    rules.insert(
+        libc::SYS_bpf,
+        vec![only(0, BPF_MAP_LOOKUP_ELEM)?, only(0, BPF_MAP_UPDATE_ELEM)?],
+    );
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
         .map_err(ConfineError::Build)?;
     BpfProgram::try_from(filter)

@@ -36,10 +36,11 @@ struct Handover {
     /// When the first keeper started (seconds since the epoch): uptime survives upgrades.
     started: u64,
     held: Vec<HeldFd>,
-    /// The exec record's map and links (`record::RecordFds::fds`); the new keeper could not
-    /// load them again (its capabilities were reduced).
+    /// The exec record's map and links, and the confirmation's approvals and kills where the
+    /// programs have them (`record::RecordFds::worker_fds`: three or five); the new keeper
+    /// could not load them again (its capabilities were reduced).
     #[serde(default)]
-    record: Option<[RawFd; 3]>,
+    record: Option<Vec<RawFd>>,
     /// The record's map of guarded pid namespaces (absent from an older keeper's handover).
     #[serde(default)]
     guarded: Option<RawFd>,
@@ -144,7 +145,7 @@ fn prepare_and_exec(
         held,
         record: record
             .as_ref()
-            .map(|fds| fds.each_ref().map(AsRawFd::as_raw_fd)),
+            .map(|fds| fds.iter().map(AsRawFd::as_raw_fd).collect()),
         guarded: guarded.as_ref().map(AsRawFd::as_raw_fd),
     };
     let memfd = nix::sys::memfd::memfd_create(
@@ -218,7 +219,7 @@ pub(crate) fn take() -> Result<Option<Adopted>, HandoverError> {
     }
     let record = h
         .record
-        .and_then(|fds| match RecordFds::adopt(fds, h.guarded) {
+        .and_then(|fds| match RecordFds::adopt(&fds, h.guarded) {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::error!(error = %e, "the exec record did not cross the upgrade; every image is looked at through /proc");

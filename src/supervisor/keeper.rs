@@ -159,7 +159,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
     let mut held: Vec<Option<Held>> = (0..MAX_SLOTS).map(|_| None).collect();
     for (index, state, fd) in carried {
         if index < MAX_SLOTS && held[index].is_none() && watch(&epoll, index, &fd) {
-            guard(guarded.as_mut(), index, &state);
+            guard(guarded.as_mut(), &config, index, &state);
             held[index] = Some(Held { state, fd });
         }
     }
@@ -225,7 +225,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                                         &mut held,
                                         None,
                                         store.as_ref(),
-                                        guarded.as_mut(),
+                                        (guarded.as_mut(), &config),
                                         arrival,
                                     );
                                 }
@@ -294,7 +294,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                             &mut held,
                             worker.as_ref(),
                             store.as_ref(),
-                            guarded.as_mut(),
+                            (guarded.as_mut(), &config),
                             arrival,
                         );
                     }
@@ -408,7 +408,7 @@ fn start_worker(
     let slots_fd = dup(slots.file().as_fd(), "the slot file")?;
     let record_fds = match &cmd.record {
         Some(r) => Some(r.inheritable().map_err(|source| SupervisorError::Dup {
-            fd: r.fds()[0].as_raw_fd(),
+            fd: r.worker_fds()[0].as_raw_fd(),
             what: "the exec record",
             source,
         })?),
@@ -487,7 +487,7 @@ fn admit(
     held: &mut [Option<Held>],
     worker: Option<&Worker>,
     store: Option<&super::fdstore::FdStore>,
-    guarded: Option<&mut Guarded>,
+    (guarded, config): (Option<&mut Guarded>, &Config),
     h: Held,
 ) {
     let Some(index) = held.iter().position(Option::is_none) else {
@@ -500,7 +500,7 @@ fn admit(
         return;
     }
     // Before the worker has the fd: the container's first exec is answered with its record.
-    guard(guarded, index, &h.state);
+    guard(guarded, config, index, &h.state);
     if let Some(w) = worker {
         send(w, index, &h);
     }
@@ -512,9 +512,12 @@ fn admit(
 
 /// Adds the pid namespace of the container whose runc message is `state` to the exec record's
 /// guarded ones; a container that cannot be added is still served, through `/proc` only.
-fn guard(guarded: Option<&mut Guarded>, index: usize, state: &[u8]) {
+fn guard(guarded: Option<&mut Guarded>, config: &Config, index: usize, state: &[u8]) {
     if let Some(g) = guarded {
-        if let Err(e) = g.admit(index, state) {
+        let confirmation = |metadata: &str, annotated: Option<&str>| {
+            super::record::confirmation(config, metadata, annotated)
+        };
+        if let Err(e) = g.admit(index, state, confirmation) {
             tracing::warn!(slot = index, error = %e, "this container's execs are not in the exec record; its images are looked at through /proc");
         }
     }

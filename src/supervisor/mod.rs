@@ -22,6 +22,7 @@ mod fdstore;
 pub(crate) mod handover;
 mod image;
 pub(crate) mod keeper;
+mod kills;
 pub(crate) mod privilege;
 mod ratelimit;
 pub(crate) mod record;
@@ -198,6 +199,11 @@ pub(crate) fn run_worker(
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+    let mut record = record;
+    let kills = record
+        .as_mut()
+        .ok()
+        .and_then(record::ExecRecord::take_kills);
     let shared = Arc::new(Shared::new(
         config,
         config_path,
@@ -207,6 +213,12 @@ pub(crate) fn run_worker(
         record,
     ));
     control::start(shared.clone());
+    // Mapped before the worker's system calls are confined.
+    if let Some(fd) = kills {
+        if let Err(e) = kills::start(shared.clone(), fd) {
+            tracing::error!(error = %e, "cannot read the exec record's killed execs; kills are not reported");
+        }
+    }
     // Before the first notification: only what the answer path needs, for good.
     privilege::check_available()?;
     let kept = privilege::reduce_worker()?;

@@ -34,7 +34,7 @@ use aya::Btf;
 use crate::config::ExecRecordSetting;
 use crate::inspect::image::Loaded;
 use crate::inspect::FileVersion;
-use crate::sys::bpf::{RawFile, RawRecord};
+use crate::sys::bpf::{RawApproval, RawFile, RawRecord};
 
 /// The object `build.rs` compiled; empty when it was built without clang.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/exec_record.bpf.o"));
@@ -43,8 +43,11 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ex
 /// and map are the first keeper's) refuses a map it cannot read. Change the suffix with
 /// `struct exec_record`. At most 15 bytes (`BPF_OBJ_NAME_LEN`).
 const MAP: &str = "exec_record_v2";
-/// The map of guarded pid namespaces (`guarded_pidns_v1` in the object; the same rule).
+/// The map of guarded pid namespaces (`guarded_pidns_v1` in the object; the same rule), the
+/// exec checkpoint's approvals and the ring buffer of killed execs.
 const GUARDED: &str = "guarded_pidns_v1";
+const APPROVED: &str = "approved_v1";
+const KILLS: &str = "kills_v1";
 /// (program, tracepoint): the exit one is attached first, so that every entry the exec one
 /// writes is of a process whose end will remove it.
 const EXIT: (&str, &str) = ("forget_exit", "sched_process_exit");
@@ -103,13 +106,16 @@ pub(crate) enum RecordError {
 }
 
 /// The record's descriptors: the map, the two links that keep its programs attached, and the
-/// map of guarded pid namespaces.
+/// confirmation's map of approvals and ring buffer of kills (a worker's share), and the map of
+/// guarded pid namespaces (the keeper's).
 pub(crate) struct RecordFds {
     map: OwnedFd,
     exec: OwnedFd,
     exit: OwnedFd,
-    /// None for a record handed over by a keeper older than this map, whose programs record
-    /// every exec.
+    /// The approvals and the kills; None for a record of programs older than the confirmation
+    /// (carried across an upgrade).
+    confirm: Option<[OwnedFd; 2]>,
+    /// None for a record of programs older than this map, which record every exec.
     guarded: Option<OwnedFd>,
 }
 
@@ -133,6 +139,8 @@ impl RecordFds {
         let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| RecordError::Load(Box::new(e)))?;
         let map = map_fd(&ebpf, MAP)?;
         let guarded = map_fd(&ebpf, GUARDED)?;
+        let approved = map_fd(&ebpf, APPROVED)?;
+        let kills = map_fd(&ebpf, KILLS)?;
         let exit = attach(&mut ebpf, &btf, EXIT)?;
         let exec = attach(&mut ebpf, &btf, EXEC)?;
         // aya's own descriptors close here; the links hold the programs, and they the maps.
@@ -140,13 +148,17 @@ impl RecordFds {
             map,
             exec,
             exit,
+            confirm: Some([approved, kills]),
             guarded: Some(guarded),
         })
     }
 
-    /// The descriptors a worker gets: map, exec link, exit link.
-    pub(crate) fn fds(&self) -> [BorrowedFd<'_>; 3] {
-        [self.map.as_fd(), self.exec.as_fd(), self.exit.as_fd()]
+    /// The descriptors a worker gets: map, exec link, exit link, and the approvals and kills
+    /// when the programs have them.
+    pub(crate) fn worker_fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut fds = vec![self.map.as_fd(), self.exec.as_fd(), self.exit.as_fd()];
+        fds.extend(self.confirm.iter().flatten().map(AsFd::as_fd));
+        fds
     }
 
     /// The map of guarded pid namespaces, if the programs have one.
@@ -154,26 +166,33 @@ impl RecordFds {
         self.guarded.as_ref().map(AsFd::as_fd)
     }
 
-    /// Copies of the three descriptors without close-on-exec, in the order of [`Self::fds`]:
-    /// for a worker's command line or the upgrade's `execve`.
-    pub(crate) fn inheritable(&self) -> nix::Result<[OwnedFd; 3]> {
-        let [map, exec, exit] = self.fds();
-        Ok([
-            nix::unistd::dup(map)?,
-            nix::unistd::dup(exec)?,
-            nix::unistd::dup(exit)?,
-        ])
+    /// Copies of [`Self::worker_fds`] without close-on-exec, in that order: for a worker's
+    /// command line or the upgrade's `execve`.
+    pub(crate) fn inheritable(&self) -> nix::Result<Vec<OwnedFd>> {
+        self.worker_fds()
+            .into_iter()
+            .map(nix::unistd::dup)
+            .collect()
     }
 
-    /// Takes the descriptors a keeper passed on, in the order of [`Self::fds`], and the map of
-    /// guarded pid namespaces if it had one.
-    pub(crate) fn adopt(fds: [RawFd; 3], guarded: Option<RawFd>) -> std::io::Result<Self> {
-        let [map, exec, exit] = fds;
+    /// Takes the descriptors a keeper passed on, in the order of [`Self::worker_fds`] (three,
+    /// or five with the confirmation's), and the map of guarded pid namespaces if it had one.
+    pub(crate) fn adopt(fds: &[RawFd], guarded: Option<RawFd>) -> std::io::Result<Self> {
+        let adopt = crate::sys::adopt_inherited_fd;
+        let invalid = || std::io::Error::from_raw_os_error(libc::EINVAL);
+        let (map, exec, exit, confirm) = match *fds {
+            [map, exec, exit] => (map, exec, exit, None),
+            [map, exec, exit, approved, kills] => {
+                (map, exec, exit, Some([adopt(approved)?, adopt(kills)?]))
+            }
+            _ => return Err(invalid()),
+        };
         Ok(Self {
-            map: crate::sys::adopt_inherited_fd(map)?,
-            exec: crate::sys::adopt_inherited_fd(exec)?,
-            exit: crate::sys::adopt_inherited_fd(exit)?,
-            guarded: guarded.map(crate::sys::adopt_inherited_fd).transpose()?,
+            map: adopt(map)?,
+            exec: adopt(exec)?,
+            exit: adopt(exit)?,
+            confirm,
+            guarded: guarded.map(adopt).transpose()?,
         })
     }
 }
@@ -181,7 +200,7 @@ impl RecordFds {
 /// A copy of the descriptor of map `name` of the loaded object.
 fn map_fd(ebpf: &aya::Ebpf, name: &'static str) -> Result<OwnedFd, RecordError> {
     match ebpf.map(name) {
-        Some(Map::HashMap(data)) => data
+        Some(Map::HashMap(data) | Map::RingBuf(data)) => data
             .fd()
             .as_fd()
             .try_clone_to_owned()
@@ -190,7 +209,7 @@ fn map_fd(ebpf: &aya::Ebpf, name: &'static str) -> Result<OwnedFd, RecordError> 
     }
 }
 
-/// `execguard load-exec-record --fd N`: loads the record and sends its four descriptors over
+/// `execguard load-exec-record --fd N`: loads the record and sends its six descriptors over
 /// the socket `fd` (or, on failure, the reason, without descriptors), then ends.
 pub(crate) fn serve_loader(socket: OwnedFd) -> std::io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
@@ -201,7 +220,7 @@ pub(crate) fn serve_loader(socket: OwnedFd) -> std::io::Result<()> {
     let raw: Vec<RawFd> = record
         .as_ref()
         .map(|r| {
-            r.fds()
+            r.worker_fds()
                 .into_iter()
                 .chain(r.guarded_fd())
                 .map(|fd| fd.as_raw_fd())
@@ -253,18 +272,19 @@ fn load_in_child(exe: &Path) -> Result<RecordFds, RecordError> {
         &nix::sys::time::TimeVal::new(LOADER_SECONDS, 0),
     );
     let mut buf = [0u8; 1024];
-    let received = crate::sys::recv_with_fds::<4>(ours.as_fd(), &mut buf);
+    let received = crate::sys::recv_with_fds::<6>(ours.as_fd(), &mut buf);
     if received.is_err() {
         let _ = child.kill();
     }
     let _ = child.wait();
     let (n, fds) = received.map_err(|e| child_err(e.into()))?;
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-    match <[OwnedFd; 4]>::try_from(fds) {
-        Ok([map, exec, exit, guarded]) if text == LOADED => Ok(RecordFds {
+    match <[OwnedFd; 6]>::try_from(fds) {
+        Ok([map, exec, exit, approved, kills, guarded]) if text == LOADED => Ok(RecordFds {
             map,
             exec,
             exit,
+            confirm: Some([approved, kills]),
             guarded: Some(guarded),
         }),
         _ if n == 0 => Err(child_err(std::io::Error::from_raw_os_error(libc::EPIPE))),
@@ -314,9 +334,9 @@ pub(crate) fn open_passed(
             .to_owned());
     };
     let opened = parse_fds(text)
-        .ok_or_else(|| format!("--record-fds {text:?} is not three descriptor numbers"))
+        .ok_or_else(|| format!("--record-fds {text:?} is not three or five descriptor numbers"))
         .and_then(|fds| {
-            RecordFds::adopt(fds, None).map_err(|e| format!("the record's descriptors: {e}"))
+            RecordFds::adopt(&fds, None).map_err(|e| format!("the record's descriptors: {e}"))
         })
         .and_then(|fds| {
             ExecRecord::open(fds).map_err(|e| format!("opening the exec record in the worker: {e}"))
@@ -327,11 +347,13 @@ pub(crate) fn open_passed(
     opened
 }
 
-/// The comma-separated descriptor numbers of `--record-fds`.
-fn parse_fds(text: &str) -> Option<[RawFd; 3]> {
-    let mut numbers = text.split(',').map(|n| n.trim().parse::<RawFd>().ok());
-    let fds = [numbers.next()??, numbers.next()??, numbers.next()??];
-    numbers.next().is_none().then_some(fds)
+/// The comma-separated descriptor numbers of `--record-fds`: three, or five.
+fn parse_fds(text: &str) -> Option<Vec<RawFd>> {
+    let fds: Vec<RawFd> = text
+        .split(',')
+        .map(|n| n.trim().parse::<RawFd>().ok())
+        .collect::<Option<_>>()?;
+    matches!(fds.len(), 3 | 5).then_some(fds)
 }
 
 fn attach(
@@ -352,6 +374,33 @@ fn attach(
     let program_fd = program.fd().map_err(program_err)?;
     crate::sys::bpf::attach_btf_tracepoint(program_fd.as_fd())
         .map_err(|source| RecordError::Attach { name, source })
+}
+
+/// `GUARD_EXECS_JUDGED` and `GUARD_ENFORCE` in `bpf/exec_record.bpf.c`.
+const GUARD_EXECS_JUDGED: u32 = 1;
+const GUARD_ENFORCE: u32 = 2;
+
+/// How the kernel confirms a container's execs (the flags of its pid namespace): where the exec
+/// checkpoint judges every exec (its profile traps every exec call that runs, as the spec's
+/// `listenerMetadata` says: the hook's or runtime's `[detect] exec_checkpoint`), an exec that
+/// then runs other files than were judged, or that nothing judged, is reported, and in
+/// enforce mode (the container's annotation, or the config's default) killed before its
+/// first instruction.
+pub(crate) fn confirmation(
+    config: &crate::config::Config,
+    metadata: &str,
+    annotated: Option<&str>,
+) -> u32 {
+    if !crate::spec::traps_execs(metadata) {
+        return 0;
+    }
+    let mode = annotated
+        .and_then(crate::vocab::Mode::from_annotation)
+        .unwrap_or(config.mode);
+    match mode {
+        crate::vocab::Mode::Enforce => GUARD_EXECS_JUDGED | GUARD_ENFORCE,
+        _ => GUARD_EXECS_JUDGED,
+    }
 }
 
 /// The keeper's side of the map of guarded pid namespaces: a container's pid namespace is
@@ -403,16 +452,41 @@ impl Guarded {
 
     /// Counts the notify fd in `slot`, whose runc message is `state`, under its container's
     /// pid namespace, adding the namespace to the map if it is new.
-    pub(crate) fn admit(&mut self, slot: usize, state: &[u8]) -> Result<(), GuardError> {
+    /// `confirmation` gives the flags of the container's namespace from runc's `metadata` and
+    /// the container's mode annotation ([`confirmation`]).
+    pub(crate) fn admit(
+        &mut self,
+        slot: usize,
+        state: &[u8],
+        confirmation: impl Fn(&str, Option<&str>) -> u32,
+    ) -> Result<(), GuardError> {
         #[derive(serde::Deserialize)]
         struct Message {
             pid: Option<i32>,
+            #[serde(default)]
+            metadata: String,
+            #[serde(default)]
+            state: State,
         }
-        let pid = serde_json::from_slice::<Message>(state)
-            .ok()
+        #[derive(serde::Deserialize, Default)]
+        struct State {
+            #[serde(default)]
+            annotations: std::collections::HashMap<String, String>,
+        }
+        let message = serde_json::from_slice::<Message>(state).ok();
+        let pid = message
+            .as_ref()
             .and_then(|m| m.pid)
             .filter(|pid| *pid > 0)
             .ok_or(GuardError::NoPid)?;
+        let annotated = message.as_ref().and_then(|m| {
+            m.state
+                .annotations
+                .get(crate::spec::MODE_ANNOTATION)
+                .map(String::as_str)
+        });
+        let metadata = message.as_ref().map_or("", |m| m.metadata.as_str());
+        let flags = confirmation(metadata, annotated);
         let inum = super::privilege::with_effective(caps::Capability::CAP_SYS_PTRACE, || {
             nix::sys::stat::stat(format!("/proc/{pid}/ns/pid").as_str())
         })
@@ -429,7 +503,7 @@ impl Guarded {
         // Inserted before the slot's earlier count is released, so that a namespace counted
         // under it again never leaves the map in between.
         self.map
-            .insert(inum, 0, 0)
+            .insert(inum, flags, 0)
             .map_err(|e| GuardError::Update {
                 inum,
                 source: Box::new(e),
@@ -483,6 +557,10 @@ impl Guarded {
 /// the programs that keep it true stay attached.
 pub(crate) struct ExecRecord {
     map: HashMap<MapData, u32, RawRecord>,
+    /// The exec checkpoint's approvals, by calling thread: what the exec program confirms.
+    approvals: Option<std::sync::Mutex<HashMap<MapData, u32, RawApproval>>>,
+    /// The ring buffer of killed execs, until the worker's reader takes it.
+    kills: Option<OwnedFd>,
     _attached: [OwnedFd; 2],
 }
 
@@ -499,8 +577,18 @@ impl ExecRecord {
             ));
         }
         let map = HashMap::try_from(Map::HashMap(data)).map_err(map_err)?;
+        let (approvals, kills) = match fds.confirm {
+            Some([approved, kills]) => {
+                let data = MapData::from_fd(approved).map_err(map_err)?;
+                let approvals = HashMap::try_from(Map::HashMap(data)).map_err(map_err)?;
+                (Some(std::sync::Mutex::new(approvals)), Some(kills))
+            }
+            None => (None, None),
+        };
         let record = Self {
             map,
+            approvals,
+            kills,
             _attached: [fds.exec, fds.exit],
         };
         // No process has pid 0: a lookup that works finds nothing.
@@ -509,6 +597,36 @@ impl ExecRecord {
             Ok(_) => Ok(record),
             Err(e) => Err(map_err(e)),
         }
+    }
+
+    /// Tells the exec program that the exec thread `tid` is calling was judged to run `file`:
+    /// in a namespace whose execs are confirmed, an exec that runs anything else is killed.
+    pub(crate) fn approve(&self, tid: u32, runs: &crate::inspect::Runs) -> Result<(), MapError> {
+        let Some(approvals) = &self.approvals else {
+            return Ok(());
+        };
+        let nsec = |t: (i64, i64)| u32::try_from(t.1).unwrap_or(u32::MAX);
+        let interp = runs.interpreter.as_ref();
+        let approval = RawApproval {
+            ino: runs.program.ino,
+            size: runs.program.size,
+            ctime_sec: runs.program.ctime.0,
+            ctime_nsec: nsec(runs.program.ctime),
+            has_interp: u32::from(interp.is_some()),
+            interp_size: interp.map_or(0, |i| i.size),
+            interp_ctime_sec: interp.map_or(0, |i| i.ctime.0),
+            interp_ctime_nsec: interp.map_or(0, |i| nsec(i.ctime)),
+            pad: 0,
+        };
+        approvals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tid, approval, 0)
+    }
+
+    /// The ring buffer of killed execs, for the worker's reader (once).
+    pub(crate) fn take_kills(&mut self) -> Option<OwnedFd> {
+        self.kills.take()
     }
 
     /// What the latest exec of process `pid` loaded, if the record has it (a thread's id, a
@@ -529,8 +647,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_descriptor_list_has_three_numbers() {
-        assert_eq!(parse_fds("5,6,7"), Some([5, 6, 7]));
+    fn the_descriptor_list_has_three_or_five_numbers() {
+        assert_eq!(parse_fds("5,6,7"), Some(vec![5, 6, 7]));
+        assert_eq!(parse_fds("5,6,7,8,9"), Some(vec![5, 6, 7, 8, 9]));
         assert_eq!(parse_fds("5,6"), None);
         assert_eq!(parse_fds("5,6,7,8"), None);
         assert_eq!(parse_fds("5,x,7"), None);
@@ -606,15 +725,18 @@ mod tests {
         // A process of the host's pid namespace is never guarded.
         let message = format!("{{\"pid\": {}}}", std::process::id());
         assert!(matches!(
-            guarded.admit(9, message.as_bytes()),
+            guarded.admit(9, message.as_bytes(), |_, _| 0),
             Err(GuardError::Initial(_))
         ));
-        assert!(matches!(guarded.admit(9, b"{}"), Err(GuardError::NoPid)));
+        assert!(matches!(
+            guarded.admit(9, b"{}", |_, _| 0),
+            Err(GuardError::NoPid)
+        ));
 
         // A dynamic program in a guarded pid namespace.
         let (mut child, pid) = in_new_pid_namespace("/bin/sleep", "5");
         guarded
-            .admit(0, format!("{{\"pid\": {pid}}}").as_bytes())
+            .admit(0, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
             .unwrap();
         assert_eq!(guarded.namespaces().len(), 1);
         go(&mut child);
@@ -632,7 +754,7 @@ mod tests {
         // The loader run directly: it is the program, and no interpreter was loaded.
         let (mut child, pid) = in_new_pid_namespace("/lib64/ld-linux-x86-64.so.2", "/bin/sleep 5");
         guarded
-            .admit(1, format!("{{\"pid\": {pid}}}").as_bytes())
+            .admit(1, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
             .unwrap();
         go(&mut child);
         let loaded = wait_for(&record, pid, ld.st_ino);
@@ -649,7 +771,7 @@ mod tests {
             .unwrap();
         let (mut child, pid) = in_new_pid_namespace("/bin/sleep", "5");
         guarded
-            .admit(2, format!("{{\"pid\": {pid}}}").as_bytes())
+            .admit(2, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
             .unwrap();
         guarded.release(2);
         go(&mut child);

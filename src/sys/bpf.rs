@@ -34,6 +34,66 @@ pub(crate) struct RawRecord {
 // bit pattern is a value. aya checks the map's value size against this type's when it opens it.
 unsafe impl aya::Pod for RawRecord {}
 
+/// `struct approval`: the file the exec checkpoint judged and let run, as the exec program
+/// compares it with what the exec runs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RawApproval {
+    pub(crate) ino: u64,
+    pub(crate) size: i64,
+    pub(crate) ctime_sec: i64,
+    pub(crate) ctime_nsec: u32,
+    /// 1: an interpreter is loaded, as the next fields say; 0: none.
+    pub(crate) has_interp: u32,
+    pub(crate) interp_size: i64,
+    pub(crate) interp_ctime_sec: i64,
+    pub(crate) interp_ctime_nsec: u32,
+    pub(crate) pad: u32,
+}
+
+// SAFETY: integers only, without implicit padding (56 bytes, pinned below).
+unsafe impl aya::Pod for RawApproval {}
+
+/// `struct kill`: an exec the exec program killed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawKill {
+    pub(crate) tgid: u32,
+    /// The guarded pid namespace (inode number) the task was in.
+    pub(crate) pidns: u32,
+    pub(crate) ran: RawFile,
+    pub(crate) ran_interp: RawFile,
+    /// 0: nothing was judged for this exec; else `approved` was.
+    pub(crate) judged: u32,
+    /// 1: killed; 0: only reported (audit mode).
+    pub(crate) killed: u32,
+    pub(crate) approved: RawApproval,
+    /// The path the exec was given (`bprm->filename`), NUL-terminated.
+    pub(crate) filename: [u8; 256],
+}
+
+impl RawKill {
+    /// The record as the ring buffer hands it over, if it is whole.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < std::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: `bytes` holds at least size_of::<Self>() bytes; `RawKill` is integers and
+        // bytes only, so any bit pattern is a value, and read_unaligned needs no alignment.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+
+    /// The path, up to its NUL.
+    pub(crate) fn filename(&self) -> &[u8] {
+        let end = self
+            .filename
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(self.filename.len());
+        &self.filename[..end]
+    }
+}
+
 /// `bpf(2)`'s command that attaches a raw or BTF-typed tracepoint program and returns a link.
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_int = 17;
 
@@ -90,6 +150,24 @@ mod tests {
         assert_eq!(std::mem::size_of::<RawRecord>(), 104);
         assert_eq!(std::mem::offset_of!(RawRecord, interpreter), 48);
         assert_eq!(std::mem::offset_of!(RawRecord, seq), 96);
+    }
+
+    /// `struct approval` and `struct kill` as the C side lays them out.
+    #[test]
+    fn the_approval_and_the_kill_have_the_c_layout() {
+        assert_eq!(std::mem::size_of::<RawApproval>(), 56);
+        assert_eq!(std::mem::offset_of!(RawApproval, interp_size), 32);
+        assert_eq!(std::mem::offset_of!(RawKill, ran), 8);
+        assert_eq!(std::mem::offset_of!(RawKill, ran_interp), 56);
+        assert_eq!(std::mem::offset_of!(RawKill, judged), 104);
+        assert_eq!(std::mem::offset_of!(RawKill, approved), 112);
+        assert_eq!(std::mem::offset_of!(RawKill, filename), 168);
+        assert_eq!(std::mem::size_of::<RawKill>(), 424);
+        let mut bytes = vec![0u8; 424];
+        bytes[168..171].copy_from_slice(b"/x\0");
+        let k = RawKill::from_bytes(&bytes).unwrap();
+        assert_eq!(k.filename(), b"/x");
+        assert!(RawKill::from_bytes(&bytes[..423]).is_none());
     }
 
     /// `union bpf_attr`'s `raw_tracepoint` member before the cookie, and the command's number

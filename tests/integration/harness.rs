@@ -108,6 +108,7 @@ pub fn fixture() -> &'static Fixture {
                 .arg(bin.join("reexec"))
                 .arg(helpers.join("reexec.c")),
         );
+        silent_loader(&bin.join("ld-silent"));
         run_ok(
             Command::new("musl-gcc")
                 .arg("-o")
@@ -152,6 +153,39 @@ pub fn fixture() -> &'static Fixture {
             spec_template,
         }
     })
+}
+
+/// A copy of the system loader patched to set its thread pointer with `wrfsbase` instead of
+/// `arch_prctl(ARCH_SET_FS)` (each `mov $158, %eax` that leads to a `syscall` becomes
+/// `wrfsbase %rsi`, with the thread pointer already in `%rsi`, and the `syscall` a zero result):
+/// a loader that makes no trapped call, so no image checkpoint ever sees it (issue 24). Runs
+/// on a CPU with FSGSBASE (Linux 5.9+).
+fn silent_loader(to: &Path) {
+    let mut bytes = std::fs::read("/lib64/ld-linux-x86-64.so.2").unwrap();
+    let mov = [0xb8, 0x9e, 0, 0, 0];
+    let mut patched = 0;
+    let mut at = 0;
+    while let Some(i) = bytes[at..]
+        .windows(5)
+        .position(|w| w == mov)
+        .map(|i| at + i)
+    {
+        let near = i + 5..(i + 21).min(bytes.len());
+        if let Some(j) = bytes[near.clone()]
+            .windows(2)
+            .position(|w| w == [0x0f, 0x05])
+        {
+            let j = near.start + j;
+            bytes[i..i + 5].copy_from_slice(&[0xf3, 0x48, 0x0f, 0xae, 0xd6]);
+            bytes[j..j + 2].copy_from_slice(&[0x31, 0xc0]);
+            patched += 1;
+        }
+        at = i + 5;
+    }
+    assert!(patched > 0, "no arch_prctl call found in the system loader");
+    std::fs::write(to, &bytes).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// A running `execguard supervise`, stopped on drop.

@@ -14,6 +14,9 @@
  *                        and to /opt/eg/payload, at /tmp/race/p, while the main thread forks and
  *                        execs the loader with argv [ld, /tmp/race/p, DIR/m-<i>] (the marker
  *                        says "tool" or "ran": which program the loader mapped)
+ * RACER_LOADER names the file the loader copies are made from (default: the system loader), for
+ * example a loader patched to set its thread pointer without a system call, which no image
+ * checkpoint sees.
  * Prints how many attempts the kernel answered with an error (denied at the exec).
  */
 #define _GNU_SOURCE
@@ -81,6 +84,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     int n = atoi(argv[2]);
+    const char *copy_from = getenv("RACER_LOADER") ? getenv("RACER_LOADER") : LOADER;
     int flip = !strcmp(argv[1], "flip");
     int interp = !strcmp(argv[1], "interp");
     int allow = !strcmp(argv[1], "allow");
@@ -99,7 +103,7 @@ int main(int argc, char **argv) {
         first = LOADER;
     } else if (interp) {
         mkdir("/tmp/race", 0755);
-        if (symlink(LOADER, "/tmp/race/i") || copy(LOADER, "/tmp/race/j")) {
+        if (symlink(LOADER, "/tmp/race/i") || copy(copy_from, "/tmp/race/j")) {
             perror("setup");
             return 2;
         }
@@ -109,7 +113,7 @@ int main(int argc, char **argv) {
         first = "p";
     } else if (!flip) {
         mkdir("/tmp/race", 0755);
-        if (copy(LOADER, "/tmp/race/ld") || copy("/bin/true", "/tmp/race/x")) {
+        if (copy(copy_from, "/tmp/race/ld") || copy("/bin/true", "/tmp/race/x")) {
             perror("copy");
             return 2;
         }

@@ -1,0 +1,153 @@
+//! The execs the exec record's program killed (the kernel's confirmation, `record::confirms`):
+//! an exec in a confirmed container that ran another file than its exec checkpoint judged, or
+//! that nothing judged, is killed in the kernel's exec path before its first instruction, and
+//! the program tells the worker through a ring buffer. A thread of the worker reads it and
+//! writes one `exec_not_as_judged` event per kill.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use aya::maps::{Map, MapData, MapError, RingBuf};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::registry::Shared;
+use crate::event::{self, Event};
+use crate::sys::bpf::RawKill;
+use crate::vocab::{Mode, Outcome, Rule, Stage};
+
+/// Maps the ring buffer (before the worker confines its system calls) and starts the thread
+/// that reads it.
+pub(super) fn start(shared: Arc<Shared>, fd: OwnedFd) -> Result<(), MapError> {
+    // A second descriptor of the same ring buffer to wait on (aya's RingBuf lends only its
+    // raw number).
+    let wake = fd.try_clone().map_err(MapError::from)?;
+    let data = MapData::from_fd(fd)?;
+    let ring = RingBuf::try_from(Map::RingBuf(data))?;
+    let spawned = std::thread::Builder::new()
+        .name("record-kills".into())
+        .spawn(move || serve(&shared, ring, &wake));
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the reader of killed execs; kills are not reported");
+    }
+    Ok(())
+}
+
+fn serve(shared: &Shared, mut ring: RingBuf<MapData>, wake: &OwnedFd) {
+    loop {
+        let mut fds = [PollFd::new(wake.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "waiting for killed execs; kills are no longer reported");
+                return;
+            }
+        }
+        while let Some(item) = ring.next() {
+            match RawKill::from_bytes(&item) {
+                Some(kill) => report(shared, &kill),
+                None => tracing::warn!(bytes = item.len(), "a killed exec's record is short"),
+            }
+        }
+    }
+}
+
+/// One event for one killed exec, under the container whose pid namespace it was in.
+fn report(shared: &Shared, kill: &RawKill) {
+    let container = shared
+        .containers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter_map(std::sync::Weak::upgrade)
+        .find(|c| {
+            c.pid_ns
+                .is_some_and(|(_, ino)| ino == u64::from(kill.pidns))
+        });
+    let path = event::lossy(kill.filename());
+    let ran = format!(
+        "inode {} of device {}:{}, {} bytes",
+        kill.ran.ino,
+        kill.ran.dev >> 20,
+        kill.ran.dev & 0xf_ffff,
+        kill.ran.size
+    );
+    let outcome = if kill.killed != 0 {
+        "killed before its first instruction"
+    } else {
+        "audit mode: it runs"
+    };
+    let interp = if kill.ran_interp.dev == 0 {
+        "no interpreter".to_owned()
+    } else {
+        format!(
+            "interpreter inode {}, {} bytes",
+            kill.ran_interp.ino, kill.ran_interp.size
+        )
+    };
+    let reason = if kill.judged == 0 {
+        format!("{path} ran ({ran}; {interp}), but its exec checkpoint judged nothing; {outcome}")
+    } else {
+        let judged_interp = if kill.approved.has_interp == 0 {
+            "no interpreter".to_owned()
+        } else {
+            format!("an interpreter of {} bytes", kill.approved.interp_size)
+        };
+        format!(
+            "{path} ran ({ran}; {interp}), but its exec checkpoint judged inode {} ({} bytes; {judged_interp}): a file was swapped after it was judged; {outcome}",
+            kill.approved.ino, kill.approved.size
+        )
+    };
+    let rule = Rule::ExecNotAsJudged;
+    let (id, mode) = match &container {
+        Some(c) => {
+            c.counters.events.fetch_add(1, Ordering::Relaxed);
+            if kill.killed != 0 {
+                c.counters.denials.fetch_add(1, Ordering::Relaxed);
+            }
+            (c.id.clone(), c.settings.mode)
+        }
+        None => (String::new(), Mode::Enforce),
+    };
+    let ev = Event {
+        time: event::now_rfc3339(),
+        event: rule.name(),
+        description: rule.description(),
+        category: rule.category(),
+        method: rule.method(),
+        importance: shared.config.rules.importance(rule),
+        mode,
+        action: if kill.killed != 0 {
+            Outcome::Denied
+        } else {
+            Outcome::Allowed
+        },
+        repeated: None,
+        stage: Stage::Record,
+        errno: None,
+        allow_rule: None,
+        reason,
+        container: event::ContainerInfo { id },
+        process: event::ProcessInfo { pid: kill.tgid },
+        exec: Some(event::ExecInfo {
+            syscall: crate::vocab::Syscall::Execve,
+            abi: crate::vocab::Abi::X86_64,
+            path: path.clone(),
+            resolved: None,
+            argv: Vec::new(),
+            argv_truncated: false,
+        }),
+        syscall: None,
+        loader: None,
+    };
+    if let Err(e) = shared.sink.emit(&ev) {
+        tracing::error!(error = %e, "cannot write the event");
+    }
+    *shared
+        .events_by
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((ev.event, ev.importance))
+        .or_default() += 1;
+    tracing::warn!(pid = kill.tgid, %path, killed = kill.killed != 0, "exec not as judged at its exec checkpoint");
+}
