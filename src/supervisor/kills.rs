@@ -1,8 +1,9 @@
-//! The execs the exec record's program killed (the kernel's confirmation, `record::confirms`):
-//! an exec in a confirmed container that ran another file than its exec checkpoint judged, or
-//! that nothing judged, is killed in the kernel's exec path before its first instruction, and
-//! the program tells the worker through a ring buffer. A thread of the worker reads it and
-//! writes one `exec_not_as_judged` event per kill.
+//! The execs the exec record's program found not as judged (the kernel's confirmation,
+//! `record::confirmation`): an exec in a container whose execs are all judged at the exec
+//! checkpoint that loaded other files than were judged, or that nothing judged, is killed in
+//! the kernel's exec path before its first instruction (enforce mode) or only reported (audit
+//! mode), and the program tells the worker through a ring buffer. A thread of the worker reads
+//! it and writes one `exec_not_as_judged` event per exec.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
