@@ -25,8 +25,8 @@
 //!    with 50 idle guarded containers (the run's supervisor, then fresh ones with and without
 //!    the exec record);
 //! 5. what the exec record costs the execs it does not record (the host's, an unguarded
-//!    container's): fork+exec storms on the host and in a pid namespace of its own, with the
-//!    record's programs attached and without, in rounds of 2+2 storms whose order cancels a
+//!    container's): fork+exec storms on the host and in a pid namespace of its own, beside a
+//!    guarded pid namespace, with the record's programs attached and without, in rounds of 2+2 storms whose order cancels a
 //!    drift; and the programs' own time per run as the kernel counts it. The storms above run
 //!    with three supervisors, each with its own record attached, so every exec there runs
 //!    three copies of the programs (two of them only to their early return).
@@ -1082,7 +1082,7 @@ impl Attached {
         }
         let mut buf = [0u8; 1024];
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 6]);
         let msg = recvmsg::<()>(
             ours.as_raw_fd(),
             &mut iov,
@@ -1101,7 +1101,65 @@ impl Attached {
                 );
             }
         }
-        (fds.len() == 4).then_some(Self { _fds: fds })
+        // map, exec link, exit link, approvals, kills, guarded namespaces.
+        if fds.len() != 6 {
+            return None;
+        }
+        Some(Self { _fds: fds })
+    }
+
+    /// Puts `beside`'s pid namespace in the map of guarded ones, so that the storms run beside
+    /// a guarded container (their own namespaces are not in it).
+    fn guard(self, beside: &GuardedNamespace) -> Self {
+        let Some(inum) = beside.inum else {
+            return self;
+        };
+        let map = self._fds[5]
+            .try_clone()
+            .map_err(aya::maps::MapError::from)
+            .and_then(aya::maps::MapData::from_fd)
+            .and_then(|d| aya::maps::HashMap::<_, u32, u32>::try_from(aya::maps::Map::HashMap(d)));
+        if let Ok(mut map) = map {
+            let _ = map.insert(inum, 0, 0);
+        }
+        self
+    }
+}
+
+/// A process asleep in a pid namespace of its own, killed on drop: the guarded container beside
+/// the storms of part 5.
+struct GuardedNamespace {
+    child: std::process::Child,
+    inum: Option<u32>,
+}
+
+impl GuardedNamespace {
+    fn start() -> Self {
+        let child = Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "sleep", "3600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare");
+        let children = format!("/proc/{0}/task/{0}/children", child.id());
+        let mut inum = None;
+        for _ in 0..1000 {
+            let text = std::fs::read_to_string(&children).unwrap_or_default();
+            if let Some(pid) = text.split_whitespace().next() {
+                inum = nix::sys::stat::stat(format!("/proc/{pid}/ns/pid").as_str())
+                    .ok()
+                    .and_then(|st| u32::try_from(st.st_ino).ok());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Self { child, inum }
+    }
+}
+
+impl Drop for GuardedNamespace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -1124,7 +1182,11 @@ fn pidns_storm(n: usize) -> f64 {
 /// order without-with-with-without (then the reverse in the next round), so that a drift of
 /// the machine's speed within a round cancels: each side's per-exec means, and the per-round
 /// ratios (with / without).
-fn attached_rounds(rounds: usize, storm: impl Fn() -> f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+fn attached_rounds(
+    rounds: usize,
+    beside: &GuardedNamespace,
+    storm: impl Fn() -> f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (mut off, mut on, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let (mut a, mut b) = (0.0, 0.0);
@@ -1136,7 +1198,8 @@ fn attached_rounds(rounds: usize, storm: impl Fn() -> f64) -> (Vec<f64>, Vec<f64
         let mut attached: Option<Attached> = None;
         for with in order {
             if with && attached.is_none() {
-                attached = Some(Attached::load().expect("the record loaded once already"));
+                let loaded = Attached::load().expect("the record loaded once already");
+                attached = Some(loaded.guard(beside));
             } else if !with {
                 attached = None;
             }
@@ -1196,14 +1259,15 @@ the exec record's cost on the host: skipped (the exec record cannot be loaded he
     }
     println!(
         "
-the exec record's cost to execs it does not record: fork+exec of /bin/true, {n} per storm, {rounds} rounds of 2+2 storms without/with the programs attached"
+the exec record's cost to execs it does not record: fork+exec of /bin/true, {n} per storm, {rounds} rounds of 2+2 storms without/with the programs attached (and a guarded pid namespace beside)"
     );
+    let beside = GuardedNamespace::start();
     let mut json_parts = serde_json::Map::new();
     for (what, storm) in [
         ("host", &(|| host_storm(n)) as &dyn Fn() -> f64),
         ("pid namespace", &(|| pidns_storm(n)) as &dyn Fn() -> f64),
     ] {
-        let (off, on, ratios) = attached_rounds(rounds, storm);
+        let (off, on, ratios) = attached_rounds(rounds, &beside, storm);
         let (lo, hi) = median_interval(ratios.clone());
         let ratio = median(ratios);
         let (off, on) = (median(off), median(on));

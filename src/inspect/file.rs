@@ -156,6 +156,62 @@ fn classify_elf<S: Source + ?Sized>(file: &S, head: &[u8]) -> Result<FileKind, F
     })
 }
 
+/// `DT_AUDIT` and `DT_DEPAUDIT`: audit modules a program names for the loader that loads it.
+const DT_AUDIT: u64 = 0x6fff_fefc;
+const DT_DEPAUDIT: u64 = 0x6fff_fefb;
+/// Bytes of a dynamic section looked through for them (a few hundred entries).
+const MAX_DYNAMIC_BYTES: u64 = 64 * 1024;
+
+/// Whether an ELF program names audit modules (`DT_AUDIT`, `DT_DEPAUDIT` in its dynamic
+/// section): glibc's loader loads them, and runs their code, whatever it was asked to do with
+/// the program (also `ldd`'s listing). Anything that is not such an ELF names none.
+pub fn names_audit_modules<S: Source + ?Sized>(file: &S) -> Result<bool, FileError> {
+    let mut head = vec![0u8; HEAD_BYTES];
+    let n = read_at(file, &mut head, 0, "file header")?;
+    head.truncate(n);
+    if head.len() < SELFMAG || &head[..SELFMAG] != ELFMAG {
+        return Ok(false);
+    }
+    let Some(layout) = ElfLayout::parse(&head) else {
+        return Ok(false);
+    };
+    let phdr_bytes = layout.phentsize.saturating_mul(layout.phnum);
+    if phdr_bytes == 0 || phdr_bytes > MAX_PHDR_BYTES || layout.phentsize < layout.min_phentsize() {
+        return Ok(false);
+    }
+    let mut phdrs = vec![0u8; phdr_bytes];
+    if read_at(file, &mut phdrs, layout.phoff, "program headers")? < phdr_bytes {
+        return Ok(false);
+    }
+    let r = Reader {
+        little: layout.little,
+    };
+    let entry = if layout.is64 { 16 } else { 8 };
+    for i in 0..layout.phnum {
+        let (p_type, p_offset, p_filesz) =
+            layout.phdr(&phdrs[i * layout.phentsize..(i + 1) * layout.phentsize]);
+        if p_type != PT_DYNAMIC {
+            continue;
+        }
+        let len = usize::try_from(p_filesz.min(MAX_DYNAMIC_BYTES)).unwrap_or(0);
+        let mut dynamic = vec![0u8; len];
+        let n = read_at(file, &mut dynamic, p_offset, "dynamic section")?;
+        for e in dynamic[..n].chunks_exact(entry) {
+            let tag = if layout.is64 {
+                r.u64(e, 0)
+            } else {
+                r.u32(e, 0).map(u64::from)
+            };
+            match tag {
+                Some(DT_AUDIT | DT_DEPAUDIT) => return Ok(true),
+                Some(0) | None => break,
+                _ => {}
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// An `ET_DYN` with a dynamic section and no interpreter is a loader, a static-pie program or
 /// a shared library. A loader is the one that *defines* `__tls_get_addr` (glibc's ld.so and
 /// musl's libc.so both do; glibc's libc.so.6 and static-pie programs do not), or carries a
@@ -383,6 +439,33 @@ fn read_at<S: Source + ?Sized>(
 
 #[cfg(test)]
 mod tests {
+
+    /// A program linked with `--audit` and `--depaudit` names its audit modules; `/bin/true`
+    /// and anything that is not an ELF name none. Needs gcc; skips without it.
+    #[test]
+    fn audit_tags_are_found_in_the_dynamic_section() {
+        assert!(!names_audit_modules(&b"#!/bin/sh\n"[..]).unwrap());
+        let tru = std::fs::File::open("/bin/true").unwrap();
+        assert!(!names_audit_modules(&tru).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("p.c");
+        std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
+        for flag in ["-Wl,--audit=/x.so", "-Wl,--depaudit=/x.so", "-m32"] {
+            let out = dir.path().join("p");
+            let mut cmd = std::process::Command::new("gcc");
+            cmd.arg(flag);
+            if flag == "-m32" {
+                cmd.arg("-Wl,--audit=/x.so");
+            }
+            let Ok(status) = cmd.arg("-o").arg(&out).arg(&src).status() else {
+                eprintln!("skipped: no gcc");
+                return;
+            };
+            assert!(status.success(), "gcc {flag}");
+            let f = std::fs::File::open(&out).unwrap();
+            assert!(names_audit_modules(&f).unwrap(), "{flag}");
+        }
+    }
     use super::*;
 
     fn kind_of(path: &str) -> FileKind {

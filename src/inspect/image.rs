@@ -401,6 +401,52 @@ fn mapping_in_text(text: &[u8], addr: u64) -> Option<Mapping> {
     })
 }
 
+/// Files of a loader's image looked at for audit modules at most (the program and its libraries
+/// mapped so far).
+const MAX_MAPPED_FILES: usize = 64;
+
+/// Whether a file the loader `loader` (device, inode) has mapped in process `tid` names audit
+/// modules (`DT_AUDIT`, `DT_DEPAUDIT`): the program it was given, read through its mapping (the
+/// file the loader really opened, whatever its path names now). glibc sets up its thread
+/// pointer before it loads audit modules, so at the image checkpoint none has run yet.
+fn maps_audit_naming_file(tid: u32, loader: (u64, u64)) -> Result<bool, InspectError> {
+    let mut text = Vec::new();
+    std::fs::File::from(open_maps(tid)?)
+        .take(MAX_MAPS_BYTES)
+        .read_to_end(&mut text)
+        .map_err(|e| InspectError::ReadTarget {
+            what: "maps",
+            errno: io_errno(&e),
+        })?;
+    let mut seen = Vec::new();
+    for m in mappings_in_text(&text) {
+        if m.key == loader || seen.contains(&m.key) {
+            continue;
+        }
+        seen.push(m.key);
+        if seen.len() > MAX_MAPPED_FILES {
+            break;
+        }
+        let Ok(fd) = open_mapped(tid, &m) else {
+            continue;
+        };
+        if super::file::names_audit_modules(&std::fs::File::from(fd)).unwrap_or(false) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The file mappings of a `/proc/PID/maps` text.
+fn mappings_in_text(text: &[u8]) -> impl Iterator<Item = Mapping> + '_ {
+    text.split(|b| *b == b'\n').filter_map(|line| {
+        let line = std::str::from_utf8(line).ok()?;
+        let (lo, _) = line.split_once('-')?;
+        let start = u64::from_str_radix(lo, 16).ok()?;
+        mapping_in_text(line.as_bytes(), start)
+    })
+}
+
 /// The file behind a mapping, opened through `/proc/PID/map_files` (the file that is mapped,
 /// whatever its name says now). Needs `CAP_SYS_ADMIN` or `CAP_CHECKPOINT_RESTORE`.
 fn open_mapped(tid: u32, m: &Mapping) -> Result<OwnedFd, InspectError> {
@@ -470,7 +516,15 @@ fn inspect_loader_image(
         stat,
         display: display.clone(),
     };
-    let invocation = parse_loader_args(kind, &argv, env);
+    let mut invocation = parse_loader_args(kind, &argv, env);
+    if invocation.may_load_audit_modules()
+        && maps_audit_naming_file(tid, (resolved.stat.st_dev, resolved.stat.st_ino))?
+    {
+        invocation.audit = true;
+    }
+    if !valid() {
+        return Err(InspectError::Gone);
+    }
     let finding = loader_finding(&resolved, kind, invocation, Via::Direct);
     Ok(ImageInspection {
         exe: display,
@@ -517,8 +571,12 @@ fn read_cmdline(dir: &OwnedFd) -> Result<Argv, InspectError> {
 }
 
 fn read_loader_env(dir: &OwnedFd) -> Result<LoaderEnv, InspectError> {
-    let (bytes, _) = read_proc(dir, "environ", MAX_ENVIRON_BYTES)?;
-    Ok(LoaderEnv::scan(bytes.split(|b| *b == 0)))
+    let (bytes, cut) = read_proc(dir, "environ", MAX_ENVIRON_BYTES)?;
+    let mut env = LoaderEnv::scan(bytes.split(|b| *b == 0));
+    if cut {
+        env.note_cut();
+    }
+    Ok(env)
 }
 
 /// What the checkpoint reads of the auxiliary vector.

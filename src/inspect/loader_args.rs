@@ -38,7 +38,9 @@ impl LoaderMode {
 pub struct LoaderEnv {
     /// `LD_TRACE_LOADED_OBJECTS` is set (glibc: list mode, what `ldd` uses).
     pub trace: bool,
-    /// `LD_AUDIT` is set: audit modules run code in every mode that loads objects.
+    /// `LD_AUDIT` is set: audit modules run code in every mode that loads objects. Also set
+    /// when the environment could not be read whole: what was not read may hold it, so the
+    /// run is judged as if it did, never as clean.
     pub audit: bool,
 }
 
@@ -54,6 +56,12 @@ impl LoaderEnv {
         } else if entry.starts_with(b"LD_AUDIT=") && entry.len() > b"LD_AUDIT=".len() {
             self.audit = true;
         }
+    }
+
+    /// The environment was cut before its end (more entries or bytes than are read): judged as
+    /// if the rest held `LD_AUDIT`.
+    pub(crate) fn note_cut(&mut self) {
+        self.audit = true;
     }
 
     /// The settings of a whole environment.
@@ -80,6 +88,15 @@ pub struct LoaderInvocation {
 }
 
 impl LoaderInvocation {
+    /// Whether the loader loads the program's objects without running it (list or verify
+    /// mode) with no audit module named yet: where one named by the program itself
+    /// (`DT_AUDIT`, `DT_DEPAUDIT`) would make it run foreign code.
+    pub(crate) fn may_load_audit_modules(&self) -> bool {
+        self.program.is_some()
+            && !self.audit
+            && matches!(self.mode, LoaderMode::List | LoaderMode::Verify)
+    }
+
     /// Whether code other than the loader's own runs: the program (run mode), or audit
     /// modules (which glibc loads before it lists or verifies anything). An unknown option
     /// makes any mode suspect: a newer loader may read it differently.

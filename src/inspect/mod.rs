@@ -354,7 +354,16 @@ pub(crate) fn inspect(
         FileKind::Loader(kind) => {
             let argv = args.argv()?;
             let env = args.loader_env()?;
-            let invocation = parse_loader_args(kind, &argv, env);
+            let mut invocation = parse_loader_args(kind, &argv, env);
+            // The program named now; the image checkpoint reads the file the loader mapped.
+            if invocation.may_load_audit_modules() {
+                let named = invocation
+                    .program
+                    .as_deref()
+                    .and_then(|p| allow::open_program(view, p).ok())
+                    .is_some_and(|(f, _)| file::names_audit_modules(&f).unwrap_or(false));
+                invocation.audit |= named;
+            }
             let target = ctx.canonical(target, &req.path, req.dirfd);
             inspection.resolved = Some(target.display.clone());
             Some(loader_finding(&target, kind, invocation, Via::Direct))

@@ -262,8 +262,11 @@ impl ExecArgs for Target<'_> {
     }
 
     fn loader_env(&mut self) -> Result<LoaderEnv, InspectError> {
-        let (ptrs, _) = self.read_ptr_array(self.envp_addr, MAX_ENV_ITEMS, "envp")?;
+        let (ptrs, complete) = self.read_ptr_array(self.envp_addr, MAX_ENV_ITEMS, "envp")?;
         let mut env = LoaderEnv::default();
+        if !complete {
+            env.note_cut();
+        }
         for p in ptrs {
             let (s, _) = self.read_cstr(p, LoaderEnv::ENTRY_PREFIX_BYTES, "envp")?;
             env.note(&s);

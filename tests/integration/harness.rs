@@ -109,6 +109,19 @@ pub fn fixture() -> &'static Fixture {
                 .arg(helpers.join("reexec.c")),
         );
         silent_loader(&bin.join("ld-silent"));
+        // An audit module, and a program that names it in its dynamic section (DT_AUDIT).
+        run_ok(
+            Command::new("gcc")
+                .args(["-shared", "-fPIC", "-o"])
+                .arg(bin.join("audit-module.so"))
+                .arg(helpers.join("audit-module.c")),
+        );
+        run_ok(
+            Command::new("gcc")
+                .args(["-Wl,--audit=/opt/eg/audit-module.so", "-o"])
+                .arg(bin.join("audited"))
+                .arg(&payload),
+        );
         run_ok(
             Command::new("musl-gcc")
                 .arg("-o")

@@ -18,6 +18,7 @@ macro_rules! needs_root {
 }
 
 mod allow;
+mod audit_modules;
 mod cli;
 mod containerd;
 mod cri;
