@@ -1,0 +1,171 @@
+use super::guarded::GuardError;
+use super::*;
+use crate::inspect::image::Loaded;
+
+#[test]
+fn the_descriptor_list_has_three_or_five_numbers() {
+    assert_eq!(parse_fds("5,6,7"), Some(vec![5, 6, 7]));
+    assert_eq!(parse_fds("5,6,7,8,9"), Some(vec![5, 6, 7, 8, 9]));
+    assert_eq!(parse_fds("5,6"), None);
+    assert_eq!(parse_fds("5,6,7,8"), None);
+    assert_eq!(parse_fds("5,x,7"), None);
+}
+
+#[test]
+fn a_kernel_device_number_becomes_the_one_stat_shows() {
+    let file = RawFile {
+        ino: 42,
+        dev: (259 << 20) | 3,
+        ..RawFile::default()
+    };
+    let v = version(&file).unwrap();
+    assert_eq!(v.dev, libc::makedev(259, 3));
+    assert_eq!(version(&RawFile::default()), None);
+}
+
+/// A shell in a pid namespace of its own that waits for a line on its standard input, then
+/// execs `program args`; the shell's pid (which the exec keeps).
+fn in_new_pid_namespace(program: &str, args: &str) -> (std::process::Child, u32) {
+    #[allow(clippy::zombie_processes)] // waited for by `end`
+    let child = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "/bin/sh", "-c"])
+        .arg(format!("read line; exec {program} {args}"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let children = format!("/proc/{0}/task/{0}/children", child.id());
+    for _ in 0..1000 {
+        let text = std::fs::read_to_string(&children).unwrap_or_default();
+        // Once the child runs the shell (its exec of it must not be taken for the one the
+        // test makes it do).
+        if let Some(pid) = text.split_whitespace().next() {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            if exe == std::fs::canonicalize("/bin/sh").ok() {
+                return (child, pid.parse().unwrap());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("unshare started no shell");
+}
+
+fn go(child: &mut std::process::Child) {
+    use std::io::Write;
+    child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+}
+
+fn end(mut child: std::process::Child, pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = child.kill();
+    child.wait().unwrap();
+}
+
+/// Needs root with CAP_BPF and CAP_PERFMON, and a build with clang; skips otherwise.
+#[test]
+fn the_record_names_what_a_guarded_exec_loaded_as_stat_does() {
+    let fds = match RecordFds::load() {
+        Ok(fds) => fds,
+        Err(e) => {
+            eprintln!("skipped: the exec record cannot be loaded here: {e}");
+            return;
+        }
+    };
+    let mut guarded = Guarded::open(&fds).expect("a fresh record has the guarded map");
+    let record = ExecRecord::open(fds).unwrap();
+    let sleep = nix::sys::stat::stat("/bin/sleep").unwrap();
+    let ld = nix::sys::stat::stat("/lib64/ld-linux-x86-64.so.2").unwrap();
+
+    // A process of the host's pid namespace is never guarded.
+    let message = format!("{{\"pid\": {}}}", std::process::id());
+    assert!(matches!(
+        guarded.admit(9, message.as_bytes(), |_, _| 0),
+        Err(GuardError::Initial(_))
+    ));
+    assert!(matches!(
+        guarded.admit(9, b"{}", |_, _| 0),
+        Err(GuardError::NoPid)
+    ));
+
+    // A dynamic program in a guarded pid namespace.
+    let (mut child, pid) = in_new_pid_namespace("/bin/sleep", "5");
+    guarded
+        .admit(0, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
+        .unwrap();
+    assert_eq!(guarded.namespaces().len(), 1);
+    go(&mut child);
+    let loaded = wait_for(&record, pid, sleep.st_ino);
+    assert_eq!(loaded.program.unwrap(), crate::inspect::version_of(&sleep));
+    let interp = loaded
+        .interpreter
+        .expect("a dynamic program has an interpreter");
+    assert_eq!((interp.dev, interp.ino), (ld.st_dev, ld.st_ino));
+    end(child, pid);
+    // The process dies of the SIGKILL a moment after unshare, which `end` waits for.
+    let gone = (0..1000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        record.lookup(pid).is_none()
+    });
+    assert!(gone, "the entry ends with the process");
+    guarded.release(0);
+    assert!(guarded.namespaces().is_empty());
+
+    // The loader run directly: it is the program, and no interpreter was loaded.
+    let (mut child, pid) = in_new_pid_namespace("/lib64/ld-linux-x86-64.so.2", "/bin/sleep 5");
+    guarded
+        .admit(1, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
+        .unwrap();
+    go(&mut child);
+    let loaded = wait_for(&record, pid, ld.st_ino);
+    let program = loaded.program.unwrap();
+    assert_eq!((program.dev, program.ino), (ld.st_dev, ld.st_ino));
+    assert_eq!(loaded.interpreter, None);
+    end(child, pid);
+    guarded.release(1);
+
+    // Not recorded: an exec on the host, and one in a namespace no longer guarded.
+    let mut host = std::process::Command::new("/bin/sleep")
+        .arg("5")
+        .spawn()
+        .unwrap();
+    let (mut child, pid) = in_new_pid_namespace("/bin/sleep", "5");
+    guarded
+        .admit(2, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
+        .unwrap();
+    guarded.release(2);
+    go(&mut child);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        record.lookup(host.id()),
+        None,
+        "a host exec is not recorded"
+    );
+    assert_eq!(
+        record.lookup(pid),
+        None,
+        "a released namespace is not recorded"
+    );
+    end(child, pid);
+    host.kill().unwrap();
+    host.wait().unwrap();
+}
+
+/// `spawn` returns once the exec closed its close-on-exec pipe, a little before the
+/// tracepoint runs.
+/// The entry of `pid` once its program is inode `ino` (the shell's own exec, which the test
+/// cannot order before the namespace is guarded, may be recorded first).
+fn wait_for(record: &ExecRecord, pid: u32, ino: u64) -> Loaded {
+    let mut last = None;
+    for _ in 0..1000 {
+        last = record.lookup(pid);
+        if let Some(l) = &last {
+            if l.program.is_some_and(|p| p.ino == ino) {
+                return *l;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("no entry for process {pid} with program inode {ino} after a second: {last:?}");
+}
