@@ -28,3 +28,5 @@ if ! command -v cargo >/dev/null; then
   echo "execguard: cargo is not on PATH; install a Rust toolchain (1.85 or newer) first" >&2
   exit 1
 fi
+# An older glibc loader (Debian 11's 2.31) for the option-rule tests.
+./scripts/old-loaders.sh > /dev/null

@@ -156,6 +156,21 @@ fn classify_elf<S: Source + ?Sized>(file: &S, head: &[u8]) -> Result<FileKind, F
     })
 }
 
+/// Whether a glibc loader reads its options as glibc did before 2.33: it has none of 2.33's
+/// query options (their help text names `--list-tunables`), so an option it does not know is
+/// the name of the program it runs. Judged by content, for the exec checkpoint; the image
+/// checkpoint needs no such guess (a loader that reached it did not stop to answer a query).
+pub fn glibc_before_2_33<S: Source + ?Sized>(file: &S) -> Result<bool, FileError> {
+    let len = file.size().map_err(|source| FileError::Read {
+        what: "file size",
+        source,
+    })?;
+    let mut bytes = vec![0u8; usize::try_from(len.min(MAX_LOADER_BYTES)).unwrap_or(0)];
+    let n = read_at(file, &mut bytes, 0, "loader")?;
+    let marker: &[u8] = b"--list-tunables";
+    Ok(!bytes[..n].windows(marker.len()).any(|w| w == marker))
+}
+
 /// `DT_AUDIT` and `DT_DEPAUDIT`: audit modules a program names for the loader that loads it.
 const DT_AUDIT: u64 = 0x6fff_fefc;
 const DT_DEPAUDIT: u64 = 0x6fff_fefb;

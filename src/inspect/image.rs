@@ -24,8 +24,8 @@ use super::file::{self, FileKind, LoaderKind};
 use super::loader_args::LoaderEnv;
 use super::resolve::{FsView, Resolved};
 use super::{
-    custom_interpreter, loader_finding, parse_loader_args, version_of, Abi, Argv, FileCache,
-    FileVersion, Finding, InspectError, SystemLoaders, Via,
+    custom_interpreter, loader_finding, version_of, Abi, Argv, FileCache, FileVersion, Finding,
+    InspectError, SystemLoaders, Via,
 };
 use crate::phases::{Phase, PhaseClock};
 use crate::sys::Mapping;
@@ -516,7 +516,7 @@ fn inspect_loader_image(
         stat,
         display: display.clone(),
     };
-    let mut invocation = parse_loader_args(kind, &argv, env);
+    let mut invocation = super::parse_loader_args_at_image(kind, &argv, env);
     if invocation.may_load_audit_modules()
         && maps_audit_naming_file(tid, (resolved.stat.st_dev, resolved.stat.st_ino))?
     {

@@ -200,6 +200,73 @@ fn parse_glibc(argv: &[Vec<u8>], env: LoaderEnv) -> LoaderInvocation {
     inv
 }
 
+/// glibc's options before 2.33 (`rtld.c` of 2.28 to 2.32): these flags and value options, and
+/// nothing else. The loop stops at the first other argument, which is the program, also when
+/// it starts with "--": `ld.so --library-path /tmp --help` loads `/tmp/--help` there. (2.28
+/// has no `--preload` either; taking it as an option here only moves which argument is named
+/// as the program, not whether one runs.)
+const GLIBC_OLD_FLAGS: &[&[u8]] = &[b"--list", b"--verify", b"--inhibit-cache"];
+const GLIBC_OLD_VALUE_OPTIONS: &[&[u8]] = &[
+    b"--library-path",
+    b"--inhibit-rpath",
+    b"--audit",
+    b"--preload",
+];
+
+/// Modes a glibc loader of 2.33 or later ends in before it sets up its thread pointer (it
+/// prints and exits): a loader seen at the image checkpoint cannot be in one of them.
+pub(crate) fn exits_before_tls(mode: LoaderMode) -> bool {
+    matches!(
+        mode,
+        LoaderMode::Help
+            | LoaderMode::Version
+            | LoaderMode::ListTunables
+            | LoaderMode::ListDiagnostics
+    )
+}
+
+/// `argv` read as a glibc loader before 2.33 reads it: a query option it did not have yet is
+/// the program's name (searched like a library without a slash, so `LD_LIBRARY_PATH` or
+/// `--library-path` choose which file runs). The parse for a loader whose `--help`,
+/// `--version`, `--list-tunables` or `--list-diagnostics` did not end it.
+pub fn parse_glibc_before_2_33(argv: &[Vec<u8>], env: LoaderEnv) -> LoaderInvocation {
+    let mut inv = LoaderInvocation {
+        mode: LoaderMode::Run,
+        program: None,
+        options: Vec::new(),
+        audit: env.audit,
+        unknown_option: false,
+    };
+    let mut i = 1;
+    while i < argv.len() {
+        let a = argv[i].as_slice();
+        if GLIBC_OLD_FLAGS.contains(&a) {
+            match a {
+                b"--list" => inv.mode = LoaderMode::List,
+                b"--verify" => inv.mode = LoaderMode::Verify,
+                _ => {}
+            }
+            inv.options.push(a.to_vec());
+            i += 1;
+        } else if GLIBC_OLD_VALUE_OPTIONS.contains(&a) && i + 1 < argv.len() {
+            if a == b"--audit" {
+                inv.audit = true;
+            }
+            inv.options.push(a.to_vec());
+            inv.options.push(argv[i + 1].clone());
+            i += 2;
+        } else {
+            break;
+        }
+    }
+    if inv.mode == LoaderMode::Run && env.trace {
+        inv.mode = LoaderMode::List;
+    }
+    inv.program = argv.get(i).cloned();
+    inv.unknown_option = inv.program.as_deref().is_some_and(|p| p.starts_with(b"--"));
+    inv
+}
+
 fn parse_musl(argv: &[Vec<u8>]) -> LoaderInvocation {
     let mut inv = LoaderInvocation {
         mode: LoaderMode::Run,
@@ -324,6 +391,41 @@ mod tests {
         assert!(inv.runs_foreign_code());
         // --help then an unknown option: treated as possibly running.
         assert!(glibc(&["ld.so", "--help", "--x", "/tmp/p"]).runs_foreign_code());
+    }
+
+    /// Before 2.33, glibc takes a query option it did not have yet as the program's name.
+    #[test]
+    fn an_old_glibc_runs_what_a_new_one_would_only_describe() {
+        let old = |list: &[&str]| parse_glibc_before_2_33(&args(list), LoaderEnv::default());
+        for opt in [
+            "--help",
+            "--version",
+            "--list-tunables",
+            "--list-diagnostics",
+            "--argv0",
+        ] {
+            let new = glibc(&["ld.so", "--library-path", "/tmp", opt, "x"]);
+            let inv = old(&["ld.so", "--library-path", "/tmp", opt, "x"]);
+            assert_eq!(inv.mode, LoaderMode::Run, "{opt}");
+            assert_eq!(inv.program.as_deref(), Some(opt.as_bytes()), "{opt}");
+            assert!(inv.runs_foreign_code(), "{opt}");
+            if opt != "--argv0" {
+                assert!(exits_before_tls(new.mode), "{opt}");
+            }
+        }
+        // What the old loader knew it reads as before.
+        let inv = old(&["ld.so", "--list", "--audit", "/a.so", "/bin/true"]);
+        assert_eq!(inv.mode, LoaderMode::List);
+        assert!(inv.audit && inv.runs_foreign_code());
+        assert_eq!(
+            old(&["ld.so", "--verify", "/bin/true"]).mode,
+            LoaderMode::Verify
+        );
+        // A value option as the last argument is the program.
+        assert_eq!(
+            old(&["ld.so", "--library-path"]).program.as_deref(),
+            Some(&b"--library-path"[..])
+        );
     }
 
     #[test]

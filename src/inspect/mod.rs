@@ -354,7 +354,17 @@ pub(crate) fn inspect(
         FileKind::Loader(kind) => {
             let argv = args.argv()?;
             let env = args.loader_env()?;
-            let mut invocation = parse_loader_args(kind, &argv, env);
+            // A glibc loader without 2.33's options reads them by its own rules.
+            let old_glibc = kind == LoaderKind::Glibc && {
+                let copy = nix::unistd::dup(&target.fd)
+                    .map_err(|errno| InspectError::Resolve { errno })?;
+                file::glibc_before_2_33(&std::fs::File::from(copy)).unwrap_or(false)
+            };
+            let mut invocation = if old_glibc {
+                loader_args::parse_glibc_before_2_33(&argv.items, env)
+            } else {
+                parse_loader_args(kind, &argv, env)
+            };
             // The program named now; the image checkpoint reads the file the loader mapped.
             if invocation.may_load_audit_modules() {
                 let named = invocation
@@ -607,6 +617,25 @@ pub(crate) fn custom_interpreter(
 
 /// Parses a loader's argv; when argv was cut short and no program was found in what was read,
 /// one may hide beyond it, so a program is assumed (the safe reading).
+/// [`parse_loader_args`] at the image checkpoint, where a glibc loader has set up its thread
+/// pointer: a loader of 2.33 or later would have ended before it in a query mode or on a usage
+/// error, so a loader that did not end is read by the rules before 2.33 (its query option is
+/// the program).
+pub(crate) fn parse_loader_args_at_image(
+    kind: LoaderKind,
+    argv: &Argv,
+    env: LoaderEnv,
+) -> LoaderInvocation {
+    let inv = parse_loader_args(kind, argv, env);
+    // A query, or a usage error (no program): either ends a 2.33+ loader before this point.
+    if kind == LoaderKind::Glibc
+        && (loader_args::exits_before_tls(inv.mode) || inv.program.is_none())
+    {
+        return loader_args::parse_glibc_before_2_33(&argv.items, env);
+    }
+    inv
+}
+
 fn parse_loader_args(kind: LoaderKind, argv: &Argv, env: LoaderEnv) -> LoaderInvocation {
     let mut inv = loader_args::parse(kind, &argv.items, env);
     if argv.truncated && inv.program.is_none() {

@@ -109,6 +109,39 @@ pub fn fixture() -> &'static Fixture {
                 .arg(helpers.join("reexec.c")),
         );
         silent_loader(&bin.join("ld-silent"));
+        run_ok(
+            Command::new("gcc")
+                .args([
+                    "-nostdlib",
+                    "-fPIE",
+                    "-pie",
+                    "-fno-stack-protector",
+                    "-O1",
+                    "-o",
+                ])
+                .arg(bin.join("payload-nolibc"))
+                .arg(helpers.join("payload-nolibc.c")),
+        );
+        // The same as shared objects named like the query options of glibc 2.33 (their
+        // SONAME), for a loader cache that maps those names to them (old_loaders.rs).
+        for option in ["--help", "--version", "--list-tunables", "--argv0"] {
+            run_ok(
+                Command::new("gcc")
+                    .args(["-nostdlib", "-fPIE", "-pie", "-fno-stack-protector", "-O1"])
+                    .arg(format!("-Wl,-soname={option}"))
+                    .arg("-o")
+                    .arg(bin.join(format!("payload-soname{option}")))
+                    .arg(helpers.join("payload-nolibc.c")),
+            );
+        }
+        // Older glibc loaders that scripts/old-loaders.sh (run by deps.sh) fetched, if any.
+        let old = std::env::var_os("EXECGUARD_OLD_LOADERS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/cache/execguard/old-loaders"));
+        let ld231 = old.join("glibc-2.31/ld-2.31.so");
+        if ld231.exists() {
+            std::fs::copy(&ld231, bin.join("ld-2.31.so")).unwrap();
+        }
         // An audit module, and a program that names it in its dynamic section (DT_AUDIT).
         run_ok(
             Command::new("gcc")

@@ -30,6 +30,7 @@ mod judged;
 mod kubernetes;
 mod legit;
 mod message;
+mod old_loaders;
 mod operations;
 mod podman;
 mod privilege;
