@@ -434,6 +434,9 @@ int forget_exit(void *ctx)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = (__u32)id, tgid = id >> 32;
+	// An approval the thread's last exec did not take (the exec failed after it was judged)
+	// ends with the thread: the map only holds approvals of live threads.
+	bpf_map_delete_elem(&approved_v1, &pid);
 	if (pid == tgid)
 		bpf_map_delete_elem(&exec_record_v2, &tgid);
 	return 0;

@@ -5,7 +5,7 @@
 use std::os::unix::fs::FileExt;
 
 use goblin::elf::header::{ELFMAG, ET_DYN, SELFMAG};
-use goblin::elf::program_header::{PT_DYNAMIC, PT_INTERP};
+use goblin::elf::program_header::{PT_DYNAMIC, PT_INTERP, PT_LOAD};
 
 /// Bytes read from the start of every exec'd file: the ELF header and, nearly always, the
 /// program headers, or a `#!` line (the kernel reads 256 bytes for it).
@@ -174,12 +174,16 @@ pub fn glibc_before_2_33<S: Source + ?Sized>(file: &S) -> Result<bool, FileError
 /// `DT_AUDIT` and `DT_DEPAUDIT`: audit modules a program names for the loader that loads it.
 const DT_AUDIT: u64 = 0x6fff_fefc;
 const DT_DEPAUDIT: u64 = 0x6fff_fefb;
-/// Bytes of a dynamic section looked through for them (a few hundred entries).
-const MAX_DYNAMIC_BYTES: u64 = 64 * 1024;
+/// Bytes of a dynamic section read at most (thousands of entries; a larger one is answered
+/// as naming audit modules).
+const MAX_DYNAMIC_BYTES: u64 = 256 * 1024;
 
 /// Whether an ELF program names audit modules (`DT_AUDIT`, `DT_DEPAUDIT` in its dynamic
 /// section): glibc's loader loads them, and runs their code, whatever it was asked to do with
-/// the program (also `ldd`'s listing). Anything that is not such an ELF names none.
+/// the program (also `ldd`'s listing). The dynamic section is found where the loader finds it,
+/// at `PT_DYNAMIC`'s address inside a `PT_LOAD` segment (not at its file offset, which a decoy
+/// can fill). An ELF whose headers or dynamic section cannot be read whole within the bounds
+/// is answered yes (in doubt); anything that is not an ELF names none.
 pub fn names_audit_modules<S: Source + ?Sized>(file: &S) -> Result<bool, FileError> {
     let mut head = vec![0u8; HEAD_BYTES];
     let n = read_at(file, &mut head, 0, "file header")?;
@@ -188,30 +192,48 @@ pub fn names_audit_modules<S: Source + ?Sized>(file: &S) -> Result<bool, FileErr
         return Ok(false);
     }
     let Some(layout) = ElfLayout::parse(&head) else {
-        return Ok(false);
+        return Ok(true);
     };
     let phdr_bytes = layout.phentsize.saturating_mul(layout.phnum);
-    if phdr_bytes == 0 || phdr_bytes > MAX_PHDR_BYTES || layout.phentsize < layout.min_phentsize() {
-        return Ok(false);
+    if phdr_bytes > MAX_PHDR_BYTES || layout.phentsize < layout.min_phentsize() {
+        return Ok(true);
     }
     let mut phdrs = vec![0u8; phdr_bytes];
     if read_at(file, &mut phdrs, layout.phoff, "program headers")? < phdr_bytes {
-        return Ok(false);
+        return Ok(true);
     }
+    let headers: Vec<&[u8]> = phdrs.chunks_exact(layout.phentsize).collect();
     let r = Reader {
         little: layout.little,
     };
     let entry = if layout.is64 { 16 } else { 8 };
-    for i in 0..layout.phnum {
-        let (p_type, p_offset, p_filesz) =
-            layout.phdr(&phdrs[i * layout.phentsize..(i + 1) * layout.phentsize]);
+    for ph in &headers {
+        let (p_type, _, p_filesz) = layout.phdr(ph);
         if p_type != PT_DYNAMIC {
             continue;
         }
-        let len = usize::try_from(p_filesz.min(MAX_DYNAMIC_BYTES)).unwrap_or(0);
+        let vaddr = layout.vaddr(ph);
+        // The file offset of that address, through the PT_LOAD that maps it.
+        let offset = headers.iter().find_map(|load| {
+            let (t, off, filesz) = layout.phdr(load);
+            let start = layout.vaddr(load);
+            (t == PT_LOAD && vaddr >= start && vaddr - start < filesz)
+                .then(|| off.checked_add(vaddr - start))
+                .flatten()
+        });
+        let Some(offset) = offset else {
+            return Ok(true);
+        };
+        if p_filesz > MAX_DYNAMIC_BYTES {
+            return Ok(true);
+        }
+        let len = usize::try_from(p_filesz).unwrap_or(0);
         let mut dynamic = vec![0u8; len];
-        let n = read_at(file, &mut dynamic, p_offset, "dynamic section")?;
-        for e in dynamic[..n].chunks_exact(entry) {
+        let n = read_at(file, &mut dynamic, offset, "dynamic section")?;
+        if n < len {
+            return Ok(true);
+        }
+        for e in dynamic.chunks_exact(entry) {
             let tag = if layout.is64 {
                 r.u64(e, 0)
             } else {
@@ -342,6 +364,18 @@ impl ElfLayout {
     }
 
     /// (p_type, p_offset, p_filesz) of one program header.
+    /// `p_vaddr` of one program header.
+    fn vaddr(&self, ph: &[u8]) -> u64 {
+        let r = Reader {
+            little: self.little,
+        };
+        if self.is64 {
+            r.u64(ph, 16).unwrap_or(0)
+        } else {
+            u64::from(r.u32(ph, 8).unwrap_or(0))
+        }
+    }
+
     fn phdr(&self, ph: &[u8]) -> (u32, u64, u64) {
         let r = Reader {
             little: self.little,

@@ -430,7 +430,7 @@ fn maps_audit_naming_file(tid: u32, loader: (u64, u64)) -> Result<bool, InspectE
         let Ok(fd) = open_mapped(tid, &m) else {
             continue;
         };
-        if super::file::names_audit_modules(&std::fs::File::from(fd)).unwrap_or(false) {
+        if super::file::names_audit_modules(&std::fs::File::from(fd)).unwrap_or(true) {
             return Ok(true);
         }
     }

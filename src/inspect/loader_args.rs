@@ -215,6 +215,7 @@ const GLIBC_OLD_VALUE_OPTIONS: &[&[u8]] = &[
 
 /// Modes a glibc loader of 2.33 or later ends in before it sets up its thread pointer (it
 /// prints and exits): a loader seen at the image checkpoint cannot be in one of them.
+#[cfg(test)]
 pub(crate) fn exits_before_tls(mode: LoaderMode) -> bool {
     matches!(
         mode,

@@ -355,23 +355,38 @@ pub(crate) fn inspect(
             let argv = args.argv()?;
             let env = args.loader_env()?;
             // A glibc loader without 2.33's options reads them by its own rules.
-            let old_glibc = kind == LoaderKind::Glibc && {
-                let copy = nix::unistd::dup(&target.fd)
-                    .map_err(|errno| InspectError::Resolve { errno })?;
-                file::glibc_before_2_33(&std::fs::File::from(copy)).unwrap_or(false)
-            };
+            let system = ctx.loaders.kind_of(target.key()).is_some();
+            // (The resolved descriptor may be O_PATH: the bytes are read through a new one.)
+            let old_glibc = kind == LoaderKind::Glibc
+                && resolve::open_for_read(&target)
+                    .ok()
+                    .is_some_and(|f| file::glibc_before_2_33(&f).unwrap_or(false));
             let mut invocation = if old_glibc {
-                loader_args::parse_glibc_before_2_33(&argv.items, env)
+                with_cut_argv(
+                    &argv,
+                    loader_args::parse_glibc_before_2_33(&argv.items, env),
+                )
             } else {
                 parse_loader_args(kind, &argv, env)
             };
+            // A loader that is not one of the container's own: whatever its argv says now, a
+            // thread sharing the memory can change it before the kernel reads it, and a copy
+            // may never reach the image checkpoint (one patched to set its thread pointer
+            // without a system call). Judged as running code, in any mode.
+            if !system && !invocation.runs_foreign_code() {
+                invocation.mode = loader_args::LoaderMode::Run;
+                invocation.unknown_option = true;
+                invocation.program.get_or_insert_with(|| {
+                    b"(whatever its arguments say when the kernel reads them)".to_vec()
+                });
+            }
             // The program named now; the image checkpoint reads the file the loader mapped.
             if invocation.may_load_audit_modules() {
                 let named = invocation
                     .program
                     .as_deref()
                     .and_then(|p| allow::open_program(view, p).ok())
-                    .is_some_and(|(f, _)| file::names_audit_modules(&f).unwrap_or(false));
+                    .is_some_and(|(f, _)| file::names_audit_modules(&f).unwrap_or(true));
                 invocation.audit |= named;
             }
             let target = ctx.canonical(target, &req.path, req.dirfd);
@@ -615,29 +630,36 @@ pub(crate) fn custom_interpreter(
     }
 }
 
-/// Parses a loader's argv; when argv was cut short and no program was found in what was read,
-/// one may hide beyond it, so a program is assumed (the safe reading).
 /// [`parse_loader_args`] at the image checkpoint, where a glibc loader has set up its thread
-/// pointer: a loader of 2.33 or later would have ended before it in a query mode or on a usage
-/// error, so a loader that did not end is read by the rules before 2.33 (its query option is
-/// the program).
+/// pointer. Its version is not guessed from its bytes (a copy can carry any): its argv is read
+/// by the rules of 2.33 and later and by those before (where a query option it did not have
+/// yet is the program's name), and the reading in which code runs wins. A 2.33+ loader asked a
+/// query ends before this point, so a legitimate query never gets here.
 pub(crate) fn parse_loader_args_at_image(
     kind: LoaderKind,
     argv: &Argv,
     env: LoaderEnv,
 ) -> LoaderInvocation {
     let inv = parse_loader_args(kind, argv, env);
-    // A query, or a usage error (no program): either ends a 2.33+ loader before this point.
-    if kind == LoaderKind::Glibc
-        && (loader_args::exits_before_tls(inv.mode) || inv.program.is_none())
-    {
-        return loader_args::parse_glibc_before_2_33(&argv.items, env);
+    if kind == LoaderKind::Glibc && !inv.runs_foreign_code() {
+        let old = with_cut_argv(argv, loader_args::parse_glibc_before_2_33(&argv.items, env));
+        if old.runs_foreign_code() {
+            return old;
+        }
     }
     inv
 }
 
+/// Parses a loader's argv; when argv was cut short and no program was found in what was read,
+/// one may hide beyond it, so a program is assumed (the safe reading).
 fn parse_loader_args(kind: LoaderKind, argv: &Argv, env: LoaderEnv) -> LoaderInvocation {
-    let mut inv = loader_args::parse(kind, &argv.items, env);
+    with_cut_argv(argv, loader_args::parse(kind, &argv.items, env))
+}
+
+/// `inv`, with a program assumed beyond the arguments read when argv was cut short and none
+/// was found in them.
+fn with_cut_argv(argv: &Argv, inv: LoaderInvocation) -> LoaderInvocation {
+    let mut inv = inv;
     if argv.truncated && inv.program.is_none() {
         inv.mode = loader_args::LoaderMode::Run;
         inv.unknown_option = true;

@@ -58,7 +58,7 @@ pub(super) fn handle(
     if finding.is_some_and(|f| policy::allow::may_exempt(f, &c.settings)) {
         // An `[[allow]]` rule may exempt it: the image checkpoint judges the file the loader
         // maps (and writes the event), whatever this path names now.
-        approve(shared, notif, inspection.as_ref());
+        approve(shared, c, notif, inspection.as_ref());
         respond(l, notif.id, Action::Continue, clock);
         return;
     }
@@ -103,23 +103,33 @@ pub(super) fn handle(
         }
     }
     if verdict.action == Action::Continue {
-        approve(shared, notif, inspection.as_ref());
+        approve(shared, c, notif, inspection.as_ref());
     }
     respond(l, notif.id, verdict.action, clock);
 }
 
-/// Tells the kernel's exec record, before the exec is let go on, which file it was judged to
-/// run: where the container's execs are confirmed, an exec that then runs another file (swapped
-/// in between this look and the kernel's open), or one this could not name, is killed before
-/// its first instruction. Written for every exec let through; the exec program takes it.
-fn approve(shared: &Shared, notif: &SeccompNotif, inspection: Option<&Inspection>) {
+/// Tells the kernel's exec record, before the exec is let go on, which files it was judged to
+/// load: where the container's execs are confirmed, an exec that then loads others (swapped in
+/// between this look and the kernel's open) is killed before its first instruction. Written for
+/// every exec let through in a container of its own pid namespace (the record covers no
+/// other); one this could not name gets an approval nothing matches, so no earlier one of the
+/// thread can stand for it.
+fn approve(
+    shared: &Shared,
+    c: &super::registry::Container,
+    notif: &SeccompNotif,
+    inspection: Option<&Inspection>,
+) {
     let Ok(record) = &shared.record else {
         return;
     };
-    let Some(runs) = inspection.and_then(|i| i.runs) else {
+    if c.pid_ns
+        .is_some_and(|(_, ino)| ino == super::record::INITIAL_PID_NS)
+    {
         return;
-    };
-    if let Err(e) = record.approve(notif.pid, &runs) {
+    }
+    let runs = inspection.and_then(|i| i.runs);
+    if let Err(e) = record.approve(notif.pid, runs.as_ref()) {
         tracing::warn!(pid = notif.pid, error = %e, "cannot write the exec's approval; where execs are confirmed, it is killed");
     }
 }

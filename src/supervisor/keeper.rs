@@ -117,11 +117,13 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
             Err(why) => cmd.record_off = Some(why),
         }
     }
-    let mut guarded = cmd.record.as_ref().and_then(Guarded::open);
     // Named now, not at the first container; then the keeper uses none of them itself and
     // its workers (root processes it execs) get at most these.
     super::privilege::check_available()?;
     super::privilege::reduce(false)?;
+    // After the reduction: whether the approvals can be written is tried with the worker's
+    // privileges.
+    let mut guarded = cmd.record.as_ref().and_then(Guarded::open);
     // The accept thread owns the listener; this copy is what an upgrade carries across.
     let listener_copy = listener
         .try_clone()

@@ -234,6 +234,19 @@ fn silent_loader(to: &Path) {
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Whether a Unix socket is bound at `path` and listening (`/proc/net/unix`: flags
+/// `__SO_ACCEPTCON`), without connecting to it.
+fn listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return path.exists();
+    };
+    let path = path.to_string_lossy();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8 && fields[7] == path && fields[3] == "00010000"
+    })
+}
+
 /// A running `execguard supervise`, stopped on drop.
 pub struct Supervisor {
     pub dir: tempfile::TempDir,
@@ -313,11 +326,13 @@ impl Supervisor {
             .stderr(log)
             .spawn()
             .expect("starting the supervisor");
+        // Listening, not only bound: a runtime that connects between the keeper's bind and its
+        // listen is refused (seen under load).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
+        while !listening(&socket) {
             assert!(
                 Instant::now() < deadline,
-                "supervisor did not create {}",
+                "supervisor did not listen on {}",
                 socket.display()
             );
             std::thread::sleep(Duration::from_millis(10));

@@ -42,6 +42,35 @@ pub(crate) struct Guarded {
     slots: std::collections::HashMap<usize, u32>,
     /// Per namespace, how many held notify fds keep it guarded.
     counts: std::collections::HashMap<u32, usize>,
+    /// The approvals can be written by a process with the worker's privileges.
+    confirm: bool,
+}
+
+/// Whether this process (the keeper, its capabilities reduced as the worker's are: no
+/// `CAP_BPF`) can write the approvals map; a kernel before 6.5 with
+/// `kernel.unprivileged_bpf_disabled` refuses it. Tried with a thread id no thread has.
+fn approvals_writable(record: &RecordFds) -> bool {
+    let Some(fd) = record.approved_fd() else {
+        return false;
+    };
+    let opened = fd
+        .try_clone_to_owned()
+        .map_err(MapError::from)
+        .and_then(MapData::from_fd)
+        .and_then(|data| {
+            HashMap::<_, u32, crate::sys::bpf::RawApproval>::try_from(Map::HashMap(data))
+        });
+    let tried = opened.and_then(|mut map| {
+        map.insert(u32::MAX, crate::sys::bpf::RawApproval::default(), 0)?;
+        map.remove(&u32::MAX)
+    });
+    match tried {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "the exec checkpoint's approvals cannot be written here; execs are not confirmed by the kernel");
+            false
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +100,7 @@ impl Guarded {
                 map,
                 slots: std::collections::HashMap::new(),
                 counts: std::collections::HashMap::new(),
+                confirm: approvals_writable(record),
             }),
             Err(e) => {
                 tracing::error!(error = %e, "the map of guarded pid namespaces cannot be opened; no container's execs are recorded");
@@ -115,7 +145,13 @@ impl Guarded {
                 .map(String::as_str)
         });
         let metadata = message.as_ref().map_or("", |m| m.metadata.as_str());
-        let flags = confirmation(metadata, annotated);
+        // Confirmed only where the worker can write the approvals: else every exec would be
+        // one that nothing judged.
+        let flags = if self.confirm {
+            confirmation(metadata, annotated)
+        } else {
+            0
+        };
         let inum =
             crate::supervisor::privilege::with_effective(caps::Capability::CAP_SYS_PTRACE, || {
                 nix::sys::stat::stat(format!("/proc/{pid}/ns/pid").as_str())

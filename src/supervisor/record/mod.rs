@@ -60,7 +60,7 @@ const KILLS: &str = "kills_v1";
 const EXIT: (&str, &str) = ("forget_exit", "sched_process_exit");
 const EXEC: (&str, &str) = ("record_exec", "sched_process_exec");
 /// `PROC_PID_INIT_INO`: the inode of the initial pid namespace.
-const INITIAL_PID_NS: u64 = 0xEFFF_FFFC;
+pub(crate) const INITIAL_PID_NS: u64 = 0xEFFF_FFFC;
 /// Where the kernel publishes its BTF, which names the tracepoints.
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -166,6 +166,11 @@ impl RecordFds {
         let mut fds = vec![self.map.as_fd(), self.exec.as_fd(), self.exit.as_fd()];
         fds.extend(self.confirm.iter().flatten().map(AsFd::as_fd));
         fds
+    }
+
+    /// The map of the exec checkpoint's approvals, if the programs confirm execs.
+    pub(crate) fn approved_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.confirm.as_ref().map(|[approved, _]| approved.as_fd())
     }
 
     /// The map of guarded pid namespaces, if the programs have one.

@@ -57,22 +57,35 @@ impl ExecRecord {
 
     /// Tells the exec program that the exec thread `tid` is calling was judged to run `file`:
     /// in a namespace whose execs are confirmed, an exec that runs anything else is killed.
-    pub(crate) fn approve(&self, tid: u32, runs: &crate::inspect::Runs) -> Result<(), MapError> {
+    pub(crate) fn approve(
+        &self,
+        tid: u32,
+        runs: Option<&crate::inspect::Runs>,
+    ) -> Result<(), MapError> {
         let Some(approvals) = &self.approvals else {
             return Ok(());
         };
         let nsec = |t: (i64, i64)| u32::try_from(t.1).unwrap_or(u32::MAX);
-        let interp = runs.interpreter.as_ref();
-        let approval = RawApproval {
-            ino: runs.program.ino,
-            size: runs.program.size,
-            ctime_sec: runs.program.ctime.0,
-            ctime_nsec: nsec(runs.program.ctime),
-            has_interp: u32::from(interp.is_some()),
-            interp_size: interp.map_or(0, |i| i.size),
-            interp_ctime_sec: interp.map_or(0, |i| i.ctime.0),
-            interp_ctime_nsec: interp.map_or(0, |i| nsec(i.ctime)),
-            pad: 0,
+        let approval = match runs {
+            Some(runs) => {
+                let interp = runs.interpreter.as_ref();
+                RawApproval {
+                    ino: runs.program.ino,
+                    size: runs.program.size,
+                    ctime_sec: runs.program.ctime.0,
+                    ctime_nsec: nsec(runs.program.ctime),
+                    has_interp: u32::from(interp.is_some()),
+                    interp_size: interp.map_or(0, |i| i.size),
+                    interp_ctime_sec: interp.map_or(0, |i| i.ctime.0),
+                    interp_ctime_nsec: interp.map_or(0, |i| nsec(i.ctime)),
+                    pad: 0,
+                }
+            }
+            // Nothing was named: no file has a negative size, so no exec matches.
+            None => RawApproval {
+                size: -1,
+                ..RawApproval::default()
+            },
         };
         approvals
             .lock()
