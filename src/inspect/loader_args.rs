@@ -88,6 +88,17 @@ pub struct LoaderInvocation {
 }
 
 impl LoaderInvocation {
+    /// Before any argument is read: run mode, no program, no option.
+    fn nothing_yet(audit: bool) -> Self {
+        Self {
+            mode: LoaderMode::Run,
+            program: None,
+            options: Vec::new(),
+            audit,
+            unknown_option: false,
+        }
+    }
+
     /// Whether the loader loads the program's objects without running it (list or verify
     /// mode) with no audit module named yet: where one named by the program itself
     /// (`DT_AUDIT`, `DT_DEPAUDIT`) would make it run foreign code.
@@ -133,13 +144,7 @@ pub fn parse(kind: LoaderKind, argv: &[Vec<u8>], env: LoaderEnv) -> LoaderInvoca
 }
 
 fn parse_glibc(argv: &[Vec<u8>], env: LoaderEnv) -> LoaderInvocation {
-    let mut inv = LoaderInvocation {
-        mode: LoaderMode::Run,
-        program: None,
-        options: Vec::new(),
-        audit: env.audit,
-        unknown_option: false,
-    };
+    let mut inv = LoaderInvocation::nothing_yet(env.audit);
     let mut i = 1;
     // glibc stops at the first argument that does not start with "--"; --version and an
     // unknown option end the loader at once, so nothing after them is loaded.
@@ -202,9 +207,8 @@ fn parse_glibc(argv: &[Vec<u8>], env: LoaderEnv) -> LoaderInvocation {
 
 /// glibc's options before 2.33 (`rtld.c` of 2.28 to 2.32): these flags and value options, and
 /// nothing else. The loop stops at the first other argument, which is the program, also when
-/// it starts with "--": `ld.so --library-path /tmp --help` loads `/tmp/--help` there. (2.28
-/// has no `--preload` either; taking it as an option here only moves which argument is named
-/// as the program, not whether one runs.)
+/// it starts with "--". (2.28 has no `--preload` either; taking it as an option here only
+/// moves which argument is named as the program, not whether one runs.)
 const GLIBC_OLD_FLAGS: &[&[u8]] = &[b"--list", b"--verify", b"--inhibit-cache"];
 const GLIBC_OLD_VALUE_OPTIONS: &[&[u8]] = &[
     b"--library-path",
@@ -227,17 +231,11 @@ pub(crate) fn exits_before_tls(mode: LoaderMode) -> bool {
 }
 
 /// `argv` read as a glibc loader before 2.33 reads it: a query option it did not have yet is
-/// the program's name (searched like a library without a slash, so `LD_LIBRARY_PATH` or
-/// `--library-path` choose which file runs). The parse for a loader whose `--help`,
-/// `--version`, `--list-tunables` or `--list-diagnostics` did not end it.
+/// the program's name (without a slash, 2.31 looks it up in the loader cache, which a
+/// container's root can write). Read at the image checkpoint beside the current rules, and at
+/// the exec checkpoint for a loader without 2.33's options.
 pub fn parse_glibc_before_2_33(argv: &[Vec<u8>], env: LoaderEnv) -> LoaderInvocation {
-    let mut inv = LoaderInvocation {
-        mode: LoaderMode::Run,
-        program: None,
-        options: Vec::new(),
-        audit: env.audit,
-        unknown_option: false,
-    };
+    let mut inv = LoaderInvocation::nothing_yet(env.audit);
     let mut i = 1;
     while i < argv.len() {
         let a = argv[i].as_slice();
@@ -269,13 +267,7 @@ pub fn parse_glibc_before_2_33(argv: &[Vec<u8>], env: LoaderEnv) -> LoaderInvoca
 }
 
 fn parse_musl(argv: &[Vec<u8>]) -> LoaderInvocation {
-    let mut inv = LoaderInvocation {
-        mode: LoaderMode::Run,
-        program: None,
-        options: Vec::new(),
-        audit: false,
-        unknown_option: false,
-    };
+    let mut inv = LoaderInvocation::nothing_yet(false);
     // musl's libc.so acts as ldd when it is run under a name ending in "ldd".
     if argv.first().is_some_and(|a0| a0.ends_with(b"ldd")) {
         inv.mode = LoaderMode::List;

@@ -141,14 +141,8 @@ fn report(shared: &Shared, kill: &RawKill) {
         syscall: None,
         loader: None,
     };
-    if let Err(e) = shared.sink.emit(&ev) {
-        tracing::error!(error = %e, "cannot write the event");
+    if ev.importance >= shared.config.events.min_importance {
+        super::report::write(shared, &ev);
     }
-    *shared
-        .events_by
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry((ev.event, ev.importance))
-        .or_default() += 1;
     tracing::warn!(pid = kill.tgid, %path, killed = kill.killed != 0, "exec not as judged at its exec checkpoint");
 }

@@ -95,6 +95,19 @@ pub(super) fn listener_attempt(
     emit(shared, l, st, notif, ev, clock);
 }
 
+/// Writes `ev` to the sink and counts it (by event and importance).
+pub(super) fn write(shared: &Shared, ev: &Event) {
+    if let Err(e) = shared.sink.emit(ev) {
+        tracing::error!(error = %e, "cannot write the event");
+    }
+    *shared
+        .events_by
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((ev.event, ev.importance))
+        .or_default() += 1;
+}
+
 /// Writes an event (through the rate limit) and notes in the slot that it was written.
 pub(super) fn emit(
     shared: &Shared,
@@ -117,15 +130,7 @@ pub(super) fn emit(
         clock.lap(Phase::Log);
         return;
     };
-    if let Err(e) = shared.sink.emit(&ev) {
-        tracing::error!(error = %e, "cannot write the event");
-    }
-    *shared
-        .events_by
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry((ev.event, ev.importance))
-        .or_default() += 1;
+    write(shared, &ev);
     if notif.id != 0 {
         shared.slots.record(l.slot, SlotState::EventWritten, notif);
     }
