@@ -19,6 +19,23 @@ fn expected_event(kind: &str) -> &'static str {
     }
 }
 
+/// The markers (`m-N`) the racer's loader runs left in the work directory.
+fn markers(work: &std::path::Path) -> HashSet<String> {
+    std::fs::read_dir(work)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("m-"))
+        .collect()
+}
+
+/// The markers named by the events' last arguments (the loader runs logged with their argv).
+fn logged_markers(events: &[serde_json::Value]) -> HashSet<String> {
+    crate::harness::last_args(events)
+        .iter()
+        .filter_map(|a| a.strip_prefix("/work/").map(str::to_owned))
+        .collect()
+}
+
 fn race(kind: &str) {
     for (setting, config) in [
         ("image", ""),
@@ -51,11 +68,7 @@ fn race_with(kind: &str, setting: &str, config: &str) {
             sup.log()
         );
         assert!(run.marker("done"), "{ctx}");
-        let ran: HashSet<String> = std::fs::read_dir(&run.work)
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with("m-"))
-            .collect();
+        let ran: HashSet<String> = markers(&run.work);
         let events = sup.events_of(&run.id);
         let by_stage = |stage: &str| events.iter().filter(|e| e["stage"] == stage).count();
         eprintln!(
@@ -76,10 +89,7 @@ fn race_with(kind: &str, setting: &str, config: &str) {
             );
         } else {
             assert!(!ran.is_empty(), "the racer never won in audit mode\n{ctx}");
-            let logged: HashSet<String> = crate::harness::last_args(&events)
-                .iter()
-                .filter_map(|a| a.strip_prefix("/work/").map(str::to_owned))
-                .collect();
+            let logged: HashSet<String> = logged_markers(&events);
             let missing: Vec<&String> = ran.difference(&logged).collect();
             let others: Vec<&serde_json::Value> = events
                 .iter()
@@ -143,11 +153,7 @@ fn silent_race(kind: &str) {
         let out = std::fs::read_to_string(run.work.join("out")).unwrap_or_default();
         let ctx = format!("{mode}: {}\nracer: {out}\n{}", run.describe(), sup.log());
         assert!(run.marker("done"), "{ctx}");
-        let ran: HashSet<String> = std::fs::read_dir(&run.work)
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with("m-"))
-            .collect();
+        let ran: HashSet<String> = markers(&run.work);
         let events = sup.events_of(&run.id);
         let not_as_judged: Vec<&serde_json::Value> = events
             .iter()
@@ -180,10 +186,7 @@ fn silent_race(kind: &str) {
             // A run judged as the loader it was is logged at the exec with its argv (so its
             // marker); one swapped in after the look is reported by the kernel's record,
             // without argv: those are counted.
-            let logged: HashSet<String> = crate::harness::last_args(&events)
-                .iter()
-                .filter_map(|a| a.strip_prefix("/work/").map(str::to_owned))
-                .collect();
+            let logged: HashSet<String> = logged_markers(&events);
             let unlogged = ran.difference(&logged).count();
             assert!(
                 unlogged <= not_as_judged.len(),
