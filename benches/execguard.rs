@@ -7,7 +7,8 @@
 //!    same responder after execguard's two `/proc` looks (`null+looks`, the floor of a
 //!    race-free look at the image); execguard in audit and in enforce mode (default config);
 //!    enforce with `[detect] exec_checkpoint = true`; and enforce with `[worker] cpu_cgroup =
-//!    "supervisor"`. The
+//!    "supervisor"`; and enforce with `[rules] preload_from_writable = "high"` (ordinary
+//!    programs' preloads judged, off by default). The
 //!    containers run in lockstep (FIFOs start and end each step; an idle one wakes no CPU), a
 //!    step of N execs each in an order that rotates, ratios are taken within each step
 //!    (paired), then the median of the steps, with a 95 % interval for it;
@@ -28,8 +29,8 @@
 //!    container's): fork+exec storms on the host and in a pid namespace of its own, beside a
 //!    guarded pid namespace, with the record's programs attached and without, in rounds of 2+2 storms whose order cancels a
 //!    drift; and the programs' own time per run as the kernel counts it. The storms above run
-//!    with three supervisors, each with its own record attached, so every exec there runs
-//!    three copies of the programs (two of them only to their early return).
+//!    with four supervisors, each with its own record attached, so every exec there runs
+//!    four copies of the programs (three of them only to their early return).
 //!
 //! `--execs N` (per step) and `--rounds N` (steps) change the storm; `--storm-only` stops after part 2,
 //! `--no-build` skips part 3, `--build-only` runs only part 3 (`--rounds N` pairs),
@@ -247,10 +248,13 @@ enum Guard {
     /// Enforce with `[worker] cpu_cgroup = "supervisor"`: the worker's thread stays in the
     /// supervisor's CPU cgroup (as before it joined the container's).
     EnforceOwnCgroup,
+    /// Enforce with `[rules] preload_from_writable = "high"`: ordinary programs' preloads
+    /// judged (what the look at the environment costs; off by default).
+    EnforcePreloads,
 }
 
 impl Guard {
-    const ALL: [Guard; 7] = [
+    const ALL: [Guard; 8] = [
         Guard::Unguarded,
         Guard::Null,
         Guard::NullLooks,
@@ -258,6 +262,7 @@ impl Guard {
         Guard::Enforce,
         Guard::EnforceExec,
         Guard::EnforceOwnCgroup,
+        Guard::EnforcePreloads,
     ];
 
     fn name(self) -> &'static str {
@@ -269,6 +274,7 @@ impl Guard {
             Guard::Enforce => "enforce",
             Guard::EnforceExec => "enforce+exec",
             Guard::EnforceOwnCgroup => "enforce+own-cg",
+            Guard::EnforcePreloads => "enforce+preloads",
         }
     }
 }
@@ -278,6 +284,7 @@ struct Guards {
     default: Supervisor,
     exec_checkpoint: Supervisor,
     own_cgroup: Supervisor,
+    preloads: Supervisor,
     null: null_responder::NullResponder,
     null_looks: null_responder::NullResponder,
 }
@@ -288,6 +295,7 @@ impl Guards {
             default: Supervisor::start("audit", ""),
             exec_checkpoint: Supervisor::start("audit", "[detect]\nexec_checkpoint = true\n"),
             own_cgroup: Supervisor::start("audit", "[worker]\ncpu_cgroup = \"supervisor\"\n"),
+            preloads: Supervisor::start("audit", "[rules]\npreload_from_writable = \"high\"\n"),
             null: null_responder::NullResponder::start(false),
             null_looks: null_responder::NullResponder::start(true),
         }
@@ -299,6 +307,7 @@ impl Guards {
             Guard::Audit | Guard::Enforce => Some(&self.default),
             Guard::EnforceExec => Some(&self.exec_checkpoint),
             Guard::EnforceOwnCgroup => Some(&self.own_cgroup),
+            Guard::EnforcePreloads => Some(&self.preloads),
             Guard::Unguarded | Guard::Null | Guard::NullLooks => None,
         }
     }
@@ -323,7 +332,8 @@ fn storm_bundle_script(guards: &Guards, g: Guard, name: &str, script: &str) -> h
         | Guard::NullLooks
         | Guard::Enforce
         | Guard::EnforceExec
-        | Guard::EnforceOwnCgroup => "enforce",
+        | Guard::EnforceOwnCgroup
+        | Guard::EnforcePreloads => "enforce",
     };
     let sup = guards.supervisor(g).unwrap_or(&guards.default);
     let b = bundle(
@@ -750,6 +760,18 @@ fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
         "  {own}: [worker] cpu_cgroup = \"supervisor\" (the answering thread stays in the supervisor's CPU cgroup); enforce / {own}: {joined_vs_own:.3} (paired)"
     );
     out["cpu_cgroup_ratio"] = json!(joined_vs_own);
+    let on = Guard::EnforcePreloads.name();
+    let paired: Vec<f64> = per_exec[on]
+        .iter()
+        .zip(&per_exec["enforce"])
+        .map(|(on, off)| on / off)
+        .collect();
+    let (lo, hi) = median_interval(paired.clone());
+    let preloads = median(paired);
+    println!(
+        "  {on}: [rules] preload_from_writable = \"high\" (a look at every dynamic program's environment); {on} / enforce: {preloads:.3} (paired, 95 % {lo:.3}-{hi:.3})"
+    );
+    out["preload_look_ratio"] = json!({"ratio": preloads, "ratio_95": [lo, hi]});
     // What execguard costs beyond the kernel's part of its looks, paired per step.
     let looks = Guard::NullLooks.name();
     let mut beyond_looks = serde_json::Map::new();

@@ -119,6 +119,10 @@ pub enum Rule {
     /// the look and the open), or one that was never judged; killed before its first
     /// instruction (the exec record's confirmation, enforce mode with the exec checkpoint).
     ExecNotAsJudged,
+    /// An ordinary dynamic program was started with `LD_PRELOAD` or `LD_AUDIT` naming a file
+    /// the container can change (or an environment too large to read whole): the loader runs
+    /// that file's code, which needs no exec bit.
+    PreloadFromWritable,
 }
 
 impl Rule {
@@ -140,6 +144,7 @@ impl Rule {
             Rule::InspectionFailed => "Exec could not be inspected",
             Rule::SeccompListenerAttempt => "Process tried to install its own seccomp listener",
             Rule::ExecNotAsJudged => "Executed file is not the one judged at the exec",
+            Rule::PreloadFromWritable => "Program started with a preload the container can change",
         }
     }
 
@@ -150,7 +155,8 @@ impl Rule {
             Rule::BinaryExecutedByLoader
             | Rule::FilelessLoaderExecution
             | Rule::CustomInterpreter
-            | Rule::LoaderQuery => "execution",
+            | Rule::LoaderQuery
+            | Rule::PreloadFromWritable => "execution",
         }
     }
 
@@ -167,6 +173,7 @@ impl Rule {
             Rule::InspectionFailed => Importance::Medium,
             Rule::SeccompListenerAttempt => Importance::High,
             Rule::ExecNotAsJudged => Importance::Critical,
+            Rule::PreloadFromWritable => Importance::Info,
         }
     }
 }

@@ -65,6 +65,7 @@ pub(crate) struct RuleOverrides {
     pub(crate) inspection_failed: Option<Importance>,
     pub(crate) seccomp_listener_attempt: Option<Importance>,
     pub(crate) exec_not_as_judged: Option<Importance>,
+    pub(crate) preload_from_writable: Option<Importance>,
 }
 
 impl RuleOverrides {
@@ -77,6 +78,7 @@ impl RuleOverrides {
             Rule::InspectionFailed => self.inspection_failed,
             Rule::SeccompListenerAttempt => self.seccomp_listener_attempt,
             Rule::ExecNotAsJudged => self.exec_not_as_judged,
+            Rule::PreloadFromWritable => self.preload_from_writable,
         };
         over.unwrap_or_else(|| rule.default_importance())
     }

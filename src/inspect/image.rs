@@ -35,7 +35,7 @@ const MAX_CMDLINE_BYTES: u64 = 64 * 1024;
 /// Arguments kept of it.
 const MAX_ARGS: usize = 128;
 /// Bytes of `/proc/PID/environ` scanned for `LD_TRACE_LOADED_OBJECTS` and `LD_AUDIT`.
-const MAX_ENVIRON_BYTES: u64 = 256 * 1024;
+pub(super) const MAX_ENVIRON_BYTES: u64 = 256 * 1024;
 /// Bytes of `/proc/PID/auxv` read: about 25 pairs on x86_64 today.
 const AUXV_BYTES: usize = 4096;
 /// Bytes of `/proc/PID/maps` read where the kernel has no `PROCMAP_QUERY` (before 6.11).
@@ -60,6 +60,9 @@ pub(crate) struct ImageInspection {
     pub finding: Option<Finding>,
     /// Answered from the exec record alone, without a look through `/proc`.
     pub by_record: bool,
+    /// A dynamic program whose interpreter is one of the container's loaders (its preloads
+    /// are judged apart: [`super::preload`]).
+    pub dynamic: bool,
 }
 
 /// What an exec loaded, as the kernel's exec record has it (`supervisor::record`).
@@ -77,13 +80,13 @@ pub(crate) struct Loaded {
 }
 
 /// `/proc/TID/NAME` in a stack buffer: the answer path allocates nothing for an ordinary exec.
-struct ProcPath {
+pub(super) struct ProcPath {
     buf: [u8; 96],
     len: usize,
 }
 
 impl ProcPath {
-    fn new(tid: u32, name: std::fmt::Arguments<'_>) -> Self {
+    pub(super) fn new(tid: u32, name: std::fmt::Arguments<'_>) -> Self {
         use std::io::Write;
         let mut buf = [0u8; 96];
         let mut rest = &mut buf[..];
@@ -93,7 +96,7 @@ impl ProcPath {
         Self { buf, len }
     }
 
-    fn as_bytes(&self) -> &[u8] {
+    pub(super) fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 }
@@ -152,10 +155,11 @@ pub(crate) fn inspect_image(
     // No validity check needed: the entry is of this task's image if the notification is
     // still pending when the answer is given (a later exec in the process would have killed
     // the task first), and an answer to a notification no longer pending does nothing.
-    if recorded.is_some_and(|r| ordinary_by_record(r, loaders, cache)) {
+    if let Some(kind) = recorded.and_then(|r| ordinary_by_record(r, loaders, cache)) {
         clock.lap(Phase::Resolve);
         return Ok(ImageInspection {
             by_record: true,
+            dynamic: matches!(kind, ExeKind::Dynamic),
             ..ImageInspection::default()
         });
     }
@@ -193,13 +197,15 @@ pub(crate) fn inspect_image(
     let mut inspection = match kind {
         ExeKind::Ordinary => return Ok(ImageInspection::default()),
         ExeKind::Dynamic => {
-            judge_interpreter(&image, loaders, cache, valid, clock)?.unwrap_or_default()
+            judge_interpreter(&image, loaders, cache, valid, clock)?.unwrap_or(ImageInspection {
+                dynamic: true,
+                ..ImageInspection::default()
+            })
         }
         ExeKind::Loader(kind) => inspect_loader_image(tid, abi, kind, valid)?,
     };
     if let (Some(r), Some(_)) = (recorded, &inspection.finding) {
-        // The top bit tells it from 16 random bytes of another exec of the pid.
-        inspection.token = Some(u128::from(r.exec_time) | 1 << 127);
+        inspection.token = Some(record_token(r));
     }
     Ok(inspection)
 }
@@ -227,21 +233,25 @@ fn random_bytes(tid: u32, at: Option<u64>) -> Option<u128> {
 /// name it). Anything else is looked at through `/proc`. Where the record names a file
 /// otherwise than `stat` does (a btrfs subvolume: the filesystem's device, not the
 /// subvolume's), nothing matches, and every image there is looked at through `/proc`.
-fn ordinary_by_record(recorded: &Loaded, loaders: &SystemLoaders, cache: &FileCache) -> bool {
-    let Some(program) = &recorded.program else {
-        return false;
-    };
+fn ordinary_by_record(
+    recorded: &Loaded,
+    loaders: &SystemLoaders,
+    cache: &FileCache,
+) -> Option<ExeKind> {
+    let program = recorded.program.as_ref()?;
     if loaders.kind_of((program.dev, program.ino)).is_some() {
-        return false;
+        return None;
     }
-    match cache.get(program).map(ExeKind::of) {
-        Some(ExeKind::Ordinary) => recorded.interpreter.is_none(),
-        Some(ExeKind::Dynamic) => recorded.interpreter.is_some_and(|i| {
+    let kind = cache.get(program).map(ExeKind::of)?;
+    let ordinary = match kind {
+        ExeKind::Ordinary => recorded.interpreter.is_none(),
+        ExeKind::Dynamic => recorded.interpreter.is_some_and(|i| {
             let key = (i.dev, i.ino);
             loaders.kind_of(key).is_some() || cache.is_mapped_loader(key)
         }),
-        Some(ExeKind::Loader(_)) | None => false,
-    }
+        ExeKind::Loader(_) => false,
+    };
+    ordinary.then_some(kind)
 }
 
 /// The image a checkpoint looks at.
@@ -340,6 +350,7 @@ fn judge_interpreter(
         token,
         finding: Some(custom_interpreter(&interp_name, &shown, loader, &program)),
         by_record: false,
+        dynamic: true,
     }))
 }
 
@@ -532,7 +543,40 @@ fn inspect_loader_image(
         token,
         finding: Some(finding),
         by_record: false,
+        dynamic: false,
     })
+}
+
+/// What an event names of the image of `tid` (`proc_dir` is its `/proc/TID`): its exe, argv
+/// and an identity of the exec (`token`, else its `AT_RANDOM` bytes). No finding yet.
+pub(super) fn identify(
+    tid: u32,
+    abi: Abi,
+    proc_dir: &OwnedFd,
+    token: Option<u128>,
+) -> Result<ImageInspection, InspectError> {
+    let exe = readlinkat(proc_dir, "exe")
+        .map(|p| p.as_bytes().to_vec())
+        .unwrap_or_default();
+    let argv = read_cmdline(proc_dir)?;
+    let token = match token {
+        Some(t) => Some(t),
+        None => random_bytes(tid, read_auxv(tid, abi)?.random),
+    };
+    Ok(ImageInspection {
+        exe,
+        argv,
+        token,
+        finding: None,
+        by_record: false,
+        dynamic: true,
+    })
+}
+
+/// The identity of an exec that the exec record gives (`Loaded::exec_time`); the top bit tells
+/// it from 16 random bytes of another exec of the pid.
+pub(crate) fn record_token(recorded: &Loaded) -> u128 {
+    u128::from(recorded.exec_time) | 1 << 127
 }
 
 pub(super) fn read_proc(

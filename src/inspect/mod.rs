@@ -6,6 +6,7 @@ pub(crate) mod allow;
 pub mod file;
 pub(crate) mod image;
 pub mod loader_args;
+pub(crate) mod preload;
 pub(crate) mod resolve;
 
 use std::collections::HashMap;

@@ -185,6 +185,20 @@ pub(crate) fn resolve(
     path: &[u8],
     follow_last: bool,
 ) -> Result<Resolved, Errno> {
+    resolve_watching(view, start, start_display, path, follow_last, &mut |_| {})
+}
+
+/// [`resolve`], calling `looked_in` with every directory a name is looked up in (the start,
+/// each directory walked through, each directory a symlink's target is walked from), before
+/// the lookup: a lookup that fails has still been shown its directory.
+pub(crate) fn resolve_watching(
+    view: &FsView,
+    start: OwnedFd,
+    start_display: &[u8],
+    path: &[u8],
+    follow_last: bool,
+    looked_in: &mut dyn FnMut(&OwnedFd),
+) -> Result<Resolved, Errno> {
     if path.is_empty() {
         return Err(Errno::ENOENT);
     }
@@ -226,6 +240,7 @@ pub(crate) fn resolve(
             return Err(Errno::ENOTDIR);
         }
         let last = todo.is_empty();
+        looked_in(&cur);
         let next = openat(
             &cur,
             comp.as_slice(),

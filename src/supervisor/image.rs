@@ -10,11 +10,11 @@ use super::serve::{respond, Listener, ListenerState, STATE_ENTRIES};
 use super::{exec, report, tell};
 use crate::inspect::allow::{self, Judgement};
 use crate::inspect::file::LoaderKind;
-use crate::inspect::{image, Finding};
+use crate::inspect::{image, preload, Finding};
 use crate::phases::{Phase, PhaseClock};
 use crate::policy::{self, Action};
 use crate::sys::SeccompNotif;
-use crate::vocab::{Abi, Stage, Syscall};
+use crate::vocab::{Abi, Mode, Rule, Stage, Syscall};
 
 pub(super) fn handle(
     l: &Listener,
@@ -64,6 +64,35 @@ pub(super) fn handle(
     if img.by_record {
         l.counters.images_by_record.fetch_add(1, Ordering::Relaxed);
     }
+    let img = match img {
+        img if img.finding.is_none() && img.dynamic && preloads_judged(shared, &c.settings) => {
+            let token = recorded.as_ref().map(image::record_token);
+            match preload::judge(notif.pid, abi, token, &valid) {
+                Ok(Some(found)) => found,
+                Ok(None) => img,
+                // Gone, or an environment that could not be read: the same fail-safe rule as
+                // any image that could not be inspected.
+                Err(e) => {
+                    let verdict = policy::on_error(&e, &c.settings);
+                    if let Some((rule, importance)) = verdict.event {
+                        let mut ev = report::base_event(
+                            c,
+                            notif,
+                            rule,
+                            importance,
+                            verdict.action,
+                            Stage::Image,
+                        );
+                        ev.reason = e.to_string();
+                        report::emit(shared, l, st, notif, ev, clock);
+                    }
+                    deny_or_continue(l, st, notif, verdict.action, None, clock);
+                    return;
+                }
+            }
+        }
+        img => img,
+    };
     let Some(finding) = img.finding else {
         respond(l, notif.id, Action::Continue, clock);
         return;
@@ -139,6 +168,20 @@ pub(super) fn handle(
         }
     }
     deny_or_continue(l, st, notif, verdict.action, line.as_deref(), clock);
+}
+
+/// Whether an ordinary program's preloads are judged: only while a finding would be written or
+/// denied (`[rules] preload_from_writable = "info"` turns the look, and its cost, off).
+fn preloads_judged(shared: &Shared, s: &policy::Settings) -> bool {
+    let importance = s.rules.importance(Rule::PreloadFromWritable);
+    match s.mode {
+        Mode::Off => false,
+        Mode::Audit => importance >= shared.config.events.min_importance,
+        Mode::Enforce => {
+            importance >= shared.config.events.min_importance
+                || importance >= s.enforce.min_importance
+        }
+    }
 }
 
 /// What the `[[allow]]` rules say of a loader run, when one could apply: judged on the file

@@ -151,6 +151,12 @@ pub fn fixture() -> &'static Fixture {
         );
         run_ok(
             Command::new("gcc")
+                .args(["-shared", "-fPIC", "-o"])
+                .arg(bin.join("preload.so"))
+                .arg(helpers.join("preload.c")),
+        );
+        run_ok(
+            Command::new("gcc")
                 .args(["-Wl,--audit=/opt/eg/audit-module.so", "-o"])
                 .arg(bin.join("audited"))
                 .arg(&payload),

@@ -33,6 +33,7 @@ mod message;
 mod old_loaders;
 mod operations;
 mod podman;
+mod preloads;
 mod privilege;
 mod profiles;
 mod races;
