@@ -104,3 +104,41 @@ fn an_exempted_runs_same_address_reexec_is_denied_without_the_record() {
         "judged-enforce-no-record",
     );
 }
+
+/// Conditions as the kernel reads them (issue 24, item 3), in a real container: `arch_prctl`
+/// with the option's high 32 bits set sets FS like `ARCH_SET_FS` (the kernel reads an `int`),
+/// so the filter `inject` installs must trap it: 200 such calls from one process are 200 image
+/// checkpoints in the container's count.
+#[test]
+fn arch_prctl_with_high_bits_set_reaches_the_image_checkpoint() {
+    needs_root!();
+    let sup = Supervisor::start("audit", "");
+    let cfg = sup.config.to_str().unwrap().to_owned();
+    let b = crate::harness::bundle(
+        &sup.config,
+        "archprctl-hi",
+        // A shell builtin loop: no exec while the count is read.
+        "/opt/eg/exectool archprctl-hi 200 && touch /work/started; \
+         while [ ! -e /work/done ]; do :; done",
+        &[],
+        None,
+    );
+    let work = b.work.clone();
+    let id = b.id.clone();
+    let child = b.spawn();
+    crate::harness::wait_for(&work.join("started"), "the container's start");
+    let (ok, out, err) = crate::harness::execguard(&["status", "--json", "--config", &cfg]);
+    std::fs::write(work.join("done"), "").unwrap();
+    b.wait(child);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let c = v["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{out}"));
+    // sh and exectool set up their thread pointers once each: the rest are the 200 calls.
+    let images = c["images_inspected"].as_u64().unwrap();
+    assert!(images >= 200, "{images} image checkpoints: {c}");
+}

@@ -12,6 +12,10 @@
  *   exectool hostile                        a series of hostile execs (bad pointers, huge argv and
  *                                           envp, control characters and invalid UTF-8, symlink
  *                                           loops, an overlong path); prints each errno
+ *   exectool archprctl-hi N                 N times, set FS to what it is through arch_prctl with
+ *                                           the option's high 32 bits set (0x100001002: the
+ *                                           kernel reads an int, so this is ARCH_SET_FS);
+ *                                           x86_64 only
  *   exectool vmsplice                       call vmsplice(-1, ...) and print the errno's name:
  *                                           EBADF normally, EPERM under podman's default profile
  */
@@ -181,6 +185,15 @@ int main(int argc, char **argv) {
     const char *mode = argv[1];
     if (!strcmp(mode, "shadow-listener")) return shadow_listener();
     if (!strcmp(mode, "hostile")) return hostile();
+#ifdef __x86_64__
+    if (!strcmp(mode, "archprctl-hi") && argc == 3) {
+        unsigned long fs = 0;
+        if (syscall(SYS_arch_prctl, 0x1003 /* ARCH_GET_FS */, &fs)) return die("ARCH_GET_FS");
+        for (long i = atol(argv[2]); i > 0; i--)
+            if (syscall(SYS_arch_prctl, 0x100001002UL, fs)) return die("arch_prctl(0x100001002)");
+        return 0;
+    }
+#endif
     if (!strcmp(mode, "vmsplice")) {
         long r = syscall(SYS_vmsplice, -1, NULL, 0, 0);
         printf("%s\n", r == 0 ? "OK" : errno == EPERM ? "EPERM" : errno == EBADF ? "EBADF" : strerror(errno));
