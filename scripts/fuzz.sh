@@ -23,6 +23,8 @@ printf '%s' '{"ociVersion":"1.0.2","fds":["seccompFd"],"pid":1,"metadata":"execg
 printf '\0ld.so\0--library-path\0/x\0--audit\0a.so\0/bin/true\0arg' > corpus/loader_args/glibc
 printf '\4ld-musl\0--preload=/x.so\0--\0/p' > corpus/loader_args/musl
 printf '#! /lib64/ld-linux-x86-64.so.2 /bin/touch\n' > corpus/shebang/loader
+mkdir -p corpus/report
+printf '%s\n' '{"event":"binary_executed_by_loader","importance":"critical","action":"denied","reason":"<b>|`x`","container":{"id":"c"},"exec":{"path":"/lib64/ld-linux-x86-64.so.2","argv":["ld.so","/tmp/p"]},"loader":{"path":"/lib64/ld-linux-x86-64.so.2","program":"/tmp/p"},"repeated":3}' 'not json' > corpus/report/events
 targets=$(cargo fuzz list)
 for t in $targets; do
   mkdir -p "corpus/$t"

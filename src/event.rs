@@ -127,6 +127,67 @@ struct Syslog {
     dropped: std::sync::atomic::AtomicU64,
 }
 
+/// The longest event line written, newline excluded: an argv of 128 arguments of 4096 bytes,
+/// each byte a control character that JSON writes as `\u00XX`, would be 3 MiB. Longer events
+/// are cut ([`cut_to_fit`]) so that every line stays readable whole by `execguard report`
+/// (whose cap, 1 MiB, is above this one).
+pub(crate) const MAX_EVENT_LINE: usize = 64 * 1024;
+/// Characters kept of a string field that is cut, before [`CUT`].
+const CUT_FIELD_CHARS: usize = 1024;
+/// What ends a cut field.
+pub(crate) const CUT: &str = "...[cut]";
+
+/// Cuts an event (as JSON) until it serializes within [`MAX_EVENT_LINE`]: first its argv
+/// (each argument to [`CUT_FIELD_CHARS`], `argv_truncated` set), then every string field the
+/// same way, then arguments (and then the loader's options) dropped from the end. Each cut
+/// string ends with [`CUT`].
+pub(crate) fn cut_to_fit(v: &mut serde_json::Value) {
+    let fits =
+        |v: &serde_json::Value| serde_json::to_vec(v).map_or(true, |l| l.len() <= MAX_EVENT_LINE);
+    if let Some(exec) = v.get_mut("exec").and_then(serde_json::Value::as_object_mut) {
+        if let Some(argv) = exec
+            .get_mut("argv")
+            .and_then(serde_json::Value::as_array_mut)
+        {
+            argv.iter_mut().for_each(cut_string);
+        }
+        exec.insert("argv_truncated".into(), true.into());
+    }
+    if !fits(v) {
+        cut_strings(v);
+    }
+    for list in ["/exec/argv", "/loader/options"] {
+        while !fits(v) {
+            let Some(items) = v
+                .pointer_mut(list)
+                .and_then(serde_json::Value::as_array_mut)
+                .filter(|a| !a.is_empty())
+            else {
+                break;
+            };
+            items.pop();
+        }
+    }
+}
+
+fn cut_string(s: &mut serde_json::Value) {
+    if let serde_json::Value::String(text) = s {
+        if let Some((at, _)) = text.char_indices().nth(CUT_FIELD_CHARS) {
+            text.truncate(at);
+            text.push_str(CUT);
+        }
+    }
+}
+
+fn cut_strings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(_) => cut_string(v),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(cut_strings),
+        serde_json::Value::Object(o) => o.values_mut().for_each(cut_strings),
+        _ => {}
+    }
+}
+
 /// The largest syslog datagram sent: rsyslog's and syslog-ng's default maximum message size.
 /// A longer event is cut, and ends with [`TRUNCATED`].
 const MAX_SYSLOG_BYTES: usize = 8192;
@@ -195,6 +256,11 @@ impl EventSink {
 
     pub(crate) fn emit(&self, event: &Event) -> io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
+        if line.len() > MAX_EVENT_LINE {
+            let mut v = serde_json::to_value(event).map_err(io::Error::other)?;
+            cut_to_fit(&mut v);
+            line = serde_json::to_vec(&v).map_err(io::Error::other)?;
+        }
         if let Some(s) = &self.syslog {
             // facility authpriv (10); severity from the importance.
             let severity = match event.importance {
@@ -223,6 +289,47 @@ impl EventSink {
 mod tests {
     use super::*;
 
+    /// A sink's output, kept for the test to read.
+    struct Buffer(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 25: 125 arguments of 4095 control characters made a 3 MB line that `report`
+    /// skipped; now the line is cut to the cap, stays valid JSON, and says it was cut.
+    #[test]
+    fn an_oversized_event_is_cut_to_the_line_cap() {
+        let mut ev = test_event("");
+        ev.reason = "r".repeat(200_000);
+        ev.exec = Some(ExecInfo {
+            syscall: Syscall::Execve,
+            abi: Abi::X86_64,
+            path: "/lib64/ld-linux-x86-64.so.2".into(),
+            resolved: None,
+            argv: (0..125).map(|_| "\x01".repeat(4095)).collect(),
+            argv_truncated: false,
+        });
+        let buf = std::sync::Arc::new(Mutex::new(Vec::new()));
+        EventSink::from_writer(Box::new(Buffer(buf.clone())))
+            .emit(&ev)
+            .unwrap();
+        let mut out = buf.lock().unwrap().clone();
+        assert_eq!(out.pop(), Some(b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(out.len() <= MAX_EVENT_LINE, "{}", out.len());
+        assert_eq!(v["exec"]["argv_truncated"], true);
+        assert!(v["exec"]["argv"][0].as_str().unwrap().ends_with(CUT));
+        assert!(v["reason"].as_str().unwrap().ends_with(CUT));
+        assert_eq!(v["exec"]["path"], "/lib64/ld-linux-x86-64.so.2");
+    }
+
     #[test]
     fn hostile_bytes_stay_one_escaped_line() {
         let argv = lossy(b"a\n{\"event\":\"fake\"}\x1b[31m\xff\"");
@@ -239,17 +346,7 @@ mod tests {
             argv_truncated: false,
         });
         let buf = std::sync::Arc::new(Mutex::new(Vec::new()));
-        struct W(std::sync::Arc<Mutex<Vec<u8>>>);
-        impl Write for W {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = EventSink::from_writer(Box::new(W(buf.clone())));
+        let sink = EventSink::from_writer(Box::new(Buffer(buf.clone())));
         sink.emit(&ev).unwrap();
         let out = buf.lock().unwrap().clone();
         let text = String::from_utf8(out).unwrap();

@@ -4,7 +4,10 @@
 //!
 //! Streams: one line at a time, lines longer than [`MAX_LINE`] skipped, at most
 //! [`MAX_FINDINGS`] distinct findings kept (the rest are counted), so a file of any size takes
-//! constant memory. A malformed line is counted and named, never fatal.
+//! constant memory. A line that cannot be read whole as an event (longer than the cap, not
+//! JSON, or not an event this version knows: an unknown event name, importance or action) is
+//! counted and named; with `--fail-on` it fails the report, since it could have been a finding.
+//! The supervisor keeps its own lines under the cap (`event::MAX_EVENT_LINE`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -16,7 +19,7 @@ use serde_sarif::sarif;
 
 use crate::vocab::{Importance, Rule};
 
-/// Longer lines are not events (an event is a few KiB at most).
+/// Longer lines are not events (the supervisor cuts its own to `event::MAX_EVENT_LINE`).
 const MAX_LINE: u64 = 1 << 20;
 /// Distinct findings listed; more are counted.
 const MAX_FINDINGS: usize = 1000;
@@ -70,11 +73,15 @@ pub(crate) struct Summary {
     findings: Vec<Finding>,
     /// Distinct findings beyond [`MAX_FINDINGS`], counted only.
     findings_not_listed: u64,
+    /// Lines that could not be read whole as events (with `--fail-on`, each fails the report).
     malformed_lines: u64,
     /// `file:line` of the first malformed lines.
     malformed_at: Vec<String>,
     /// Whether `--fail-on` was reached.
     failed: bool,
+    /// Whether `--fail-on` was given (then an unreadable line fails the report).
+    #[serde(skip)]
+    strict: bool,
     #[serde(skip)]
     index: HashMap<Key, usize>,
 }
@@ -117,6 +124,25 @@ pub(crate) fn summarize(
     Ok(summary)
 }
 
+/// Reads `input` as one event file and renders it in every format: the fuzz target's entry
+/// (`fuzz/fuzz_targets/report.rs`), hostile bytes in, no panic out.
+pub fn read_and_render(input: &[u8]) -> Vec<String> {
+    let mut summary = Summary::default();
+    let fail_on = Some(FailOn::Importance(Importance::High));
+    if summary.read(input, "fuzz", fail_on).is_err() {
+        return Vec::new();
+    }
+    [
+        Format::Markdown,
+        Format::Github,
+        Format::Sarif,
+        Format::Json,
+    ]
+    .into_iter()
+    .map(|f| summary.render(f))
+    .collect()
+}
+
 impl Summary {
     fn read(
         &mut self,
@@ -136,23 +162,23 @@ impl Summary {
             if line.last() != Some(&b'\n') && u64::try_from(n).is_ok_and(|n| n >= MAX_LINE) {
                 // Too long to be an event: skip the rest of it.
                 input.skip_until(b'\n')?;
-                self.malformed(name, number);
+                self.malformed(name, number, fail_on);
                 continue;
             }
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             match serde_json::from_slice::<serde_json::Value>(&line) {
-                Ok(v) if v.get("event").is_some_and(serde_json::Value::is_string) => {
-                    self.add(&v, fail_on);
-                }
-                _ => self.malformed(name, number),
+                Ok(v) if is_event(&v) => self.add(&v, fail_on),
+                _ => self.malformed(name, number, fail_on),
             }
         }
     }
 
-    fn malformed(&mut self, name: &str, number: u64) {
+    fn malformed(&mut self, name: &str, number: u64, fail_on: Option<FailOn>) {
         self.malformed_lines += 1;
+        self.strict |= fail_on.is_some();
+        self.failed |= fail_on.is_some();
         if self.malformed_at.len() < MAX_MALFORMED_NAMED {
             self.malformed_at.push(format!("{name}:{number}"));
         }
@@ -228,9 +254,14 @@ impl Summary {
             distinct,
             if self.malformed_lines > 0 {
                 format!(
-                    ", {} malformed line(s) skipped ({})",
+                    ", {} line(s) that could not be read as events skipped ({}){}",
                     self.malformed_lines,
-                    self.malformed_at.join(", ")
+                    self.malformed_at.join(", "),
+                    if self.strict {
+                        ": each fails --fail-on"
+                    } else {
+                        ""
+                    }
                 )
             } else {
                 String::new()
@@ -258,8 +289,8 @@ impl Summary {
                 md(&k.event),
                 md(&k.action),
                 md(&k.importance),
-                md_code(&k.program),
-                md_code(&k.loader),
+                md(&k.program),
+                md(&k.loader),
                 md(&k.reason),
                 f.count
             );
@@ -294,9 +325,10 @@ impl Summary {
         if self.malformed_lines > 0 {
             let _ = writeln!(
                 out,
-                "::warning title=execguard report::{}",
+                "::{} title=execguard report::{}",
+                if self.strict { "error" } else { "warning" },
                 gh_data(&format!(
-                    "{} malformed event line(s) skipped ({})",
+                    "{} line(s) that could not be read as events skipped ({})",
                     self.malformed_lines,
                     self.malformed_at.join(", ")
                 ))
@@ -380,6 +412,18 @@ impl Summary {
     }
 }
 
+/// Whether a JSON line is an event this version can judge: a known event name, importance
+/// and action.
+fn is_event(v: &serde_json::Value) -> bool {
+    let event = v.get("event").and_then(serde_json::Value::as_str);
+    event.is_some_and(|e| Rule::iter().any(|r| r.name() == e))
+        && serde_json::from_value::<Importance>(v["importance"].clone()).is_ok()
+        && matches!(
+            v.get("action").and_then(serde_json::Value::as_str),
+            Some("allowed" | "denied")
+        )
+}
+
 fn level(importance: &str) -> sarif::ResultLevel {
     match importance {
         "critical" | "high" => sarif::ResultLevel::Error,
@@ -405,17 +449,25 @@ fn message(f: &Finding) -> String {
     m
 }
 
-/// Text for a Markdown table cell: no line breaks, `|` escaped.
+/// Text for a Markdown table cell (a GitHub job summary renders HTML in Markdown): no line
+/// breaks; HTML's `&`, `<`, `>` as entities; Markdown's punctuation (`|` that would end the
+/// cell, backticks, emphasis, links) backslash-escaped.
 fn md(s: &str) -> String {
-    s.replace(['\n', '\r'], " ").replace('|', "\\|")
-}
-
-fn md_code(s: &str) -> String {
-    if s.is_empty() {
-        String::new()
-    } else {
-        format!("`{}`", md(s).replace('`', "'"))
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\\' | '`' | '|' | '*' | '_' | '[' | ']' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
     }
+    out
 }
 
 /// GitHub workflow command data: `%`, CR and LF escaped.
@@ -485,6 +537,57 @@ mod tests {
         let text = format!("{long}\n{}\n", event("c", "denied", "critical", ""));
         let s = summary(&text, None);
         assert_eq!((s.events, s.malformed_lines), (1, 1));
+    }
+
+    /// Issue 25: a line `report` cannot read whole fails `--fail-on` (and is named), whatever
+    /// made it unreadable; without `--fail-on` it is only counted.
+    #[test]
+    fn an_unreadable_line_fails_fail_on() {
+        let long = format!(
+            "{{\"event\":\"binary_executed_by_loader\",\"x\":\"{}\"}}",
+            "x".repeat(usize::try_from(MAX_LINE).unwrap())
+        );
+        let known = event("c", "allowed", "low", "");
+        for bad in [
+            long.as_str(),
+            "{\"event\":\"binary_executed_by_loader\",",
+            &known.replace("binary_executed_by_loader", "future_event"),
+            &known.replace("\"low\"", "\"severe\""),
+            &known.replace("\"allowed\"", "\"ignored\""),
+        ] {
+            let text = format!("{known}\n{bad}\n");
+            let s = summary(&text, Some(FailOn::Importance(Importance::Critical)));
+            assert!(s.failed(), "{}", &bad[..bad.len().min(200)]);
+            assert_eq!(s.malformed_at, ["events.json:2"]);
+            let md = s.render(Format::Markdown);
+            assert!(
+                md.contains("events.json:2") && md.contains("each fails --fail-on"),
+                "{md}"
+            );
+            assert!(s
+                .render(Format::Github)
+                .contains("::error title=execguard report::"));
+            assert!(!summary(&text, None).failed());
+        }
+        assert!(!summary(&known, Some(FailOn::Importance(Importance::Critical))).failed());
+    }
+
+    #[test]
+    fn markdown_escapes_html_and_markdown() {
+        let mut text = event(
+            "c",
+            "denied",
+            "critical",
+            "<img src=x onerror=alert(1)> & `code` *b* [l](u)",
+        );
+        text = text.replace("/tmp/payload", "/tmp/<script>`x`|y");
+        let md = summary(&text, None).render(Format::Markdown);
+        assert!(!md.contains('<') && !md.contains('>'), "{md}");
+        assert!(
+            md.contains("&lt;img src=x onerror=alert(1)&gt; &amp; \\`code\\` \\*b\\* \\[l\\](u)"),
+            "{md}"
+        );
+        assert!(md.contains("/tmp/&lt;script&gt;\\`x\\`\\|y"), "{md}");
     }
 
     #[test]

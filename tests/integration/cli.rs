@@ -370,8 +370,11 @@ fn report_sums_up_events_for_ci() {
         md.contains("| `binary_executed_by_loader` | 1 | 1 |"),
         "{md}"
     );
-    assert!(md.contains("1 malformed line(s) skipped"), "{md}");
-    assert!(md.contains("`/bin/touch`"), "{md}");
+    assert!(
+        md.contains("1 line(s) that could not be read as events skipped"),
+        "{md}"
+    );
+    assert!(md.contains("| /bin/touch |"), "{md}");
 
     let (code, gh, _) = report(&["--format", "github"]);
     assert_eq!(code, Some(0));
@@ -406,9 +409,18 @@ fn report_sums_up_events_for_ci() {
     assert_eq!(v["malformed_lines"], 1);
     assert_eq!(v["by_event"]["binary_executed_by_loader"]["denied"], 1);
 
-    // Audit mode fails the job too, when asked to.
+    // Audit mode fails the job too, when asked to; and the malformed line alone fails it.
     assert_eq!(report(&["--fail-on", "denied"]).0, Some(1));
     assert_eq!(report(&["--fail-on", "critical"]).0, Some(1));
+    let only_malformed = dir.path().join("malformed.json");
+    std::fs::write(&only_malformed, b"{truncated\n").unwrap();
+    let out = Command::new(crate::harness::EXECGUARD)
+        .args(["report", "--fail-on", "critical"])
+        .arg(&only_malformed)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("malformed.json:1"));
     let audit_only = dir.path().join("audit.json");
     let audit_lines: Vec<&str> = std::str::from_utf8(&events)
         .unwrap()
@@ -434,6 +446,49 @@ fn report_sums_up_events_for_ci() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/events.json"));
+}
+
+/// Issue 25: an audit-mode loader run with 125 arguments of 4095 control characters (exec
+/// checkpoint on) once wrote a 3 MB event line that `report --fail-on critical` skipped as
+/// malformed and passed. The supervisor now cuts the line under its cap, and the report reads
+/// it and fails.
+#[test]
+fn an_oversized_event_is_cut_and_still_fails_the_report() {
+    needs_root!();
+    let sup = Supervisor::start("audit", "[detect]\nexec_checkpoint = true\n");
+    let run = crate::harness::run_container(
+        &sup,
+        "rep-huge",
+        "A=$(head -c 4095 /dev/zero | tr '\\0' '\\001'); set --; i=0; \
+         while [ $i -lt 125 ]; do set -- \"$@\" \"$A\"; i=$((i+1)); done; \
+         /lib64/ld-linux-x86-64.so.2 /bin/touch /work/m \"$@\"; touch /work/done",
+        &[],
+    );
+    assert!(run.marker("done"), "{}", run.describe());
+    let events = std::fs::read(&sup.events).unwrap();
+    let longest = events
+        .split(|b| *b == b'\n')
+        .map(<[u8]>::len)
+        .max()
+        .unwrap();
+    assert!(longest <= 64 * 1024, "an event line of {longest} bytes");
+    let evs = sup.events_of(&run.id);
+    assert!(
+        evs.iter()
+            .any(|e| e["exec"]["argv_truncated"] == true && e["importance"] == "critical"),
+        "{evs:#?}"
+    );
+    let out = Command::new(crate::harness::EXECGUARD)
+        .args(["report", "--fail-on", "critical"])
+        .arg(&sup.events)
+        .output()
+        .unwrap();
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{md}");
+    assert!(
+        md.contains("binary_executed_by_loader") && !md.contains("could not be read"),
+        "{md}"
+    );
 }
 
 /// A large event stream takes constant memory: the report's peak RSS on 64 MiB of events is
