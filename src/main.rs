@@ -153,6 +153,10 @@ enum Command {
         /// of supervising it here; needs root.
         #[arg(long)]
         supervisor: bool,
+        /// Run COMMAND as this user (name or uid; root only, e.g. `sudo execguard run --user
+        /// "$USER" -- make`): its supervisor stays root, out of the command's reach.
+        #[arg(long)]
+        user: Option<String>,
         /// COMMAND [ARG...].
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -280,6 +284,7 @@ fn main() -> ExitCode {
             name,
             events,
             supervisor,
+            user,
             command,
         } => {
             let req = execguard::run::RunRequest {
@@ -291,6 +296,7 @@ fn main() -> ExitCode {
                 name: name.as_deref(),
                 events: events.as_deref(),
                 external: supervisor,
+                user: user.as_deref(),
                 command: &command,
             };
             return match execguard::run::run(&req) {

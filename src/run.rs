@@ -11,6 +11,15 @@
 //! filter then sets `no_new_privs`, as the kernel requires). With `--supervisor`, it goes to
 //! the running `execguard supervise` instead (root; its events file, its status and metrics),
 //! and this process becomes COMMAND.
+//!
+//! The command must not be able to turn on its supervisor. The supervising process makes
+//! itself non-dumpable before it forks, so a command of the same uid cannot attach to it, read
+//! its memory or take its descriptors (`ptrace`, `/proc/PID/mem`, `pidfd_getfd` all need
+//! ptrace access, which a non-dumpable process grants only to a holder of `CAP_SYS_PTRACE`).
+//! It can still signal it (same uid); a stopped supervisor leaves the command's next exec
+//! waiting, a killed one fails it (the filter answers `ENOSYS` without a listener). As root,
+//! `--user USER` runs COMMAND as that user and keeps the supervisor root: then the command
+//! cannot signal it either, nor write its events file.
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -45,6 +54,8 @@ pub struct RunRequest<'a> {
     pub events: Option<&'a Path>,
     /// Hand the listener to the running `execguard supervise` instead.
     pub external: bool,
+    /// Run the command as this user (name or uid): root only.
+    pub user: Option<&'a str>,
     pub command: &'a [String],
 }
 
@@ -61,11 +72,23 @@ pub fn run(req: &RunRequest<'_>) -> Result<u8> {
         .name
         .map(str::to_owned)
         .unwrap_or_else(|| format!("run-{}", std::process::id()));
+    let user = req.user.map(RunAs::lookup).transpose()?;
+    if let Some(u) = &user {
+        if !nix::unistd::geteuid().is_root() {
+            bail!(
+                "execguard run --user {}: only root can run a command as another user",
+                u.name
+            );
+        }
+    }
     if mode == Mode::Off {
+        if let Some(u) = &user {
+            u.become_it(&mut command)?;
+        }
         return Err(command.exec()).with_context(|| format!("running {program}"));
     }
     if !req.external {
-        return run_in_process(config, req.events, command, &name, mode);
+        return run_in_process(config, req.events, command, &name, mode, user);
     }
     let supervisor = match UnixStream::connect(&config.socket) {
         Ok(s) => s,
@@ -93,7 +116,62 @@ pub fn run(req: &RunRequest<'_>) -> Result<u8> {
         .context("the seccomp filter's listener")?;
     hand_over(&supervisor, listener, &name, mode, std::process::id())?;
     drop(supervisor);
+    if let Some(u) = &user {
+        u.become_it(&mut command)?;
+    }
     Err(command.exec()).with_context(|| format!("running {program}"))
+}
+
+/// The user `--user` names, as the command becomes it.
+struct RunAs {
+    name: String,
+    uid: nix::unistd::Uid,
+    gid: nix::unistd::Gid,
+    home: std::path::PathBuf,
+}
+
+impl RunAs {
+    /// A user by name, or by number (a uid with no passwd entry gets its own number as group).
+    fn lookup(name: &str) -> Result<Self> {
+        use nix::unistd::{Gid, Uid, User};
+        let found = match name.parse::<u32>() {
+            Ok(n) => User::from_uid(Uid::from_raw(n))?,
+            Err(_) => User::from_name(name)?,
+        };
+        Ok(match (found, name.parse::<u32>()) {
+            (Some(u), _) => Self {
+                name: u.name,
+                uid: u.uid,
+                gid: u.gid,
+                home: u.dir,
+            },
+            (None, Ok(n)) => Self {
+                name: n.to_string(),
+                uid: Uid::from_raw(n),
+                gid: Gid::from_raw(n),
+                home: "/".into(),
+            },
+            (None, Err(_)) => bail!("execguard run --user {name}: no such user"),
+        })
+    }
+
+    /// Drops this process to the user (its groups, group and uid, in that order) and gives the
+    /// command the user's `HOME`, `USER` and `LOGNAME`. Called after the filter is installed,
+    /// which needs root's `CAP_SYS_ADMIN` without `no_new_privs`, so setuid programs keep
+    /// working for the command.
+    fn become_it(&self, command: &mut std::process::Command) -> Result<()> {
+        let name = std::ffi::CString::new(self.name.as_str()).context("the user's name")?;
+        nix::unistd::initgroups(&name, self.gid)
+            .or_else(|_| nix::unistd::setgroups(&[self.gid]))
+            .context("setting the user's groups")?;
+        nix::unistd::setgid(self.gid).context("setting the user's group")?;
+        nix::unistd::setuid(self.uid).context("setting the user's uid")?;
+        command
+            .env("HOME", &self.home)
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name);
+        Ok(())
+    }
 }
 
 /// A child installs the filter, passes the listener back over a socket pair and execs the
@@ -104,6 +182,7 @@ fn run_in_process(
     mut command: std::process::Command,
     name: &str,
     mode: Mode,
+    user: Option<RunAs>,
 ) -> Result<u8> {
     let sink = match events {
         Some(path) => EventSink::file(path)
@@ -119,6 +198,9 @@ fn run_in_process(
         SockFlag::SOCK_CLOEXEC,
     )
     .context("a socket pair for the listener")?;
+    // Out of the command's reach before it exists (the module's doc). The child's exec makes
+    // the command dumpable again, as any exec of a program that is not set-id does.
+    nix::sys::prctl::set_dumpable(false).context("making the supervisor non-dumpable")?;
     // A plain fork, not `Command::spawn`: spawn waits until the exec is done, and with
     // `[detect] exec_checkpoint` that exec waits for this process to answer it.
     // SAFETY: this process has no other thread yet (the supervisor thread starts after the
@@ -132,7 +214,11 @@ fn run_in_process(
                 ctx.set_ctl_nnp(!nix::unistd::geteuid().is_root())?;
                 ctx.load().context("installing the seccomp filter")?;
                 let listener = ctx.get_notify_fd().context("the filter's listener")?;
-                hand_over(&theirs, listener, name, mode, std::process::id())
+                hand_over(&theirs, listener, name, mode, std::process::id())?;
+                match &user {
+                    Some(u) => u.become_it(&mut command),
+                    None => Ok(()),
+                }
             })();
             let err = match handed {
                 Ok(()) => anyhow::Error::from(command.exec()).context(format!(

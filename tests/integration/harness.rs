@@ -151,6 +151,12 @@ pub fn fixture() -> &'static Fixture {
         );
         run_ok(
             Command::new("gcc")
+                .args(["-O1", "-o"])
+                .arg(bin.join("steal"))
+                .arg(helpers.join("steal.c")),
+        );
+        run_ok(
+            Command::new("gcc")
                 .args(["-shared", "-fPIC", "-o"])
                 .arg(bin.join("preload.so"))
                 .arg(helpers.join("preload.c")),

@@ -209,3 +209,69 @@ fn run_with_the_exec_checkpoint() {
     assert_eq!(code, Some(5), "{out}");
     assert!(out.contains("rc=126"), "denied at the exec: {out}");
 }
+
+/// Issue 25, item 1: the command turned on its supervisor. As an ordinary user (the same uid
+/// as its supervisor) it can take none of its descriptors, attach to it or read its memory;
+/// as root with `--user`, it cannot signal it either. Then it kills its supervisor: every
+/// exec after that fails (closed), the loader run included.
+#[test]
+fn the_command_cannot_take_its_supervisors_listener() {
+    needs_root!();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let config = write_config(dir.path(), Some("audit"), "");
+    let steal = crate::harness::fixture().bin.join("steal");
+    let steal = steal.to_str().unwrap();
+    for (tag, extra, uid, stop) in [
+        ("user", vec![], Some(65534), "ok"),
+        ("root-as-user", vec!["--user", "nobody"], None, "EPERM"),
+    ] {
+        let (code, out) = run(
+            &config,
+            &extra,
+            "enforce",
+            tag,
+            // exec: the supervisor is the parent of the command itself.
+            &format!("exec {steal} signal"),
+            uid,
+        );
+        let ctx = format!("{tag}: {out}");
+        assert_eq!(code, Some(0), "{ctx}");
+        for line in [
+            "pidfd_getfd EPERM",
+            "seccomp-fd EPERM",
+            "ptrace EPERM",
+            "mem EACCES",
+        ] {
+            assert!(out.contains(line), "{line} expected\n{ctx}");
+        }
+        assert!(out.contains(&format!("sigstop {stop}")), "{ctx}");
+        assert!(out.contains("uid 65534"), "the command's uid\n{ctx}");
+    }
+    // Killing its supervisor leaves the command without a listener: every trapped call fails.
+    let m = dir.path().join("m-killed");
+    let (_, out) = run(
+        &config,
+        &[],
+        "audit",
+        "killed",
+        &format!(
+            "kill -KILL $PPID; sleep 0.2 2>/dev/null; /lib64/ld-linux-x86-64.so.2 /bin/touch {m}; \
+             echo loader=$?; /bin/true; echo true=$?",
+            m = m.display()
+        ),
+        Some(65534),
+    );
+    assert!(
+        !m.exists(),
+        "the loader ran after its supervisor was killed: {out}"
+    );
+    assert!(
+        out.contains("true=126") || out.contains("true=127"),
+        "an exec after the supervisor was killed: {out}"
+    );
+}
