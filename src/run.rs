@@ -208,6 +208,9 @@ fn run_in_process(
     match unsafe { nix::unistd::fork() }.context("fork")? {
         ForkResult::Child => {
             drop(ours);
+            // The fork inherited the parent's non-dumpable state; the supervisor must see
+            // this process's /proc (its root, for the loaders) before the exec resets it.
+            let _ = nix::sys::prctl::set_dumpable(true);
             let handed = (|| -> Result<()> {
                 let mut ctx = filter(checkpoints)?;
                 // An ordinary user may install a filter only under no_new_privs.
