@@ -64,7 +64,9 @@ pub(super) fn admit(shared: &Shared, st: &mut ListenerState, mut ev: Event) -> O
 pub(super) fn flush(shared: &Shared, st: &mut ListenerState) {
     for (_, r) in st.repeats.drain() {
         if let Some(mut ev) = r.last {
-            ev.repeated = Some(r.suppressed);
+            // The event written is the last of the suppressed ones: the others are folded
+            // into it (a line stands for 1 + `repeated` events, as the report counts them).
+            ev.repeated = (r.suppressed > 1).then(|| r.suppressed - 1);
             if let Err(e) = shared.sink.emit(&ev) {
                 tracing::error!(error = %e, "cannot write the event");
             }

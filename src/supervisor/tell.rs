@@ -6,8 +6,16 @@
 //!
 //! It goes through the process's own descriptor 2, duplicated with `pidfd_getfd` (never a
 //! reopening of `/proc/PID/fd/2`, which would write with the supervisor's rights), only when
-//! that is open for writing, without blocking (`RWF_NOWAIT`: a full pipe drops the line, and
-//! the answer never waits for it), and once per process.
+//! that is open for writing, and once per process. The answering thread never waits for it:
+//! a pipe gets a `RWF_NOWAIT` write (a full one drops the line); a regular file, which the
+//! kernel cannot write without waiting (buffered `RWF_NOWAIT` is unsupported on most
+//! filesystems), goes to one writer thread through a bounded queue (a file whose writes hang,
+//! on FUSE or a frozen filesystem, holds only that thread, and later lines are dropped once
+//! the queue is full). A socket is never written: the kernel attaches the writer's
+//! credentials (the supervisor's uid and pid) to what it sends, which a reader with
+//! `SO_PASSCRED` could take for its peer's. FIFOs and terminals have no non-blocking write and
+//! are not written either (a writer blocked on one would also hold the FIFO open after the
+//! container exits, and its reader would never see the end).
 
 use std::os::fd::AsFd;
 
@@ -129,32 +137,92 @@ pub(super) fn write(st: &mut ListenerState, pidfd: &PidFd, pid: u32, line: &str)
         return;
     }
     let text = format!("{line}\n");
-    let written = match write_nowait(&stderr, text.as_bytes()) {
-        // Buffered writes to most filesystems cannot promise RWF_NOWAIT; a regular file on a
-        // local filesystem does not wait for a reader, so a plain write is bounded.
-        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && local_file(&stderr) => {
-            nix::unistd::write(&stderr, text.as_bytes()).map_err(std::io::Error::from)
+    match kind_of(&stderr) {
+        Some(Kind::Socket) => {
+            tracing::debug!(pid, "standard error is a socket; not told (it would carry the supervisor's credentials)");
         }
-        other => other,
-    };
-    if let Err(e) = written {
-        tracing::debug!(pid, error = %e, "could not tell the process (dropped)");
+        Some(Kind::Regular) => {
+            if writer().try_send((stderr, text)).is_err() {
+                tracing::debug!(pid, "the writer of told lines is busy; line dropped");
+            }
+        }
+        _ => {
+            if let Err(e) = write_nowait(&stderr, text.as_bytes()) {
+                tracing::debug!(pid, error = %e, "could not tell the process (dropped)");
+            }
+        }
     }
 }
 
-/// A regular file on a filesystem whose writes never wait on another process (not FUSE, not
-/// a network filesystem).
-fn local_file(fd: &std::os::fd::OwnedFd) -> bool {
-    const LOCAL: &[i64] = &[
-        0xEF53,      // ext2/3/4
-        0x5846_5342, // xfs
-        0x9123_683E, // btrfs
-        0x0102_1994, // tmpfs
-        0x794C_7630, // overlayfs
-    ];
-    let regular = nix::sys::stat::fstat(fd).is_ok_and(|st| {
-        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
-            == nix::sys::stat::SFlag::S_IFREG
-    });
-    regular && nix::sys::statfs::fstatfs(fd).is_ok_and(|fs| LOCAL.contains(&fs.filesystem_type().0))
+/// What a standard error is, as far as writing to it goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    Regular,
+    Socket,
+    Other,
+}
+
+fn kind_of(fd: &std::os::fd::OwnedFd) -> Option<Kind> {
+    use nix::sys::stat::SFlag;
+    let st = nix::sys::stat::fstat(fd).ok()?;
+    Some(
+        match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFREG => Kind::Regular,
+            SFlag::S_IFSOCK => Kind::Socket,
+            _ => Kind::Other,
+        },
+    )
+}
+
+/// Lines waiting for the writer thread at most.
+const QUEUED_LINES: usize = 64;
+
+/// The writer thread's queue, started with the first regular file to write.
+fn writer() -> &'static std::sync::mpsc::SyncSender<(std::os::fd::OwnedFd, String)> {
+    static WRITER: std::sync::OnceLock<
+        std::sync::mpsc::SyncSender<(std::os::fd::OwnedFd, String)>,
+    > = std::sync::OnceLock::new();
+    WRITER.get_or_init(|| {
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<(std::os::fd::OwnedFd, String)>(QUEUED_LINES);
+        let spawned = std::thread::Builder::new()
+            .name("told-writer".into())
+            .spawn(move || {
+                for (fd, text) in rx {
+                    if let Err(e) = nix::unistd::write(&fd, text.as_bytes()) {
+                        tracing::debug!(error = %e, "could not tell the process (dropped)");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // Without the thread the receiver is gone: every send fails, and lines are dropped.
+            tracing::warn!(error = %e, "cannot start the writer of told lines");
+        }
+        tx
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A regular file is written by the writer thread, not the caller; a socket is not
+    /// written at all (its reader would see the supervisor's credentials).
+    #[test]
+    fn regular_files_go_to_the_writer_and_sockets_are_skipped() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let fd: std::os::fd::OwnedFd = file.reopen().unwrap().into();
+        assert_eq!(kind_of(&fd), Some(Kind::Regular));
+        writer().send((fd, "told\n".into())).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_to_string(file.path()).unwrap() != "told\n" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer did not write"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert_eq!(kind_of(&a.into()), Some(Kind::Socket));
+    }
 }

@@ -122,3 +122,163 @@ fn audit_and_disabled_messages() {
         run.describe()
     );
 }
+
+/// An ext4 image loop-mounted at `at` and frozen (`fsfreeze`): writes to its files hang until
+/// it is thawed, as on a FUSE filesystem that never answers. Thawed and unmounted on drop,
+/// also when the test panics.
+struct FrozenFs {
+    at: std::path::PathBuf,
+    _image: tempfile::TempDir,
+    frozen: bool,
+}
+
+impl FrozenFs {
+    fn mount(at: &std::path::Path) -> Self {
+        let image = tempfile::tempdir().unwrap();
+        let file = image.path().join("fs.img");
+        let ok = |c: &mut std::process::Command| {
+            let out = c.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{c:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ok(std::process::Command::new("truncate")
+            .args(["-s", "16M"])
+            .arg(&file));
+        ok(std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&file));
+        std::fs::create_dir_all(at).unwrap();
+        ok(std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&file)
+            .arg(at));
+        std::fs::set_permissions(at, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        Self {
+            at: at.to_owned(),
+            _image: image,
+            frozen: false,
+        }
+    }
+
+    fn freeze(&mut self) {
+        let out = std::process::Command::new("fsfreeze")
+            .arg("-f")
+            .arg(&self.at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.frozen = true;
+    }
+}
+
+impl Drop for FrozenFs {
+    fn drop(&mut self) {
+        if self.frozen {
+            let _ = std::process::Command::new("fsfreeze")
+                .arg("-u")
+                .arg(&self.at)
+                .status();
+        }
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.at)
+            .status();
+    }
+}
+
+/// Issue 25, item 4: a standard error whose writes hang (a regular file on a frozen
+/// filesystem) holds nothing up: 20 denials told to it are answered at once, and so is the
+/// exec after them. (Written inline, the first line blocked the container's thread until the
+/// filesystem was thawed.) The denied process's stderr is the frozen file; its shell's is not
+/// (the shell's own "Killed" would hang on it).
+#[test]
+fn a_standard_error_whose_writes_hang_stalls_nothing() {
+    needs_root!();
+    let sup = Supervisor::start("enforce", "");
+    let b = crate::harness::bundle(
+        &sup.config,
+        "tell-frozen",
+        "exec 5>>/work/frozen/log; touch /work/ready; \
+         while [ ! -e /work/go ]; do sleep 0.05; done; start=$(date +%s%N); i=0; \
+         while [ $i -lt 20 ]; do (exec 2>&5; exec /lib64/ld-linux-x86-64.so.2 /bin/true); \
+         i=$((i+1)); done; \
+         /bin/true && end=$(date +%s%N) && echo $(( (end - start) / 1000000 )) > /work/ms; \
+         touch /work/done",
+        &[],
+        None,
+    );
+    let work = b.work.clone();
+    let id = b.id.clone();
+    let mut fs = FrozenFs::mount(&work.join("frozen"));
+    let child = b.spawn();
+    crate::harness::wait_for(&work.join("ready"), "the container's start");
+    fs.freeze();
+    std::fs::write(work.join("go"), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !work.join("done").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = work.join("done").exists();
+    drop(fs);
+    let run = b.wait(child);
+    assert!(
+        done,
+        "the container stalled behind a hanging standard error\n{}\n{}",
+        run.describe(),
+        sup.log()
+    );
+    let ms: u64 = std::fs::read_to_string(work.join("ms"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(ms < 10_000, "20 denials and an exec took {ms} ms");
+    // Identical events are folded: each line stands for 1 + `repeated`.
+    let denied: u64 = sup
+        .events_of(&id)
+        .iter()
+        .filter(|e| e["event"] == "binary_executed_by_loader")
+        .map(|e| 1 + e["repeated"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(denied, 20);
+}
+
+/// Issue 25, item 4: a socket as standard error is never written (the kernel would attach the
+/// supervisor's credentials, which a reader with `SO_PASSCRED` could take for its peer's).
+/// Before, the line arrived there with the supervisor's pid.
+#[test]
+fn a_socket_standard_error_is_not_written() {
+    needs_root!();
+    let sup = Supervisor::start("enforce", "");
+    let script = r#"
+import os, socket, subprocess
+r, w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+r.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+p = subprocess.run(["/lib64/ld-linux-x86-64.so.2", "/bin/true"], stderr=w.fileno())
+r.settimeout(1)
+try:
+    msg, anc, _, _ = r.recvmsg(4096, socket.CMSG_SPACE(12))
+    print("received", msg, anc)
+except socket.timeout:
+    print("nothing received")
+print("rc", p.returncode)
+"#;
+    let run = run_container(
+        &sup,
+        "tell-socket",
+        &format!("python3 -c '{script}' > /work/out; touch /work/done"),
+        &[],
+    );
+    let out = std::fs::read_to_string(run.work.join("out")).unwrap_or_default();
+    let ctx = format!("{out}\n{}\n{}", run.describe(), sup.log());
+    assert!(out.contains("rc -9"), "the loader run was not denied\n{ctx}");
+    assert!(out.contains("nothing received"), "{ctx}");
+    assert_eq!(loader_events(&sup, &run.id), 1, "{ctx}");
+}
