@@ -188,6 +188,68 @@ fn cut_strings(v: &mut serde_json::Value) {
     }
 }
 
+/// Bytes of arguments (and of loader options) an event kept in memory holds at most.
+const KEPT_LIST_BYTES: usize = 4096;
+
+impl Event {
+    /// Cuts what the event holds from the container to what is worth keeping in memory until
+    /// it is written (a folded or held event): each string to [`CUT_FIELD_CHARS`], argv and
+    /// the loader's options to [`KEPT_LIST_BYTES`] in all, each cut marked with [`CUT`].
+    pub(crate) fn cut_to_keep(&mut self) {
+        fn cut(s: &mut String) {
+            if let Some((at, _)) = s.char_indices().nth(CUT_FIELD_CHARS) {
+                s.truncate(at);
+                s.push_str(CUT);
+            }
+        }
+        fn cut_list(items: &mut Vec<String>) -> bool {
+            let mut total = 0;
+            let mut cut_any = false;
+            for (i, item) in items.iter_mut().enumerate() {
+                let before = item.len();
+                cut(item);
+                cut_any |= item.len() != before;
+                total += item.len();
+                if total > KEPT_LIST_BYTES {
+                    items.truncate(i);
+                    return true;
+                }
+            }
+            cut_any
+        }
+        cut(&mut self.reason);
+        if let Some(x) = &mut self.exec {
+            cut(&mut x.path);
+            if let Some(r) = &mut x.resolved {
+                cut(r);
+            }
+            x.argv_truncated |= cut_list(&mut x.argv);
+        }
+        if let Some(l) = &mut self.loader {
+            cut(&mut l.path);
+            if let Some(p) = &mut l.program {
+                cut(p);
+            }
+            cut_list(&mut l.options);
+        }
+    }
+
+    /// About the bytes the event holds on the heap (its strings), for the keeper's budget.
+    pub(crate) fn kept_bytes(&self) -> usize {
+        let exec = self.exec.as_ref().map_or(0, |x| {
+            x.path.len()
+                + x.resolved.as_ref().map_or(0, String::len)
+                + x.argv.iter().map(|a| a.len() + 24).sum::<usize>()
+        });
+        let loader = self.loader.as_ref().map_or(0, |l| {
+            l.path.len()
+                + l.program.as_ref().map_or(0, String::len)
+                + l.options.iter().map(|o| o.len() + 24).sum::<usize>()
+        });
+        std::mem::size_of::<Self>() + self.reason.len() + self.time.len() + exec + loader
+    }
+}
+
 /// The largest syslog datagram sent: rsyslog's and syslog-ng's default maximum message size.
 /// A longer event is cut, and ends with [`TRUNCATED`].
 const MAX_SYSLOG_BYTES: usize = 8192;
@@ -286,7 +348,7 @@ impl EventSink {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A sink's output, kept for the test to read.
@@ -397,7 +459,7 @@ mod tests {
         assert_eq!(sink.syslog_dropped(), 1);
     }
 
-    fn test_event(reason: &str) -> Event {
+    pub(crate) fn test_event(reason: &str) -> Event {
         Event {
             time: now_rfc3339(),
             event: Rule::BinaryExecutedByLoader.name(),

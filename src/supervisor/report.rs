@@ -126,11 +126,14 @@ pub(super) fn emit(
         clock.lap(Phase::Log);
         return;
     }
-    let Some(ev) = ratelimit::admit(shared, st, ev) else {
+    let due = ratelimit::admit(shared, st, ev);
+    if due.is_empty() {
         clock.lap(Phase::Log);
         return;
-    };
-    write(shared, &ev);
+    }
+    for ev in &due {
+        write(shared, ev);
+    }
     if notif.id != 0 {
         shared.slots.record(l.slot, SlotState::EventWritten, notif);
     }

@@ -57,6 +57,8 @@ pub(super) struct ListenerState {
     pub suppress_events: bool,
     /// The events rate limit, by event identity.
     pub repeats: HashMap<u64, Repeat>,
+    /// The events line limit.
+    pub lines: ratelimit::Lines,
     /// Time from receiving a notification to answering it, at the exec and at the image.
     pub exec_latency: stats::Histogram,
     pub image_latency: stats::Histogram,

@@ -24,6 +24,7 @@ mod containerd;
 mod cri;
 mod docker;
 mod failsafe;
+mod flood;
 mod harness;
 mod hostile;
 mod judged;

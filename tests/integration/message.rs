@@ -278,7 +278,10 @@ print("rc", p.returncode)
     );
     let out = std::fs::read_to_string(run.work.join("out")).unwrap_or_default();
     let ctx = format!("{out}\n{}\n{}", run.describe(), sup.log());
-    assert!(out.contains("rc -9"), "the loader run was not denied\n{ctx}");
+    assert!(
+        out.contains("rc -9"),
+        "the loader run was not denied\n{ctx}"
+    );
     assert!(out.contains("nothing received"), "{ctx}");
     assert_eq!(loader_events(&sup, &run.id), 1, "{ctx}");
 }
