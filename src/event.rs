@@ -250,6 +250,70 @@ impl Event {
     }
 }
 
+/// The fuzz target's entry for the cuts of hostile events (`fuzz/fuzz_targets/event_cuts.rs`):
+/// `data` split at NUL bytes gives the reason, the exec path, the loader's program and the
+/// arguments (each byte that is not UTF-8 shown as U+FFFD, as the supervisor shows them).
+/// Checks what the cuts promise: a written line within [`MAX_EVENT_LINE`] and valid JSON, and
+/// a kept event within [`CUT_FIELD_CHARS`] per string and [`KEPT_LIST_BYTES`] of arguments.
+pub fn fuzz_cuts(data: &[u8]) {
+    let mut parts = data.split(|b| *b == 0).map(lossy);
+    let mut ev = Event {
+        time: String::new(),
+        event: "binary_executed_by_loader",
+        description: "",
+        category: "",
+        method: "",
+        importance: Importance::Critical,
+        mode: Mode::Audit,
+        action: Outcome::Allowed,
+        repeated: None,
+        stage: Stage::Exec,
+        errno: None,
+        allow_rule: None,
+        reason: parts.next().unwrap_or_default(),
+        container: ContainerInfo { id: "c".into() },
+        process: ProcessInfo { pid: 1 },
+        exec: Some(ExecInfo {
+            syscall: crate::vocab::Syscall::Execve,
+            abi: crate::vocab::Abi::X86_64,
+            path: parts.next().unwrap_or_default(),
+            resolved: None,
+            argv: Vec::new(),
+            argv_truncated: false,
+        }),
+        syscall: None,
+        loader: Some(LoaderInfo {
+            path: String::new(),
+            kind: "glibc",
+            program: parts.next(),
+            mode: "run",
+            options: Vec::new(),
+            via: "direct",
+        }),
+    };
+    // Repeated so that a short input still makes a long event.
+    let argv: Vec<String> = parts.collect();
+    if let Some(x) = &mut ev.exec {
+        for _ in 0..(256 / argv.len().max(1)).max(1) {
+            x.argv.extend(argv.iter().cloned());
+        }
+    }
+    let mut v = serde_json::to_value(&ev).expect("an event serializes");
+    cut_to_fit(&mut v);
+    let line = serde_json::to_vec(&v).expect("a cut event serializes");
+    assert!(
+        line.len() <= MAX_EVENT_LINE || v["exec"]["argv"].as_array().is_some_and(Vec::is_empty)
+    );
+    serde_json::from_slice::<serde_json::Value>(&line).expect("a cut line is JSON");
+    ev.cut_to_keep();
+    let x = ev.exec.as_ref().expect("exec");
+    assert!(
+        x.argv.iter().map(String::len).sum::<usize>()
+            <= KEPT_LIST_BYTES + 4 * CUT_FIELD_CHARS + CUT.len()
+    );
+    assert!(ev.reason.chars().count() <= CUT_FIELD_CHARS + CUT.len());
+}
+
 /// The largest syslog datagram sent: rsyslog's and syslog-ng's default maximum message size.
 /// A longer event is cut, and ends with [`TRUNCATED`].
 const MAX_SYSLOG_BYTES: usize = 8192;
@@ -362,6 +426,19 @@ pub(crate) mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// The fuzz target's checks, on inputs a fuzzer would take a while to build.
+    #[test]
+    fn the_cuts_hold_for_long_and_hostile_inputs() {
+        fuzz_cuts(b"");
+        fuzz_cuts(&[b'\x01'; 70_000]);
+        let mut many = Vec::new();
+        for _ in 0..300 {
+            many.extend_from_slice(&[b'\xff'; 5000]);
+            many.push(0);
+        }
+        fuzz_cuts(&many);
     }
 
     /// Issue 25: 125 arguments of 4095 control characters made a 3 MB line that `report`

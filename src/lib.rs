@@ -41,3 +41,9 @@ pub mod supervisor;
 pub mod sys;
 mod traps;
 pub mod vocab;
+
+/// Entries for the fuzz targets (`fuzz/fuzz_targets/`) into modules that are not public.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::event::fuzz_cuts as event_cuts;
+}
