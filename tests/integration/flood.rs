@@ -40,13 +40,14 @@ fn a_flood_is_bounded_in_memory_and_lines() {
         &[],
         None,
     );
-    let quiet = bundle(
-        &sup.config,
-        "quiet",
-        "i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done; touch /work/done",
-        &[],
-        None,
-    );
+    const QUIET: &str =
+        "s=$(date +%s%N); i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done; \
+         echo $(( ($(date +%s%N) - s) / 300000 )) > /work/us; touch /work/done";
+    // The quiet container alone first: its time per exec, to compare (printed, not judged:
+    // the flood also takes CPU).
+    let alone = crate::harness::run_container(&sup, "quiet-alone", QUIET, &[]);
+    let alone_us = std::fs::read_to_string(alone.work.join("us")).unwrap_or_default();
+    let quiet = bundle(&sup.config, "quiet", QUIET, &[], None);
     let (fw, qw) = (flood.work.clone(), quiet.work.clone());
     let (fid, qid) = (flood.id.clone(), quiet.id.clone());
     let f = flood.spawn_for(300);
@@ -55,6 +56,7 @@ fn a_flood_is_bounded_in_memory_and_lines() {
     wait_for_long(&fw.join("done"), "the flood");
     // Measured while the flooding container still runs: what it holds now is what it costs.
     let during = rss_kib(sup.worker_pid());
+    let beside_us = std::fs::read_to_string(qw.join("us")).unwrap_or_default();
     std::fs::write(fw.join("end"), "").unwrap();
     flood.wait(f);
     quiet.wait(q);
@@ -84,8 +86,11 @@ fn a_flood_is_bounded_in_memory_and_lines() {
         .sum();
     eprintln!(
         "worker RSS {before} KiB before, {during} KiB during the flood; {} lines, {bytes} bytes \
-         of events for 600 loader runs (counted {counted})",
-        events.len()
+         of events for 600 loader runs (counted {counted}); a quiet container's fork+exec: {} µs \
+         alone, {} µs beside the flood",
+        events.len(),
+        alone_us.trim(),
+        beside_us.trim()
     );
     assert_eq!(counted, 600, "every run is counted");
     assert!(
