@@ -20,6 +20,9 @@ use crate::vocab::{Abi, Errno, Mode, Syscall};
 
 /// `execguard supervise`: the keeper, which runs and restarts the worker.
 pub fn supervise(config_path: Option<&Path>, events: Option<&Path>) -> Result<()> {
+    crate::supervisor::features::check_minimum()
+        .map_err(|why| anyhow::anyhow!("execguard cannot guard anything here: {why}"))?;
+    crate::supervisor::features::log_missing();
     let config = Config::load_or_default(config_path)?;
     // Fail here, not in every worker, when the events file cannot be written.
     if let Some(p) = events {
@@ -81,6 +84,19 @@ pub fn worker(
 pub fn load_exec_record(fd: i32) -> Result<()> {
     let socket = crate::sys::adopt_inherited_fd(fd).context("the keeper's socket")?;
     crate::supervisor::record::serve_loader(socket).context("sending the exec record")?;
+    Ok(())
+}
+
+/// `execguard features`: what this kernel offers, one line each (`name: yes` or `name: no
+/// (why)`); the supervisor logs the same at start. The exec record is tried only as root.
+pub fn features() -> Result<()> {
+    let root = nix::unistd::geteuid().is_root();
+    for (name, have) in crate::supervisor::kernel_features(root) {
+        match have {
+            Ok(()) => println!("{name}: yes"),
+            Err(why) => println!("{name}: no ({why})"),
+        }
+    }
     Ok(())
 }
 

@@ -174,6 +174,10 @@ enum Command {
         #[arg(required = true)]
         events: Vec<PathBuf>,
     },
+    /// Say what this kernel offers execguard: seccomp user notification, the synchronous
+    /// wake-up, PROCMAP_QUERY, BTF and the exec record (loaded and dropped, as root), cgroup
+    /// version. One line each.
+    Features,
     /// Say, offline on this host, what the supervisor would decide for an exec, and why.
     Explain {
         #[arg(long)]
@@ -307,6 +311,7 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Features => commands::features(),
         Command::Explain { config, mode, exec } => {
             let mode = mode.map(|m| match m {
                 ExplainMode::Audit => Mode::Audit,

@@ -87,6 +87,9 @@ pub fn run(req: &RunRequest<'_>) -> Result<u8> {
         }
         return Err(command.exec()).with_context(|| format!("running {program}"));
     }
+    if let Err(why) = crate::supervisor::features::check_minimum() {
+        bail!("execguard run: cannot guard anything here: {why}");
+    }
     if !req.external {
         return run_in_process(config, req.events, command, &name, mode, user);
     }

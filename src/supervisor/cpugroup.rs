@@ -272,7 +272,7 @@ fn hierarchy() -> Option<&'static Hierarchy> {
             let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
             let h = cpu_hierarchy(&text);
             if h.is_none() {
-                tracing::debug!("no cgroup v1 cpu hierarchy: threads stay in the worker's cgroup");
+                tracing::info!("[worker] cpu_cgroup placement off: no cgroup v1 cpu hierarchy (on cgroup v2 a thread cannot join another process's cgroup outside a threaded subtree); answers run in the worker's cgroup");
             }
             h
         })

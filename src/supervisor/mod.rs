@@ -19,6 +19,7 @@ pub mod cpugroup;
 mod exec;
 pub mod fault;
 mod fdstore;
+pub(crate) mod features;
 pub(crate) mod handover;
 mod image;
 pub(crate) mod keeper;
@@ -34,6 +35,8 @@ pub(crate) mod slots;
 pub mod state;
 pub(crate) mod stats;
 pub(crate) mod target;
+
+pub(crate) use features::kernel_features;
 mod tell;
 
 use std::os::fd::{AsFd, OwnedFd};

@@ -7,15 +7,14 @@
 //! It goes through the process's own descriptor 2, duplicated with `pidfd_getfd` (never a
 //! reopening of `/proc/PID/fd/2`, which would write with the supervisor's rights), only when
 //! that is open for writing, and once per process. The answering thread never waits for it:
-//! a pipe gets a `RWF_NOWAIT` write (a full one drops the line); a regular file, which the
-//! kernel cannot write without waiting (buffered `RWF_NOWAIT` is unsupported on most
-//! filesystems), goes to one writer thread through a bounded queue (a file whose writes hang,
-//! on FUSE or a frozen filesystem, holds only that thread, and later lines are dropped once
-//! the queue is full). A socket is never written: the kernel attaches the writer's
-//! credentials (the supervisor's uid and pid) to what it sends, which a reader with
-//! `SO_PASSCRED` could take for its peer's. FIFOs and terminals have no non-blocking write and
-//! are not written either (a writer blocked on one would also hold the FIFO open after the
-//! container exits, and its reader would never see the end).
+//! a pipe gets a `RWF_NOWAIT` write (a full one drops the line). What cannot be written that
+//! way goes to one writer thread through a bounded queue: a regular file (buffered `RWF_NOWAIT`
+//! is unsupported on most filesystems), written as is, so a file whose writes hang (FUSE, a
+//! frozen filesystem) holds only that thread and later lines are dropped once the queue is
+//! full; a pipe on kernels without non-blocking pipe writes, a FIFO or a terminal, written
+//! once `poll` says it takes the line (within 100 ms, else dropped). A socket is never
+//! written: the kernel attaches the writer's credentials (the supervisor's uid and pid) to what
+//! it sends, which a reader with `SO_PASSCRED` could take for its peer's.
 
 use std::os::fd::AsFd;
 
@@ -141,17 +140,39 @@ pub(super) fn write(st: &mut ListenerState, pidfd: &PidFd, pid: u32, line: &str)
         Some(Kind::Socket) => {
             tracing::debug!(pid, "standard error is a socket; not told (it would carry the supervisor's credentials)");
         }
-        Some(Kind::Regular) => {
-            if writer().try_send((stderr, text)).is_err() {
-                tracing::debug!(pid, "the writer of told lines is busy; line dropped");
-            }
-        }
-        _ => {
-            if let Err(e) = write_nowait(&stderr, text.as_bytes()) {
-                tracing::debug!(pid, error = %e, "could not tell the process (dropped)");
-            }
+        Some(Kind::Regular) => queue(pid, stderr, text),
+        _ => match write_nowait(&stderr, text.as_bytes()) {
+            // A pipe before Linux 6.x's non-blocking pipe writes, a FIFO, a terminal: the
+            // writer thread writes it once it can (poll), or drops it.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => queue(pid, stderr, text),
+            Err(e) => tracing::debug!(pid, error = %e, "could not tell the process (dropped)"),
+            Ok(_) => {}
+        },
+    }
+}
+
+fn queue(pid: u32, fd: std::os::fd::OwnedFd, text: String) {
+    if writer().try_send((fd, text)).is_err() {
+        tracing::debug!(pid, "the writer of told lines is busy; line dropped");
+    }
+}
+
+/// How long the writer thread waits for a pipe, FIFO or terminal to take a line.
+const WRITABLE_WITHIN_MS: u16 = 100;
+
+/// The writer thread's write: a regular file at once (it may wait on its filesystem); anything
+/// else once `poll` says it takes a line (a pipe with a free buffer takes up to a page at
+/// once), else dropped.
+fn write_when_ready(fd: &std::os::fd::OwnedFd, text: &str) -> nix::Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    if kind_of(fd) != Some(Kind::Regular) {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+        if poll(&mut fds, PollTimeout::from(WRITABLE_WITHIN_MS))? == 0 {
+            return Err(nix::errno::Errno::EAGAIN);
         }
     }
+    nix::unistd::write(fd, text.as_bytes()).map(drop)
 }
 
 /// What a standard error is, as far as writing to it goes.
@@ -189,7 +210,7 @@ fn writer() -> &'static std::sync::mpsc::SyncSender<(std::os::fd::OwnedFd, Strin
             .name("told-writer".into())
             .spawn(move || {
                 for (fd, text) in rx {
-                    if let Err(e) = nix::unistd::write(&fd, text.as_bytes()) {
+                    if let Err(e) = write_when_ready(&fd, &text) {
                         tracing::debug!(error = %e, "could not tell the process (dropped)");
                     }
                 }

@@ -39,6 +39,17 @@ pub fn fixture() -> &'static Fixture {
             nix::unistd::geteuid().is_root(),
             "the integration tests run real containers and need root"
         );
+        // In a VM (tests/integration/vm.rs): the host's fixture, shared read-only.
+        if let Some(dir) = std::env::var_os("EXECGUARD_IT_FIXTURE").map(PathBuf::from) {
+            let spec = std::fs::read(dir.join("spec-template/config.json"))
+                .expect("EXECGUARD_IT_FIXTURE names a built fixture");
+            return Fixture {
+                rootfs: dir.join("rootfs"),
+                bin: dir.join("bin"),
+                spec_template: serde_json::from_slice(&spec).unwrap(),
+                dir,
+            };
+        }
         let dir = std::env::temp_dir().join(format!("execguard-it-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let rootfs = dir.join("rootfs");
@@ -792,6 +803,22 @@ pub enum PodmanWay {
     Plain,
 }
 
+/// The OCI runtime podman runs (and `execguard-runtime` wraps) in these tests:
+/// `EXECGUARD_TEST_OCI_RUNTIME` (`crun` in the cgroup-v2 VM, tests/integration/vm.rs), else
+/// runc.
+pub fn oci_runtime() -> String {
+    std::env::var("EXECGUARD_TEST_OCI_RUNTIME").unwrap_or_else(|_| "runc".to_owned())
+}
+
+/// The config lines that make `execguard-runtime` wrap [`oci_runtime`] (none for runc, its
+/// default).
+pub fn runtime_config() -> String {
+    match oci_runtime().as_str() {
+        "runc" => String::new(),
+        other => format!("[runtime]\npath = \"{}\"\n", which(other).display()),
+    }
+}
+
 /// Runs `sh -c script` in a podman container on the fixture's root filesystem.
 pub fn podman_run(
     config: &Path,
@@ -821,7 +848,7 @@ pub fn podman_run(
                     "/hooks.d",
                 ],
             );
-            cmd.args(["--runtime", "runc", "--hooks-dir"])
+            cmd.args(["--runtime", &oci_runtime(), "--hooks-dir"])
                 .arg(dir.path().join("hooks.d"));
         }
         PodmanWay::Runtime => {
@@ -829,7 +856,7 @@ pub fn podman_run(
                 .arg(format!("execguard-config={}", config.display()));
         }
         PodmanWay::Plain => {
-            cmd.args(["--runtime", "runc"]);
+            cmd.args(["--runtime", &oci_runtime()]);
         }
     }
     let id = format!("eg-{}-{name}", std::process::id());

@@ -44,3 +44,4 @@ mod scheduling;
 mod survival;
 mod systemd;
 mod threats;
+mod vm;

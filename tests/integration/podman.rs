@@ -10,7 +10,7 @@ const SCRIPT: &str = "/opt/eg/exectool vmsplice > /work/vmsplice; \
     /lib64/ld-linux-x86-64.so.2 /bin/touch /work/m";
 
 fn check(way: PodmanWay, tag: &str) {
-    let sup = Supervisor::start("audit", "");
+    let sup = Supervisor::start("audit", &crate::harness::runtime_config());
     for (mode, annotation) in [("audit", None), ("enforce", Some("enforce"))] {
         let ann: Vec<(&str, &str)> = annotation
             .map(|m| vec![("execguard.io/mode", m)])

@@ -257,7 +257,7 @@ const LOADED: &str = "loaded";
 const LOADER_SECONDS: i64 = 30;
 
 /// Has a child of this image (`exe`) load the record and takes the descriptors it sends.
-fn load_in_child(exe: &Path) -> Result<RecordFds, RecordError> {
+pub(crate) fn load_in_child(exe: &Path) -> Result<RecordFds, RecordError> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let child_err = |source| RecordError::Child { source };
     let (ours, theirs) = socketpair(
