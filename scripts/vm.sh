@@ -133,7 +133,7 @@ mount -t bpf bpf /newroot/sys/fs/bpf 2>/dev/null
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
-exec switch_root /newroot /bin/sh -c "cd /; sh $script; echo EXECGUARD-VM-STATUS=\$?; echo o > /proc/sysrq-trigger; sleep 10"
+exec switch_root /newroot /bin/sh -c "cd /; bash $script; echo EXECGUARD-VM-STATUS=\$?; echo o > /proc/sysrq-trigger; sleep 10"
 EOF
   chmod 755 "$root/init"
   (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$dir/initrd.img"

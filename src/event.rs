@@ -200,6 +200,8 @@ impl Event {
             if let Some((at, _)) = s.char_indices().nth(CUT_FIELD_CHARS) {
                 s.truncate(at);
                 s.push_str(CUT);
+                // What is kept is what counts against the budget, not the capacity read.
+                s.shrink_to_fit();
             }
         }
         fn cut_list(items: &mut Vec<String>) -> bool {
@@ -212,6 +214,7 @@ impl Event {
                 total += item.len();
                 if total > KEPT_LIST_BYTES {
                     items.truncate(i);
+                    items.shrink_to_fit();
                     return true;
                 }
             }

@@ -191,7 +191,11 @@ impl Summary {
                 .unwrap_or("")
                 .to_owned()
         };
-        let count = 1 + v.get("repeated").and_then(|r| r.as_u64()).unwrap_or(0);
+        let count = v
+            .get("repeated")
+            .and_then(|r| r.as_u64())
+            .unwrap_or(0)
+            .saturating_add(1);
         let program = match s("/loader/program") {
             p if p.is_empty() => s("/exec/path"),
             p => p,
@@ -205,13 +209,14 @@ impl Summary {
             loader: s("/loader/path"),
             reason: s("/reason"),
         };
-        self.events += count;
-        *self
+        self.events = self.events.saturating_add(count);
+        let by_action = self
             .by_event
             .entry(key.event.clone())
             .or_default()
             .entry(key.action.clone())
-            .or_default() += count;
+            .or_default();
+        *by_action = by_action.saturating_add(count);
         let importance = serde_json::from_value::<Importance>(v["importance"].clone()).ok();
         self.failed |= match fail_on {
             None => false,
@@ -222,7 +227,7 @@ impl Summary {
             }
         };
         if let Some(&i) = self.index.get(&key) {
-            self.findings[i].count += count;
+            self.findings[i].count = self.findings[i].count.saturating_add(count);
         } else if self.findings.len() < MAX_FINDINGS {
             self.index.insert(key.clone(), self.findings.len());
             self.findings.push(Finding { key, count });

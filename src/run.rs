@@ -221,6 +221,8 @@ fn run_in_process(
                 ctx.load().context("installing the seccomp filter")?;
                 let listener = ctx.get_notify_fd().context("the filter's listener")?;
                 hand_over(&theirs, listener, name, mode, std::process::id())?;
+                // Handed over: this process (soon the command) keeps no copy.
+                nix::unistd::close(listener).context("closing the handed-over listener")?;
                 match &user {
                     Some(u) => u.become_it(&mut command),
                     None => Ok(()),

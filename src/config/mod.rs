@@ -165,10 +165,10 @@ pub(crate) struct EventsConfig {
     /// many seconds are written once; the next one written says how many were suppressed
     /// (`repeated`), and a container's last suppressed ones are written when it ends. 0: off.
     pub(crate) rate_limit_seconds: u64,
-    /// Event lines one notify fd (a container start, a `runc exec`) may write per
+    /// Bytes of event lines one notify fd (a container start, a `runc exec`) may write per
     /// `rate_limit_seconds`; beyond it, its events are counted by kind and written as one
     /// summary line per kind when the window ends. Bounds what a flooding container costs.
-    pub(crate) max_lines: u64,
+    pub(crate) max_bytes: u64,
     /// Events below this importance are not written at all (they are still counted in the
     /// metrics and `status`); denials follow `[enforce]` whatever this says.
     pub(crate) min_importance: Importance,
@@ -180,7 +180,7 @@ impl Default for EventsConfig {
             syslog: false,
             syslog_socket: PathBuf::from("/dev/log"),
             rate_limit_seconds: 10,
-            max_lines: 100,
+            max_bytes: 4 << 20,
             min_importance: Importance::Low,
         }
     }

@@ -14,6 +14,8 @@
 //!
 //! A name without a slash is searched like the loader does, in `LD_LIBRARY_PATH` and then the
 //! default directories; the program's `RUNPATH`/`RPATH` and `/etc/ld.so.cache` are not read.
+//! A name with a dynamic string token (`$ORIGIN`, `$LIB`, `$PLATFORM`, which glibc expands)
+//! counts as changeable.
 
 use std::os::fd::OwnedFd;
 
@@ -63,14 +65,22 @@ impl Named {
                     push("LD_AUDIT", name);
                 }
             } else if let Some(v) = entry.strip_prefix(b"LD_LIBRARY_PATH=") {
-                named.library_path = v.split(|b| b":;".contains(b)).map(<[u8]>::to_vec).collect();
+                // glibc splits on `:` and `;`, musl on `:` and newline; glibc takes the last
+                // occurrence, musl the first: every entry of every occurrence is searched.
+                named
+                    .library_path
+                    .extend(v.split(|b| b":;\n".contains(b)).map(<[u8]>::to_vec));
             }
         }
         named
     }
 }
 
-/// The directories a bare name is searched in after `LD_LIBRARY_PATH`, for a program of `abi`.
+/// Characters of a name (or a directory) an event's reason shows.
+const SHOWN_CHARS: usize = 200;
+
+/// The directories a bare name is searched in after `LD_LIBRARY_PATH`, for a program of `abi`
+/// (musl's `/usr/local/lib` included).
 fn default_dirs(abi: Abi) -> &'static [&'static str] {
     match abi {
         Abi::X86_64 => &[
@@ -80,6 +90,7 @@ fn default_dirs(abi: Abi) -> &'static [&'static str] {
             "/usr/lib64",
             "/lib",
             "/usr/lib",
+            "/usr/local/lib",
         ],
         Abi::I386 => &[
             "/lib/i386-linux-gnu",
@@ -145,16 +156,36 @@ fn changeable(
     var: &str,
     name: &[u8],
 ) -> Result<Option<String>, InspectError> {
-    let shown = crate::event::lossy(name);
+    let shown: String = crate::event::lossy(name)
+        .chars()
+        .take(SHOWN_CHARS)
+        .collect();
+    if name.contains(&b'$') {
+        // glibc expands `$ORIGIN`, `$LIB` and `$PLATFORM` (also in braces) in these names:
+        // `$ORIGIN/../../tmp/p.so` leaves a read-only tree for a writable one. Not expanded
+        // here; judged as changeable.
+        return Ok(Some(format!(
+            "{var} names {shown}, whose dynamic string tokens the loader expands ($ORIGIN, $LIB, $PLATFORM): judged as changeable"
+        )));
+    }
     if name.contains(&b'/') {
         return Ok((look_up(view, name)? == Lookup::Changeable).then(|| {
             format!("{var} names {shown}, which the container can change (the file or a directory on its way is on a read-write mount)")
         }));
     }
+    if let Some(dir) = library_path.iter().find(|d| d.contains(&b'$')) {
+        let dir: String = crate::event::lossy(dir).chars().take(SHOWN_CHARS).collect();
+        return Ok(Some(format!(
+            "{var} names {shown}, searched for in LD_LIBRARY_PATH, whose entry {dir:?} has dynamic string tokens the loader expands: judged as changeable"
+        )));
+    }
     let dirs = library_path
         .iter()
         .map(Vec::as_slice)
         .chain(default_dirs(abi).iter().map(|d| d.as_bytes()));
+    // Every directory of the search counts, also past the first file found: glibc and musl go
+    // on past a file they cannot read or whose ELF class is not the program's, which this
+    // look (with the supervisor's rights) cannot tell.
     for dir in dirs {
         // An empty entry of LD_LIBRARY_PATH is the working directory.
         let mut path = if dir.is_empty() {
@@ -169,8 +200,7 @@ fn changeable(
                 let dir = crate::event::lossy(dir);
                 return Ok(Some(format!("{var} names {shown}, searched for in {dir:?}, where the container can change what is found (a read-write mount)")));
             }
-            Lookup::Fixed => return Ok(None),
-            Lookup::Absent => {}
+            Lookup::Fixed | Lookup::Absent => {}
         }
     }
     Ok(None)
@@ -288,6 +318,12 @@ mod tests {
         assert_eq!(
             n.library_path,
             [b"/opt/l".to_vec(), vec![], b"/tmp".to_vec(), b"x".to_vec()]
+        );
+        // musl's newline, and a second occurrence (musl takes the first, glibc the last).
+        let n = Named::scan(b"LD_LIBRARY_PATH=/a\n/b\0LD_LIBRARY_PATH=/c\0");
+        assert_eq!(
+            n.library_path,
+            [b"/a".to_vec(), b"/b".to_vec(), b"/c".to_vec()]
         );
     }
 

@@ -1,13 +1,14 @@
-//! `[events] rate_limit_seconds` and `[events] max_lines`: what one notify fd may cost in
-//! event lines and in the worker's memory, whatever its container does.
+//! `[events] rate_limit_seconds` and `[events] max_bytes`: what one notify fd may cost in
+//! event bytes and in the worker's memory, whatever its container does.
 //!
 //! - Identical events (same event, action, stage, exec path and argv) within the window are
 //!   written once; the next one written says how many were suppressed (`repeated`), and the
 //!   last suppressed one of each kind is written, with the others folded into it, when the fd
 //!   closes.
-//! - At most `max_lines` lines per window: beyond that, events are held, one per kind (event
-//!   and action), counted, and written as one summary line per kind when the window ends or
-//!   the fd closes.
+//! - At most `max_bytes` of event lines per window: beyond that, events are held, one per kind (event,
+//!   action, importance, and whether an `[[allow]]` rule exempted it), counted, and written as
+//!   one summary line per kind at the first event after the window ends, or when the fd
+//!   closes.
 //!
 //! Every line stands for 1 + `repeated` events: nothing is lost or counted twice, only
 //! folded. What is kept between lines is cut ([`Event::cut_to_keep`]) and bounded in bytes
@@ -50,10 +51,11 @@ impl Repeat {
 pub(super) struct Lines {
     /// When the current window began.
     since: Option<Instant>,
-    /// Lines written in it.
+    /// Bytes of event lines written in it.
     written: u64,
-    /// Events held back in it, by kind (event, action): how many, and the last one.
-    held: BTreeMap<(&'static str, &'static str), (u64, Event)>,
+    /// Events held back in it, by kind (event, action, importance, exempted): how many, and
+    /// the last one.
+    held: BTreeMap<HeldKind, (u64, Event)>,
     /// Bytes kept in `ListenerState::repeats` (the fold's last events).
     folded_bytes: usize,
 }
@@ -87,7 +89,16 @@ pub(super) fn admit(shared: &Shared, st: &mut ListenerState, ev: Event) -> Vec<E
 /// last one).
 fn fold(shared: &Shared, st: &mut ListenerState, mut ev: Event, secs: u64) -> Option<Event> {
     let mut h = DefaultHasher::new();
-    (ev.event, ev.action, ev.stage).hash(&mut h);
+    // An exempted run and an unexempted one are never folded together: a report that skips
+    // exempted runs must not lose the other.
+    (
+        ev.event,
+        ev.action,
+        ev.stage,
+        ev.importance,
+        ev.allow_rule.is_some(),
+    )
+        .hash(&mut h);
     if let Some(x) = &ev.exec {
         (&x.path, &x.argv).hash(&mut h);
     }
@@ -125,23 +136,35 @@ fn fold(shared: &Shared, st: &mut ListenerState, mut ev: Event, secs: u64) -> Op
     Some(ev)
 }
 
-/// The line limit: `ev` when the window has a line left, else nothing (it is held, counted).
+/// The byte limit: `ev` when the window has room for its line (the first line of a window
+/// always does), else nothing (it is held, counted).
 fn limit(shared: &Shared, lines: &mut Lines, ev: Event) -> Option<Event> {
-    if lines.written < shared.config.events.max_lines {
-        lines.written += 1;
+    let size = serde_json::to_vec(&ev).map_or(0, |l| l.len() as u64 + 1);
+    if lines.written == 0 || lines.written.saturating_add(size) <= shared.config.events.max_bytes {
+        lines.written = lines.written.saturating_add(size);
         return Some(ev);
     }
     hold(lines, ev);
     None
 }
 
+/// What held events are counted by: an exempted run is never summed up with one that was
+/// not, nor an event with one of another importance.
+type HeldKind = (&'static str, &'static str, crate::vocab::Importance, bool);
+
 fn hold(lines: &mut Lines, mut ev: Event) {
-    let stands_for = 1 + ev.repeated.take().unwrap_or(0);
+    let stands_for = ev.repeated.take().unwrap_or(0).saturating_add(1);
     ev.cut_to_keep();
-    match lines.held.entry((ev.event, ev.action.into())) {
+    let kind = (
+        ev.event,
+        ev.action.into(),
+        ev.importance,
+        ev.allow_rule.is_some(),
+    );
+    match lines.held.entry(kind) {
         std::collections::btree_map::Entry::Occupied(mut o) => {
             let (n, last) = o.get_mut();
-            *n += stands_for;
+            *n = n.saturating_add(stands_for);
             *last = ev;
         }
         std::collections::btree_map::Entry::Vacant(v) => {
@@ -152,15 +175,15 @@ fn hold(lines: &mut Lines, mut ev: Event) {
 
 /// One line per kind of event held back: the last of them, standing for all.
 fn summaries(shared: &Shared, lines: &mut Lines) -> Vec<Event> {
-    let max = shared.config.events.max_lines;
+    let max = shared.config.events.max_bytes;
     let secs = shared.config.events.rate_limit_seconds;
     std::mem::take(&mut lines.held)
         .into_values()
         .map(|(n, mut ev)| {
             ev.repeated = (n > 1).then(|| n - 1);
             ev.reason = format!(
-                "{} [rate limit: the container wrote over {max} event lines in {secs} s; this \
-                 line stands for {n} event(s) of this kind, the last shown]",
+                "{} [rate limit: the container wrote over {max} bytes of events in {secs} s; \
+                 this line stands for {n} event(s) of this kind, the last shown]",
                 ev.reason
             );
             ev
@@ -201,7 +224,11 @@ pub(super) fn flush(shared: &Shared, st: &mut ListenerState) {
 /// Events held in the window, by event name, for the tests.
 #[cfg(test)]
 fn held_counts(lines: &Lines) -> std::collections::HashMap<&'static str, u64> {
-    lines.held.iter().map(|((e, _), (n, _))| (*e, *n)).collect()
+    lines
+        .held
+        .iter()
+        .map(|((e, ..), (n, _))| (*e, *n))
+        .collect()
 }
 
 #[cfg(test)]

@@ -141,7 +141,8 @@ pub(super) fn write(st: &mut ListenerState, pidfd: &PidFd, pid: u32, line: &str)
             tracing::debug!(pid, "standard error is a socket; not told (it would carry the supervisor's credentials)");
         }
         Some(Kind::Regular) => queue(pid, stderr, text),
-        _ => match write_nowait(&stderr, text.as_bytes()) {
+        None => tracing::debug!(pid, "standard error cannot be named; not told"),
+        Some(Kind::Other) => match write_nowait(&stderr, text.as_bytes()) {
             // A pipe before Linux 6.x's non-blocking pipe writes, a FIFO, a terminal: the
             // writer thread writes it once it can (poll), or drops it.
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => queue(pid, stderr, text),
@@ -166,7 +167,7 @@ const WRITABLE_WITHIN_MS: u16 = 100;
 fn write_when_ready(fd: &std::os::fd::OwnedFd, text: &str) -> nix::Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
-    if kind_of(fd) != Some(Kind::Regular) {
+    if !is_regular_file(fd) {
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
         if poll(&mut fds, PollTimeout::from(WRITABLE_WITHIN_MS))? == 0 {
             return Err(nix::errno::Errno::EAGAIN);
@@ -183,22 +184,32 @@ enum Kind {
     Other,
 }
 
+/// What `fd` is, told by its `/proc/self/fd` link, which procfs answers itself: an `fstat`
+/// would ask the file's filesystem, and a FUSE daemon that never answers would hold the
+/// answering thread. A path (not `pipe:[...]`, `socket:[...]`, `anon_inode:...`) is taken for
+/// a regular file: the writer thread, which may wait, looks closer.
 fn kind_of(fd: &std::os::fd::OwnedFd) -> Option<Kind> {
-    use nix::sys::stat::SFlag;
-    let st = nix::sys::stat::fstat(fd).ok()?;
-    Some(
-        match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
-            SFlag::S_IFREG => Kind::Regular,
-            SFlag::S_IFSOCK => Kind::Socket,
-            _ => Kind::Other,
-        },
+    use std::os::fd::AsRawFd;
+    // readlinkat: the worker's system call allowlist has no readlink.
+    let link = nix::fcntl::readlinkat(
+        nix::fcntl::AT_FDCWD,
+        format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
     )
+    .ok()?;
+    let link = link.as_encoded_bytes();
+    Some(if link.starts_with(b"socket:") {
+        Kind::Socket
+    } else if link.starts_with(b"/") {
+        Kind::Regular
+    } else {
+        Kind::Other
+    })
 }
 
 /// Lines waiting for the writer thread at most.
 const QUEUED_LINES: usize = 64;
 
-/// The writer thread's queue, started with the first regular file to write.
+/// The writer thread's queue, started with the first line it is given.
 fn writer() -> &'static std::sync::mpsc::SyncSender<(std::os::fd::OwnedFd, String)> {
     static WRITER: std::sync::OnceLock<
         std::sync::mpsc::SyncSender<(std::os::fd::OwnedFd, String)>,
@@ -221,6 +232,13 @@ fn writer() -> &'static std::sync::mpsc::SyncSender<(std::os::fd::OwnedFd, Strin
         }
         tx
     })
+}
+
+/// The writer thread's closer look: a regular file for real (`fstat`, which may wait).
+fn is_regular_file(fd: &std::os::fd::OwnedFd) -> bool {
+    use nix::sys::stat::SFlag;
+    nix::sys::stat::fstat(fd)
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG)
 }
 
 #[cfg(test)]

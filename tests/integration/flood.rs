@@ -1,7 +1,7 @@
 //! One container flooding the shared worker (issue 25, item 2): 300 distinct loader runs with
 //! a 60 KB argument each, twice, in audit mode. The worker's memory stays bounded in bytes
 //! (what it keeps per notify fd for folded events is cut), the flood is rate-limited to a
-//! bounded number of event lines with a summary per interval (nothing uncounted), and a quiet
+//! bounded number of event bytes with a summary per interval (nothing uncounted), and a quiet
 //! container beside it is answered throughout.
 
 use crate::harness::{bundle, Supervisor};
@@ -97,9 +97,8 @@ fn a_flood_is_bounded_in_memory_and_lines() {
         during < before + 32 * 1024,
         "the worker grew from {before} to {during} KiB"
     );
-    // 100 lines of up to 64 KiB, and a summary per kind.
-    assert!(events.len() <= 110, "{} lines", events.len());
-    assert!(bytes < 8 << 20, "{bytes} bytes of events");
+    // 4 MiB of lines, and a summary per kind.
+    assert!(bytes < 5 << 20, "{bytes} bytes of events");
     assert!(sup.events_of(&qid).is_empty());
 }
 

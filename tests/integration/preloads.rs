@@ -80,8 +80,9 @@ fn made_critical_it_is_denied_before_the_preload_runs() {
 
 /// Every way to name a file on a read-write mount: a relative name from a writable cwd, a bare
 /// name found through LD_LIBRARY_PATH, a symlink on /tmp to a read-only file (it could be
-/// repointed after the look), a list where only the second is writable, and a name that does
-/// not exist yet in a writable directory (it could appear before the loader opens it).
+/// repointed after the look), a list where only the second is writable, a name that does not
+/// exist yet in a writable directory (it could appear before the loader opens it), and a name
+/// whose `$ORIGIN` the loader expands into a way out of a read-only tree.
 #[test]
 fn every_way_to_name_a_writable_file_counts() {
     needs_root!();
@@ -91,6 +92,8 @@ fn every_way_to_name_a_writable_file_counts() {
         ("symlink", "ln -s /opt/eg/preload.so /tmp/l.so && LD_PRELOAD=/tmp/l.so PRELOAD_MARKER=/work/p /bin/true"),
         ("list", "LD_PRELOAD='/opt/eg/preload.so /tmp/p.so' PRELOAD_MARKER=/work/p /bin/true"),
         ("absent", "LD_PRELOAD=/tmp/none.so /bin/true 2>/dev/null"),
+        // $ORIGIN is /usr/bin, read-only; the name leaves it for /tmp.
+        ("origin", "cd / && LD_PRELOAD='$ORIGIN/../../tmp/p.so' PRELOAD_MARKER=/work/p /bin/true"),
     ];
     for (name, case) in cases {
         let (_, events) = run(

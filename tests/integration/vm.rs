@@ -62,12 +62,16 @@ fn in_vm(kernel: &str, runs: &[(&[&str], &[&str])]) -> String {
     let script: Vec<String> = runs
         .iter()
         .map(|(env, tests)| {
+            // Paths quoted for the shell; the filters and variables are this file's own.
+            let quote = |p: &std::path::Path| {
+                format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+            };
             format!(
                 "env EXECGUARD_IN_VM=1 EXECGUARD_IT_FIXTURE={} EXECGUARD_TEST_STRICT=1 {} {} \
                  --test-threads 1 --nocapture {}",
-                fx.dir.display(),
+                quote(&fx.dir),
                 env.join(" "),
-                exe.display(),
+                quote(&exe),
                 tests.join(" ")
             )
         })
