@@ -30,20 +30,19 @@ use super::{
 use crate::phases::{Phase, PhaseClock};
 use crate::sys::Mapping;
 
+mod auxv;
+mod maps;
+
+use auxv::{random_bytes, read_auxv};
+pub(super) use maps::mapping_at;
+use maps::{maps_audit_naming_file, open_by_name, open_mapped, open_maps};
+
 /// Bytes of `/proc/PID/cmdline` read (the loader's options come first).
 const MAX_CMDLINE_BYTES: u64 = 64 * 1024;
 /// Arguments kept of it.
 const MAX_ARGS: usize = 128;
 /// Bytes of `/proc/PID/environ` scanned for `LD_TRACE_LOADED_OBJECTS` and `LD_AUDIT`.
 pub(super) const MAX_ENVIRON_BYTES: u64 = 256 * 1024;
-/// Bytes of `/proc/PID/auxv` read: about 25 pairs on x86_64 today.
-const AUXV_BYTES: usize = 4096;
-/// Bytes of `/proc/PID/maps` read where the kernel has no `PROCMAP_QUERY` (before 6.11).
-const MAX_MAPS_BYTES: u64 = 1 << 20;
-/// `AT_BASE`: where the program interpreter is mapped (0 without one).
-const AT_BASE: u64 = 7;
-/// `AT_RANDOM`: the address of 16 random bytes, different for every image.
-const AT_RANDOM: u64 = 25;
 
 /// What a checkpoint found.
 #[derive(Debug, Default)]
@@ -210,22 +209,6 @@ pub(crate) fn inspect_image(
     Ok(inspection)
 }
 
-/// The 16 bytes at `AT_RANDOM` in the image of `tid` (the kernel's random bytes for this exec),
-/// when they can be read.
-fn random_bytes(tid: u32, at: Option<u64>) -> Option<u128> {
-    let base = usize::try_from(at?).ok()?;
-    let mut bytes = [0u8; 16];
-    let remote = [nix::sys::uio::RemoteIoVec {
-        base,
-        len: bytes.len(),
-    }];
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(tid).ok()?);
-    let n =
-        nix::sys::uio::process_vm_readv(pid, &mut [std::io::IoSliceMut::new(&mut bytes)], &remote)
-            .ok()?;
-    (n == bytes.len()).then(|| u128::from_le_bytes(bytes))
-}
-
 /// Whether the exec record alone shows an image that runs its own code: a program already
 /// classified (by this file version, as a look through `/proc` named it) as not a loader and
 /// either static, with no interpreter loaded, or dynamic, with one of the container's loaders
@@ -352,138 +335,6 @@ fn judge_interpreter(
         by_record: false,
         dynamic: true,
     }))
-}
-
-fn open_maps(tid: u32) -> Result<OwnedFd, InspectError> {
-    nix::fcntl::open(
-        ProcPath::new(tid, format_args!("maps")).as_bytes(),
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        StatMode::empty(),
-    )
-    .map_err(gone_or("maps"))
-}
-
-/// The file mapped at `addr` in the process whose `/proc/PID/maps` is open, by device and
-/// inode (`None` for anonymous memory).
-pub(super) fn mapping_at(maps: &OwnedFd, addr: u64) -> Result<Option<Mapping>, InspectError> {
-    let maps_err = |e: std::io::Error| InspectError::ReadTarget {
-        what: "maps",
-        errno: io_errno(&e),
-    };
-    match crate::sys::procmap_query(maps, addr) {
-        Ok(m) => Ok(m),
-        // Before Linux 6.11: the same from the text.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
-            let mut file = std::fs::File::from(maps.try_clone().map_err(maps_err)?);
-            std::io::Seek::rewind(&mut file).map_err(maps_err)?;
-            let mut text = Vec::new();
-            file.take(MAX_MAPS_BYTES)
-                .read_to_end(&mut text)
-                .map_err(maps_err)?;
-            Ok(mapping_in_text(&text, addr))
-        }
-        Err(e) => Err(maps_err(e)),
-    }
-}
-
-/// The line of `/proc/PID/maps` whose range holds `addr`, as a mapping (`None` without a file).
-fn mapping_in_text(text: &[u8], addr: u64) -> Option<Mapping> {
-    let hex = |s: &str| u64::from_str_radix(s, 16).ok();
-    text.split(|b| *b == b'\n').find_map(|line| {
-        let line = std::str::from_utf8(line).ok()?;
-        let mut f = line.split_whitespace();
-        let (lo, hi) = f.next()?.split_once('-')?;
-        let (start, end) = (hex(lo)?, hex(hi)?);
-        if !(start..end).contains(&addr) {
-            return None;
-        }
-        let (_perms, _offset) = (f.next()?, f.next()?);
-        let (major, minor) = f.next()?.split_once(':')?;
-        let inode: u64 = f.next()?.parse().ok()?;
-        let (major, minor) = (
-            u32::try_from(hex(major)?).ok()?,
-            u32::try_from(hex(minor)?).ok()?,
-        );
-        (inode != 0).then_some(Mapping {
-            start,
-            end,
-            key: (libc::makedev(major, minor), inode),
-        })
-    })
-}
-
-/// Files of a loader's image looked at for audit modules at most (the program and its libraries
-/// mapped so far).
-const MAX_MAPPED_FILES: usize = 64;
-
-/// Whether a file the loader `loader` (device, inode) has mapped in process `tid` names audit
-/// modules (`DT_AUDIT`, `DT_DEPAUDIT`): the program it was given, read through its mapping (the
-/// file the loader really opened, whatever its path names now). glibc sets up its thread
-/// pointer before it loads audit modules, so at the image checkpoint none has run yet.
-fn maps_audit_naming_file(tid: u32, loader: (u64, u64)) -> Result<bool, InspectError> {
-    let mut text = Vec::new();
-    std::fs::File::from(open_maps(tid)?)
-        .take(MAX_MAPS_BYTES)
-        .read_to_end(&mut text)
-        .map_err(|e| InspectError::ReadTarget {
-            what: "maps",
-            errno: io_errno(&e),
-        })?;
-    let mut seen = Vec::new();
-    for m in mappings_in_text(&text) {
-        if m.key == loader || seen.contains(&m.key) {
-            continue;
-        }
-        seen.push(m.key);
-        if seen.len() > MAX_MAPPED_FILES {
-            break;
-        }
-        let Ok(fd) = open_mapped(tid, &m) else {
-            continue;
-        };
-        if super::file::names_audit_modules(&std::fs::File::from(fd)).unwrap_or(true) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// The file mappings of a `/proc/PID/maps` text.
-fn mappings_in_text(text: &[u8]) -> impl Iterator<Item = Mapping> + '_ {
-    text.split(|b| *b == b'\n').filter_map(|line| {
-        let line = std::str::from_utf8(line).ok()?;
-        let (lo, _) = line.split_once('-')?;
-        let start = u64::from_str_radix(lo, 16).ok()?;
-        mapping_in_text(line.as_bytes(), start)
-    })
-}
-
-/// The file behind a mapping, opened through `/proc/PID/map_files` (the file that is mapped,
-/// whatever its name says now). Needs `CAP_SYS_ADMIN` or `CAP_CHECKPOINT_RESTORE`.
-fn open_mapped(tid: u32, m: &Mapping) -> Result<OwnedFd, InspectError> {
-    nix::fcntl::open(
-        ProcPath::new(tid, format_args!("map_files/{:x}-{:x}", m.start, m.end)).as_bytes(),
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
-        StatMode::empty(),
-    )
-    .map_err(gone_or("the interpreter's mapping"))
-}
-
-/// The interpreter by its `PT_INTERP` name, resolved in the process's root now: what the kernel
-/// found at the exec unless it was renamed since. Only where the mapping cannot be opened.
-fn open_by_name(tid: u32, name: &[u8]) -> Result<OwnedFd, InspectError> {
-    let errno = |errno| InspectError::Resolve { errno };
-    let view = FsView::of_task(tid).map_err(gone_or("filesystem view"))?;
-    let found = match super::resolve::resolve_absolute_fast(&view, name, true) {
-        Some(r) => r.map_err(errno)?,
-        None => {
-            let start = view.start_dir(None).map_err(errno)?;
-            super::resolve::resolve(&view, start, b"", name, true).map_err(errno)?
-        }
-    };
-    super::resolve::open_for_read(&found)
-        .map(OwnedFd::from)
-        .map_err(errno)
 }
 
 /// `/proc/TID`, opened once so that what is read through it is that task's.
@@ -623,147 +474,5 @@ fn read_loader_env(dir: &OwnedFd) -> Result<LoaderEnv, InspectError> {
     Ok(env)
 }
 
-/// What the checkpoint reads of the auxiliary vector.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Auxv {
-    /// `AT_BASE`: the interpreter's load address (0 without one).
-    base: u64,
-    /// `AT_RANDOM`: unique per exec, so it tells images of one pid apart.
-    random: Option<u64>,
-}
-
-/// Reads the image's auxiliary vector into a stack buffer.
-fn read_auxv(tid: u32, abi: Abi) -> Result<Auxv, InspectError> {
-    let fd = nix::fcntl::open(
-        ProcPath::new(tid, format_args!("auxv")).as_bytes(),
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        StatMode::empty(),
-    )
-    .map_err(gone_or("auxv"))?;
-    let mut buf = [0u8; AUXV_BYTES];
-    let mut len = 0;
-    // procfs hands over the whole vector in one read; a full buffer means there may be more.
-    loop {
-        match nix::unistd::read(&fd, &mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(gone_or("auxv")(e)),
-        }
-        if len < buf.len() / 2 || len == buf.len() {
-            break;
-        }
-    }
-    Ok(parse_auxv(&buf[..len], abi))
-}
-
-fn parse_auxv(bytes: &[u8], abi: Abi) -> Auxv {
-    let size = abi.pointer_size();
-    let mut aux = Auxv::default();
-    for pair in bytes.chunks_exact(2 * size) {
-        let (key, value) = (abi.word(&pair[..size]), abi.word(&pair[size..]));
-        match key {
-            AT_BASE => aux.base = value,
-            AT_RANDOM => aux.random = Some(value),
-            0 => break,
-            _ => {}
-        }
-    }
-    aux
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auxv_of_both_pointer_sizes() {
-        let mut v64 = Vec::new();
-        for (k, v) in [
-            (6u64, 4096u64),
-            (AT_BASE, 0x7f00_0000_1000),
-            (AT_RANDOM, 0x7ffd_0000_0010),
-            (0, 0),
-        ] {
-            v64.extend(k.to_le_bytes());
-            v64.extend(v.to_le_bytes());
-        }
-        assert_eq!(
-            parse_auxv(&v64, Abi::X86_64),
-            Auxv {
-                base: 0x7f00_0000_1000,
-                random: Some(0x7ffd_0000_0010)
-            }
-        );
-        let mut v32 = Vec::new();
-        for (k, v) in [
-            (u32::try_from(AT_RANDOM).unwrap(), 0xffd0_0010u32),
-            (0, 0),
-            (u32::try_from(AT_BASE).unwrap(), 5),
-        ] {
-            v32.extend(k.to_le_bytes());
-            v32.extend(v.to_le_bytes());
-        }
-        // Nothing after AT_NULL counts.
-        assert_eq!(
-            parse_auxv(&v32, Abi::I386),
-            Auxv {
-                base: 0,
-                random: Some(0xffd0_0010)
-            }
-        );
-    }
-
-    #[test]
-    fn maps_text_gives_the_mapping_at_an_address() {
-        let text = b"55d0c0a00000-55d0c0a02000 r--p 00000000 fe:00 10199068 /usr/bin/true\n\
-7f997f7c2000-7f997f7c3000 r--p 00000000 fe:00 325843 /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2\n\
-7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]\n";
-        assert_eq!(
-            mapping_in_text(text, 0x7f99_7f7c_2000),
-            Some(Mapping {
-                start: 0x7f99_7f7c_2000,
-                end: 0x7f99_7f7c_3000,
-                key: (libc::makedev(0xfe, 0), 325_843)
-            })
-        );
-        assert_eq!(
-            mapping_in_text(text, 0x7f99_7f7c_2abc).map(|m| m.key.1),
-            Some(325_843)
-        );
-        assert_eq!(mapping_in_text(text, 0x7ffd_1000), None);
-        assert_eq!(mapping_in_text(text, 0x1234), None);
-        assert_eq!(mapping_in_text(b"garbage\n-\n", 0), None);
-    }
-
-    /// The interpreter of a running dynamic program, found from its auxiliary vector and its
-    /// mapping, is this machine's loader.
-    #[test]
-    fn the_interpreter_of_a_running_program_is_found_by_its_mapping() {
-        let mut child = std::process::Command::new("/bin/sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        // Wait until the image is sleep's, not the forked test binary's.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::fs::read_link(format!("/proc/{pid}/exe"))
-            .map(|p| !p.ends_with("sleep"))
-            .unwrap_or(true)
-        {
-            assert!(std::time::Instant::now() < deadline);
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let aux = read_auxv(pid, Abi::X86_64).unwrap();
-        assert_ne!(aux.base, 0);
-        assert!(aux.random.is_some());
-        let maps = open_maps(pid).unwrap();
-        let m = mapping_at(&maps, aux.base).unwrap().unwrap();
-        let ld = std::fs::metadata("/lib64/ld-linux-x86-64.so.2").unwrap();
-        use std::os::unix::fs::MetadataExt;
-        assert_eq!(m.key, (ld.dev(), ld.ino()));
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
+mod tests;
