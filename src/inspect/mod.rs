@@ -3,13 +3,13 @@
 //! arguments come through [`ExecArgs`], read lazily, because an ordinary exec needs none.
 
 pub(crate) mod allow;
+mod cache;
 pub mod file;
+mod finding;
 pub(crate) mod image;
 pub mod loader_args;
 pub(crate) mod preload;
 pub(crate) mod resolve;
-
-use std::collections::HashMap;
 
 use nix::errno::Errno;
 
@@ -18,6 +18,10 @@ use crate::vocab::{Abi, Rule, Syscall};
 use file::{FileError, FileKind, LoaderKind};
 use loader_args::{LoaderEnv, LoaderInvocation};
 use resolve::{FsView, Resolved};
+
+pub(crate) use cache::{version_of, FileCache, FileVersion, SystemLoaders};
+pub(crate) use finding::{custom_interpreter, loader_finding, parse_loader_args_at_image};
+use finding::{parse_loader_args, with_cut_argv};
 
 /// `AT_EMPTY_PATH` and `AT_SYMLINK_NOFOLLOW` as execveat takes them.
 pub(crate) const AT_EMPTY_PATH: i32 = libc::AT_EMPTY_PATH;
@@ -99,160 +103,6 @@ impl ExecArgs for GivenArgs {
     fn loader_env(&mut self) -> Result<LoaderEnv, InspectError> {
         Ok(self.env)
     }
-}
-
-/// The loaders a container's root holds at the standard paths, by (device, inode).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct SystemLoaders {
-    by_key: HashMap<(u64, u64), LoaderKind>,
-}
-
-impl SystemLoaders {
-    /// Finds the loaders of the root that `view` sees.
-    pub(crate) fn discover(view: &FsView, extra: &[String]) -> Self {
-        let mut by_key = HashMap::new();
-        let paths = SYSTEM_LOADER_PATHS
-            .iter()
-            .copied()
-            .chain(extra.iter().map(String::as_str));
-        for path in paths {
-            let Ok(start) = view.start_dir(None) else {
-                continue;
-            };
-            let Ok(found) = resolve::resolve(view, start, b"/", path.as_bytes(), true) else {
-                continue;
-            };
-            if !found.is_regular() {
-                continue;
-            }
-            if let Ok(FileKind::Loader(kind)) = resolve::open_for_read(&found)
-                .map(|f| file::classify(&f))
-                .unwrap_or(Ok(FileKind::Other))
-            {
-                by_key.insert(found.key(), kind);
-            }
-        }
-        Self { by_key }
-    }
-
-    pub(crate) fn kind_of(&self, key: (u64, u64)) -> Option<LoaderKind> {
-        self.by_key.get(&key).copied()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.by_key.len()
-    }
-}
-
-/// Identity of a file version: a rewrite changes the change time, and the size most often.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct FileVersion {
-    pub(crate) dev: u64,
-    pub(crate) ino: u64,
-    pub(crate) size: i64,
-    /// Modification time, seconds and nanoseconds.
-    pub(crate) mtime: (i64, i64),
-    /// Change time (any write or metadata change, which a writer cannot set back).
-    pub(crate) ctime: (i64, i64),
-}
-
-pub(crate) fn version_of(st: &nix::sys::stat::FileStat) -> FileVersion {
-    FileVersion {
-        dev: st.st_dev,
-        ino: st.st_ino,
-        size: st.st_size,
-        mtime: (st.st_mtime, st.st_mtime_nsec),
-        ctime: (st.st_ctime, st.st_ctime_nsec),
-    }
-}
-
-/// What each file is, by file version, so that an exec of a file seen before costs no read.
-/// Files changed less than two seconds ago are not cached: a rewrite within one timestamp tick
-/// would otherwise go unseen.
-#[derive(Default)]
-pub(crate) struct FileCache {
-    kinds: HashMap<FileVersion, FileKind>,
-    /// Device and inode of mappings found to be one of the container's loaders, where the
-    /// mapping names the file differently from `stat` (an overlay's layer).
-    mapped_loaders: std::collections::HashSet<(u64, u64)>,
-    /// sha256 of programs that `[[allow]]` rules with `sha256` were checked against.
-    digests: HashMap<FileVersion, [u8; 32]>,
-}
-
-/// Entries kept before the cache is emptied.
-const FILE_CACHE_ENTRIES: usize = 4096;
-const FILE_CACHE_MIN_AGE_SECS: i64 = 2;
-
-impl FileCache {
-    pub(crate) fn get(&self, v: &FileVersion) -> Option<&FileKind> {
-        self.kinds.get(v)
-    }
-
-    /// The kind of file version `v`: from the cache, or from `classify` (then remembered).
-    pub(crate) fn get_or_classify<E>(
-        &mut self,
-        v: FileVersion,
-        classify: impl FnOnce() -> Result<FileKind, E>,
-    ) -> Result<FileKind, E> {
-        if let Some(kind) = self.kinds.get(&v) {
-            return Ok(kind.clone());
-        }
-        let kind = classify()?;
-        self.put(v, &kind);
-        Ok(kind)
-    }
-
-    fn put(&mut self, v: FileVersion, kind: &FileKind) {
-        if !settled(&v) {
-            return;
-        }
-        if self.kinds.len() >= FILE_CACHE_ENTRIES {
-            self.kinds.clear();
-        }
-        self.kinds.insert(v, kind.clone());
-    }
-
-    /// The sha256 of file version `v`: from the cache, or from `hash` (then remembered).
-    pub(crate) fn sha256_of<E>(
-        &mut self,
-        v: FileVersion,
-        hash: impl FnOnce() -> Result<[u8; 32], E>,
-    ) -> Result<[u8; 32], E> {
-        if let Some(d) = self.digests.get(&v) {
-            return Ok(*d);
-        }
-        let d = hash()?;
-        if settled(&v) {
-            if self.digests.len() >= FILE_CACHE_ENTRIES {
-                self.digests.clear();
-            }
-            self.digests.insert(v, d);
-        }
-        Ok(d)
-    }
-
-    /// Whether a mapping with this device and inode was found to be a loader of the container.
-    pub(crate) fn is_mapped_loader(&self, key: (u64, u64)) -> bool {
-        self.mapped_loaders.contains(&key)
-    }
-
-    pub(crate) fn add_mapped_loader(&mut self, key: (u64, u64)) {
-        if self.mapped_loaders.len() >= FILE_CACHE_ENTRIES {
-            self.mapped_loaders.clear();
-        }
-        self.mapped_loaders.insert(key);
-    }
-}
-
-/// Whether a file version is old enough to be cached: a rewrite within one timestamp tick of
-/// a younger one would go unseen.
-fn settled(v: &FileVersion) -> bool {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
-        .unwrap_or(0);
-    now.saturating_sub(v.ctime.0) >= FILE_CACHE_MIN_AGE_SECS
 }
 
 /// Field `number` of a `/proc/PID/stat` line, numbered as `proc(5)` does (22: start time,
@@ -594,132 +444,6 @@ impl Ctx<'_> {
             _ => None,
         };
         Ok(Some(custom_interpreter(interp, &shown, loader, program)))
-    }
-}
-
-/// A binary whose `PT_INTERP` (`interp`, found at `shown`) is not one of the container's own
-/// loaders; `loader` says what kind of loader it is, if it is one.
-pub(crate) fn custom_interpreter(
-    interp: &[u8],
-    shown: &str,
-    loader: Option<LoaderKind>,
-    program: &[u8],
-) -> Finding {
-    let named = crate::event::lossy(interp);
-    let reason = match loader {
-        Some(kind) => format!(
-            "PT_INTERP names {named} ({shown}), a {} loader that is not one of the container's own",
-            kind.as_str()
-        ),
-        None => format!("PT_INTERP names {named} ({shown}), which is not a loader"),
-    };
-    Finding {
-        rule: Rule::CustomInterpreter,
-        reason,
-        loader: loader.map(|kind| LoaderFinding {
-            path: interp.to_vec(),
-            kind,
-            invocation: LoaderInvocation {
-                mode: loader_args::LoaderMode::Run,
-                program: Some(program.to_vec()),
-                options: Vec::new(),
-                audit: false,
-                unknown_option: false,
-            },
-            via: Via::PtInterp,
-        }),
-    }
-}
-
-/// [`parse_loader_args`] at the image checkpoint, where a glibc loader has set up its thread
-/// pointer. Its version is not guessed from its bytes (a copy can carry any): its argv is read
-/// by the rules of 2.33 and later and by those before (where a query option it did not have
-/// yet is the program's name), and the reading in which code runs wins. A 2.33+ loader asked a
-/// query ends before this point, so a legitimate query never gets here.
-pub(crate) fn parse_loader_args_at_image(
-    kind: LoaderKind,
-    argv: &Argv,
-    env: LoaderEnv,
-) -> LoaderInvocation {
-    let inv = parse_loader_args(kind, argv, env);
-    if kind == LoaderKind::Glibc && !inv.runs_foreign_code() {
-        let old = with_cut_argv(argv, loader_args::parse_glibc_before_2_33(&argv.items, env));
-        if old.runs_foreign_code() {
-            return old;
-        }
-    }
-    inv
-}
-
-/// Parses a loader's argv; when argv was cut short and no program was found in what was read,
-/// one may hide beyond it, so a program is assumed (the safe reading).
-fn parse_loader_args(kind: LoaderKind, argv: &Argv, env: LoaderEnv) -> LoaderInvocation {
-    with_cut_argv(argv, loader_args::parse(kind, &argv.items, env))
-}
-
-/// `inv`, with a program assumed beyond the arguments read when argv was cut short and none
-/// was found in them.
-fn with_cut_argv(argv: &Argv, inv: LoaderInvocation) -> LoaderInvocation {
-    let mut inv = inv;
-    if argv.truncated && inv.program.is_none() {
-        inv.mode = loader_args::LoaderMode::Run;
-        inv.unknown_option = true;
-        inv.program = Some(b"(beyond the arguments read)".to_vec());
-    }
-    inv
-}
-
-fn loader_finding(
-    loader: &Resolved,
-    kind: LoaderKind,
-    invocation: LoaderInvocation,
-    via: Via,
-) -> Finding {
-    let shown = crate::event::lossy(&loader.display);
-    let (rule, reason) = if invocation.runs_foreign_code() {
-        let program = crate::event::lossy(invocation.program.as_deref().unwrap_or_default());
-        if loader.is_fileless() {
-            (
-                Rule::FilelessLoaderExecution,
-                format!(
-                    "a {} loader with no file behind it ({shown}) runs {program}",
-                    kind.as_str()
-                ),
-            )
-        } else if invocation.mode == loader_args::LoaderMode::Run {
-            (
-                Rule::BinaryExecutedByLoader,
-                format!("the {} loader {shown} runs {program}", kind.as_str()),
-            )
-        } else {
-            (
-                Rule::BinaryExecutedByLoader,
-                format!(
-                    "the {} loader {shown} loads audit modules while it {}s {program}",
-                    kind.as_str(),
-                    invocation.mode.as_str()
-                ),
-            )
-        }
-    } else {
-        (
-            Rule::LoaderQuery,
-            format!(
-                "the {} loader {shown} runs in {} mode; no program runs",
-                kind.as_str(),
-                invocation.mode.as_str()
-            ),
-        )
-    };
-    Finding {
-        rule,
-        reason,
-        loader: Some(LoaderFinding {
-            path: loader.display.clone(),
-            kind,
-            invocation,
-            via,
-        }),
     }
 }
 
