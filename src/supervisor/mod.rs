@@ -38,6 +38,7 @@ pub(crate) mod target;
 
 pub(crate) use features::kernel_features;
 mod tell;
+mod workers;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
