@@ -1,7 +1,6 @@
 //! Compiles the exec record's BPF programs (`bpf/exec_record.bpf.c`) with clang, when clang and
 //! libbpf's headers are there (`scripts/deps.sh` installs them). Without them the build goes
-//! on and the object is empty: that execguard looks through `/proc` at every image (README,
-//! "The exec record"). `EXECGUARD_CLANG` names another clang.
+//! on and the object is empty: that execguard looks through `/proc` at every image (docs/exec-record.md). `EXECGUARD_CLANG` names another clang.
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //
 // The exec record: which files each exec loaded, written by the kernel's exec path before the
 // new image runs any code, so that the supervisor's image checkpoint can read it with one map
-// lookup instead of looking through /proc (README, "The exec record").
+// lookup instead of looking through /proc (docs/exec-record.md).
 //
 // Only tasks of guarded containers are recorded: a task whose pid namespace, or one of its
 // ancestors, is in `guarded_pidns_v1` (the keeper adds a container's pid namespace before its

@@ -85,7 +85,7 @@ impl Importance {
     }
 }
 
-/// Every detection execguard makes. The README's event reference lists them; [`Rule::iter`]
+/// Every detection execguard makes. docs/events.md lists them; [`Rule::iter`]
 /// (strum) yields all of them, so a list that must cover every rule cannot miss a new one.
 #[derive(
     Clone,

@@ -6,7 +6,7 @@
 //! Why: with the scheduler's group scheduling, a waker and a wakee in different CPU cgroups
 //! pay for every microsecond the worker spends answering several times over (measured on this
 //! 2-core machine: 13 µs of busy work per exec cost 8.4 % of a fork+exec across cgroups and
-//! 2.5 % within one; see the README's performance section). In the container's group the
+//! 2.5 % within one; see docs/performance.md). In the container's group the
 //! synchronous hand-off between the trapped task and the worker stays one group's business.
 //! The worker's CPU time is then also the container's, which is where it belongs: a container
 //! under a CPU limit pays for its own checks.
@@ -158,7 +158,7 @@ impl Placement {
 }
 
 /// An answer later than this waited for something other than the worker's own work (about
-/// 20 µs; p99 under 50 µs uncontended); the README's limit for the supervisor's p99.
+/// 20 µs; p99 under 50 µs uncontended); docs/performance.md's limit for the supervisor's p99.
 const LATE: Duration = Duration::from_micros(200);
 /// This many late answers within [`WINDOW`] answers send the thread home: at most 8 in any
 /// 1024 answers in a row (4 at the end of one window, 4 at the start of the next), under 1 %,

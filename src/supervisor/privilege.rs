@@ -1,4 +1,4 @@
-//! The capabilities the supervisor runs with: exactly those measured to be needed (README,
+//! The capabilities the supervisor runs with: exactly those measured to be needed (docs/operations.md,
 //! "Least privilege"), checked when it starts and reduced before the worker handles its first
 //! notification. Through the `caps` crate.
 

@@ -3,7 +3,7 @@
 //! thread-group id), for the tasks of guarded containers only ([`Guarded`]),
 //! so that the image checkpoint learns the program and the interpreter of an ordinary exec
 //! from one map lookup (under a microsecond) instead of its two looks through `/proc` (15 µs
-//! in an exec storm, README "Performance").
+//! in an exec storm, docs/performance.md).
 //!
 //! The keeper has the programs loaded and attached while it still has `CAP_BPF` and
 //! `CAP_PERFMON` (they are dropped right after), by a short-lived child of its own image
