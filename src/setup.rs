@@ -212,7 +212,7 @@ const PODMAN_DEFAULT_HOOKS: &[&str] = &[
     "/etc/containers/oci/hooks.d",
 ];
 /// The podman hook as the package ships it; `setup` points it at the layout's paths.
-const PACKAGED_HOOK: &str = include_str!("../packaging/hooks/execguard.json");
+const PACKAGED_HOOK: &str = include_str!("../hooks/execguard.json");
 const PODMAN_DROPIN: &str = "/etc/containers/containers.conf.d/50-execguard.conf";
 
 fn podman(l: &Layout) -> Result<Vec<Change>> {

@@ -28,7 +28,7 @@ trap '[ -n "$sup_pid" ] && kill "$sup_pid" 2>/dev/null; wait 2>/dev/null || true
 mkdir -p "$work/hooks.d"
 jq --arg eg "$eg" --arg cfg "$work/config.toml" \
   '.hook.path = $eg | .hook.args = ["execguard", "hook", "--config", $cfg]' \
-  "$top/packaging/hooks/execguard.json" > "$work/hooks.d/execguard.json"
+  "$top/hooks/execguard.json" > "$work/hooks.d/execguard.json"
 
 # A build root: the host's /usr read-only, a source tree to build.
 rootfs=$work/rootfs
