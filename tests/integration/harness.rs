@@ -803,6 +803,17 @@ pub enum PodmanWay {
     Plain,
 }
 
+/// Skips the rest of a test for `why`, saying so, when that is `expected` on this machine (a
+/// declared reduced-capability pass, a cgroup-v2-only VM); under `EXECGUARD_TEST_STRICT`
+/// anything else fails: the project's test command installs everything a test needs.
+pub fn skip(why: &str, expected: bool) {
+    assert!(
+        expected || std::env::var_os("EXECGUARD_TEST_STRICT").is_none(),
+        "strict: {why}"
+    );
+    eprintln!("skipped: {why}");
+}
+
 /// The OCI runtime podman runs (and `execguard-runtime` wraps) in these tests:
 /// `EXECGUARD_TEST_OCI_RUNTIME` (`crun` in the cgroup-v2 VM, tests/integration/vm.rs), else
 /// runc.
