@@ -206,9 +206,9 @@ fn run_in_process(
     nix::sys::prctl::set_dumpable(false).context("making the supervisor non-dumpable")?;
     // A plain fork, not `Command::spawn`: spawn waits until the exec is done, and with
     // `[detect] exec_checkpoint` that exec waits for this process to answer it.
-    // SAFETY: this process has no other thread yet (the supervisor thread starts after the
-    // fork), so the child may allocate and call libseccomp before it execs.
-    match unsafe { nix::unistd::fork() }.context("fork")? {
+    // This process has no other thread yet (the supervisor thread starts after the fork), so
+    // the child may allocate and call libseccomp before it execs.
+    match crate::sys::fork_single_threaded().context("fork")? {
         ForkResult::Child => {
             drop(ours);
             // The fork inherited the parent's non-dumpable state; the supervisor must see
@@ -236,9 +236,7 @@ fn run_in_process(
                 Err(e) => e,
             };
             eprintln!("execguard run: {err:#}");
-            // SAFETY: _exit ends the forked child at once, without running this process's
-            // exit handlers or flushing buffers that belong to the parent.
-            unsafe { libc::_exit(127) }
+            crate::sys::exit_now(127)
         }
         ForkResult::Parent { child } => {
             drop(theirs);

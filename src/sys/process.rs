@@ -156,6 +156,32 @@ pub(crate) fn write_nowait(fd: &impl AsRawFd, bytes: &[u8]) -> io::Result<usize>
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// Forks this process, which must have one thread, checked here (`/proc/self/status`): then
+/// the child has every lock free and may allocate and call C libraries before it execs. A
+/// process with more threads gets an error, not an unsound child.
+pub(crate) fn fork_single_threaded() -> io::Result<nix::unistd::ForkResult> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    if threads != Some(1) {
+        return Err(io::Error::other(format!(
+            "fork needs a single-threaded process ({threads:?} threads)"
+        )));
+    }
+    // SAFETY: this process has one thread (checked above, and nothing here starts another),
+    // so no lock is held by a thread the child would not have.
+    unsafe { nix::unistd::fork() }.map_err(io::Error::from)
+}
+
+/// Ends this process at once: no exit handlers run and no buffer is flushed (in a forked
+/// child, those belong to the parent).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` has no preconditions; it does not return.
+    unsafe { libc::_exit(code) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
