@@ -17,11 +17,18 @@ unsafe impl Send for SharedWords {}
 unsafe impl Sync for SharedWords {}
 
 impl SharedWords {
-    /// Maps the first `words` 64-bit words of `file` (which must be at least that long),
-    /// readable and writable, shared with every other process that maps it.
+    /// Maps the first `words` 64-bit words of `file`, readable and writable, shared with every
+    /// other process that maps it. A file shorter than that is refused (`EINVAL`): a word past
+    /// its end would fault (SIGBUS) when touched. (Its processes are this program's own; none
+    /// truncates it.)
     pub(crate) fn map(file: &impl std::os::fd::AsFd, words: usize) -> io::Result<Self> {
-        let len = std::num::NonZeroUsize::new(words * 8)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let einval = || io::Error::from_raw_os_error(libc::EINVAL);
+        let bytes = words.checked_mul(8).ok_or_else(einval)?;
+        let size = nix::sys::stat::fstat(file)?.st_size;
+        if u64::try_from(size).map_or(true, |size| size < bytes as u64) {
+            return Err(einval());
+        }
+        let len = std::num::NonZeroUsize::new(bytes).ok_or_else(einval)?;
         // SAFETY: a new shared mapping of the file, at an address the kernel chooses; nothing
         // else in this process refers to that range, and it is unmapped only on drop.
         let ptr = unsafe {
@@ -74,5 +81,17 @@ mod tests {
         a.words()[7].store(42, std::sync::atomic::Ordering::Release);
         assert_eq!(b.words()[7].load(std::sync::atomic::Ordering::Acquire), 42);
         assert_eq!(b.words().len(), 512);
+    }
+
+    /// A file shorter than the words asked for is refused, not mapped to fault later.
+    #[test]
+    fn a_short_file_is_refused() {
+        let fd =
+            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&fd, 4096).unwrap();
+        let err = SharedWords::map(&fd, 513).err().unwrap();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        assert!(SharedWords::map(&fd, usize::MAX).is_err());
+        assert!(SharedWords::map(&fd, 0).is_err());
     }
 }
