@@ -28,9 +28,10 @@ systemd-analyze security --offline=true --threshold=50 packaging/systemd/execgua
   || { systemd-analyze security --offline=true packaging/systemd/execguard.service | tail -1; exit 1; }
 # The Debian package installs and removes cleanly on this machine.
 ./scripts/package.sh
-# Tests that skip when a component is missing fail instead: here everything is installed.
+# Tests that skip when a component is missing fail instead: here everything is installed
+# (fault injection included: the recovery tests need it; release builds have none).
 # (The VM tests run on their own below: software emulation takes both CPUs.)
-EXECGUARD_TEST_STRICT=1 cargo test --all-targets -- --skip vm::kernel_
+EXECGUARD_TEST_STRICT=1 cargo test --all-targets --features fault-injection -- --skip vm::kernel_
 # The same supervisor with only the capabilities its systemd unit keeps, less the exec
 # record's two (optional: so these suites also run with every image looked at through /proc):
 # every threat is still denied and logged (in runc and through `execguard run`), the message
@@ -39,8 +40,8 @@ EXECGUARD_TEST_STRICT=1 cargo test --all-targets -- --skip vm::kernel_
 caps=$(sed -n 's/^CapabilityBoundingSet=//p' packaging/systemd/execguard.service \
   | tr ' ' '\n' | sed 's/^CAP_//' | tr 'A-Z' 'a-z' | grep -v -x -e bpf -e perfmon | paste -sd, -)
 EXECGUARD_TEST_STRICT=1 EXECGUARD_TEST_SUPERVISOR_CAPS=$caps \
-  cargo test --test integration -- threats:: message:: survival:: privilege:: allow:: scheduling::
+  cargo test --features fault-injection --test integration -- threats:: message:: survival:: privilege:: allow:: scheduling::
 # The kernels of real build nodes, each booted under qemu with cgroup v2 only
 # (tests/integration/vm.rs, scripts/vm.sh): Debian 12's 6.1 (the threat suite, runc and crun),
 # its 6.12 and Debian 11's 5.10 (a sample), one VM at a time.
-EXECGUARD_TEST_STRICT=1 cargo test --test integration -- --test-threads 1 vm::kernel_
+EXECGUARD_TEST_STRICT=1 cargo test --features fault-injection --test integration -- --test-threads 1 vm::kernel_

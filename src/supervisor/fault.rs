@@ -9,11 +9,17 @@
 //! spins that long on the CPU, as an inspection that needs the CPU for a while would (an
 //! answer's CPU time is what a busy host preempts). Unset, each costs one atomic load per
 //! notification.
+//!
+//! Only in a build with the `fault-injection` feature (the test command's): elsewhere every
+//! hook is an empty function and the variables are ignored.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// Whether this build has fault injection (the `fault-injection` feature).
+pub const ENABLED: bool = cfg!(feature = "fault-injection");
 
 /// The environment variables.
 pub const DIE_AFTER_RECV_ENV: &str = "EXECGUARD_FAULT_DIE_AFTER_RECV";
@@ -77,6 +83,9 @@ impl Fault {
 
 /// Reads the settings once, when the worker starts.
 pub(super) fn configure() {
+    if !ENABLED {
+        return;
+    }
     AFTER_RECV.configure();
     MID_RECORD.configure();
     if let Ok(value) = std::env::var(SLOW_ANSWER_ENV) {
@@ -89,6 +98,9 @@ pub(super) fn configure() {
 
 /// Called as an answer starts.
 pub(super) fn slow_answer() {
+    if !ENABLED {
+        return;
+    }
     let us = SLOW_ANSWER_US.load(Ordering::Relaxed);
     if us == 0 {
         return;
@@ -101,10 +113,16 @@ pub(super) fn slow_answer() {
 
 /// Called after every receipt, before the notification is recorded.
 pub(super) fn after_recv() {
+    if !ENABLED {
+        return;
+    }
     AFTER_RECV.pass("after a receipt, before recording it");
 }
 
 /// Called while a received notification is recorded, between its id and its state.
 pub(super) fn mid_record() {
+    if !ENABLED {
+        return;
+    }
     MID_RECORD.pass("while recording a notification, after its id and before its state");
 }

@@ -265,6 +265,10 @@ fn a_thread_whose_answers_wait_for_a_cpu_goes_home_and_tries_again() {
     }
     // Every answer needs 1 ms of CPU: longer than a late answer (200 µs), so whether it counts
     // as late depends only on whether the thread was preempted while it held it.
+    if !execguard::supervisor::fault::ENABLED {
+        crate::harness::skip("built without the fault-injection feature", false);
+        return;
+    }
     let sup = Supervisor::start_with_env("enforce", "", &[(SLOW_ANSWER_ENV, "1000")]);
     let c = Looping::start(&sup, "cpucg-busy", "");
     let (id, theirs) = (c.id.clone(), c.theirs.clone());
