@@ -42,6 +42,6 @@ caps=$(sed -n 's/^CapabilityBoundingSet=//p' packaging/systemd/execguard.service
 EXECGUARD_TEST_STRICT=1 EXECGUARD_TEST_SUPERVISOR_CAPS=$caps \
   cargo test --features fault-injection --test integration -- threats:: message:: survival:: privilege:: allow:: scheduling::
 # The kernels of real build nodes, each booted under qemu with cgroup v2 only
-# (tests/integration/vm.rs, scripts/vm.sh): Debian 12's 6.1 (the threat suite, runc and crun),
+# (tests/integration/vm.rs, scripts/vm.sh): Debian 12's 6.1 (a larger sample, runc and crun),
 # its 6.12 and Debian 11's 5.10 (a sample), one VM at a time.
 EXECGUARD_TEST_STRICT=1 cargo test --features fault-injection --test integration -- --test-threads 1 vm::kernel_
