@@ -48,7 +48,8 @@ impl Named {
         let mut named = Named::default();
         let mut push = |var: &'static str, name: &[u8]| {
             let entry = (var, name.to_vec());
-            if !name.is_empty() && !named.names.contains(&entry) {
+            // One past the bound is kept, so that the judgement sees there were too many.
+            if !name.is_empty() && named.names.len() <= MAX_NAMES && !named.names.contains(&entry) {
                 named.names.push(entry);
             }
         };
@@ -67,9 +68,12 @@ impl Named {
             } else if let Some(v) = entry.strip_prefix(b"LD_LIBRARY_PATH=") {
                 // glibc splits on `:` and `;`, musl on `:` and newline; glibc takes the last
                 // occurrence, musl the first: every entry of every occurrence is searched.
-                named
-                    .library_path
-                    .extend(v.split(|b| b":;\n".contains(b)).map(<[u8]>::to_vec));
+                let room = (MAX_SEARCH_DIRS + 1).saturating_sub(named.library_path.len());
+                named.library_path.extend(
+                    v.split(|b| b":;\n".contains(b))
+                        .take(room)
+                        .map(<[u8]>::to_vec),
+                );
             }
         }
         named
@@ -78,6 +82,11 @@ impl Named {
 
 /// Characters of a name (or a directory) an event's reason shows.
 const SHOWN_CHARS: usize = 200;
+/// Names judged at most, and `LD_LIBRARY_PATH` entries searched at most: an environment with
+/// more (up to 256 KiB of it could ask for thousands of lookups per exec) is judged as naming
+/// a changeable file, without the lookups.
+const MAX_NAMES: usize = 64;
+const MAX_SEARCH_DIRS: usize = 64;
 
 /// The directories a bare name is searched in after `LD_LIBRARY_PATH`, for a program of `abi`
 /// (musl's `/usr/local/lib` included).
@@ -173,6 +182,11 @@ fn changeable(
             format!("{var} names {shown}, which the container can change (the file or a directory on its way is on a read-write mount)")
         }));
     }
+    if library_path.len() > MAX_SEARCH_DIRS {
+        return Ok(Some(format!(
+            "{var} names {shown}, searched for in LD_LIBRARY_PATH, which has more than {MAX_SEARCH_DIRS} entries: judged as changeable"
+        )));
+    }
     if let Some(dir) = library_path.iter().find(|d| d.contains(&b'$')) {
         let dir: String = crate::event::lossy(dir).chars().take(SHOWN_CHARS).collect();
         return Ok(Some(format!(
@@ -197,7 +211,7 @@ fn changeable(
         path.extend_from_slice(name);
         match look_up(view, &path)? {
             Lookup::Changeable => {
-                let dir = crate::event::lossy(dir);
+                let dir: String = crate::event::lossy(dir).chars().take(SHOWN_CHARS).collect();
                 return Ok(Some(format!("{var} names {shown}, searched for in {dir:?}, where the container can change what is found (a read-write mount)")));
             }
             Lookup::Fixed | Lookup::Absent => {}
@@ -254,6 +268,11 @@ pub(crate) fn judge(
     let mut reason = cut.then(|| {
         format!("the environment is over {MAX_ENVIRON_BYTES} bytes and could not be read whole: it may name preloads or audit modules")
     });
+    if reason.is_none() && named.names.len() > MAX_NAMES {
+        reason = Some(format!(
+            "the environment names more than {MAX_NAMES} preloads and audit modules: judged as naming a changeable file"
+        ));
+    }
     for (var, name) in &named.names {
         if reason.is_some() {
             break;
@@ -325,6 +344,27 @@ mod tests {
             n.library_path,
             [b"/a".to_vec(), b"/b".to_vec(), b"/c".to_vec()]
         );
+    }
+
+    /// An environment cannot make the look do unbounded work: names and search entries stop
+    /// one past their bounds, and are then judged without lookups.
+    #[test]
+    fn names_and_search_entries_are_bounded() {
+        let mut env = b"LD_PRELOAD=".to_vec();
+        for i in 0..10_000 {
+            env.extend_from_slice(format!("/n{i}.so ").as_bytes());
+        }
+        env.extend_from_slice(b"\0LD_LIBRARY_PATH=");
+        env.extend_from_slice(&b":".repeat(100_000));
+        env.push(0);
+        let n = Named::scan(&env);
+        assert_eq!(n.names.len(), MAX_NAMES + 1);
+        assert_eq!(n.library_path.len(), MAX_SEARCH_DIRS + 1);
+        let view = FsView::of_self().unwrap();
+        let why = changeable(&view, Abi::X86_64, &n.library_path, "LD_PRELOAD", b"x.so")
+            .unwrap()
+            .unwrap();
+        assert!(why.contains("more than"), "{why}");
     }
 
     /// This process's view: /proc is read-write here as in every test machine's root, and
