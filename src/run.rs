@@ -26,6 +26,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use libseccomp::{
@@ -260,11 +261,18 @@ fn run_in_process(
                     None
                 }
             };
+            // The lines told to denied processes are written by a thread of their own: this
+            // process must not exit before them (at most a second).
+            let told = || crate::supervisor::wait_told_lines_written(Duration::from_secs(1));
             loop {
                 match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, code)) => return Ok(u8::try_from(code).unwrap_or(1)),
+                    Ok(WaitStatus::Exited(_, code)) => {
+                        told();
+                        return Ok(u8::try_from(code).unwrap_or(1));
+                    }
                     Ok(WaitStatus::Signaled(_, sig, _)) => {
-                        return Ok(u8::try_from(128 + sig as i32).unwrap_or(255))
+                        told();
+                        return Ok(u8::try_from(128 + sig as i32).unwrap_or(255));
                     }
                     Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return Err(e).context("waiting for the command"),

@@ -37,6 +37,7 @@ pub(crate) mod stats;
 pub(crate) mod target;
 
 pub(crate) use features::kernel_features;
+pub(crate) use tell::wait_written as wait_told_lines_written;
 mod tell;
 mod workers;
 

@@ -153,8 +153,24 @@ pub(super) fn write(st: &mut ListenerState, pidfd: &PidFd, pid: u32, line: &str)
 }
 
 fn queue(pid: u32, fd: std::os::fd::OwnedFd, text: String) {
+    PENDING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     if writer().try_send((fd, text)).is_err() {
+        PENDING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         tracing::debug!(pid, "the writer of told lines is busy; line dropped");
+    }
+}
+
+/// Lines queued for the writer thread and not yet written (or given up).
+static PENDING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Waits up to `timeout` for the writer thread to finish the lines queued so far: a process
+/// about to exit (`execguard run` when its command ends) would otherwise drop them.
+pub(crate) fn wait_written(timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while PENDING.load(std::sync::atomic::Ordering::SeqCst) > 0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -224,6 +240,8 @@ fn writer() -> &'static std::sync::mpsc::SyncSender<(std::os::fd::OwnedFd, Strin
                     if let Err(e) = write_when_ready(&fd, &text) {
                         tracing::debug!(error = %e, "could not tell the process (dropped)");
                     }
+                    drop(fd);
+                    PENDING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }
             });
         if let Err(e) = spawned {
