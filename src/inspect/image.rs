@@ -442,12 +442,22 @@ pub(super) fn read_proc(
         StatMode::empty(),
     )
     .map_err(gone_or(name))?;
+    read_capped(fd, name, max)
+}
+
+/// Up to `max` bytes of the open file `fd` (`what` names it in errors), and whether there was
+/// more.
+pub(super) fn read_capped(
+    fd: OwnedFd,
+    what: &'static str,
+    max: u64,
+) -> Result<(Vec<u8>, bool), InspectError> {
     let mut bytes = Vec::new();
     std::fs::File::from(fd)
         .take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| InspectError::ReadTarget {
-            what: name,
+            what,
             errno: io_errno(&e),
         })?;
     let max = usize::try_from(max).unwrap_or(usize::MAX);

@@ -21,12 +21,10 @@ use std::os::fd::OwnedFd;
 
 use nix::sys::statvfs::{fstatvfs, FsFlags};
 
-use std::io::Read;
-
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use super::image::{gone_or, ImageInspection, ProcPath, MAX_ENVIRON_BYTES};
+use super::image::{gone_or, read_capped, ImageInspection, ProcPath, MAX_ENVIRON_BYTES};
 use super::resolve::{resolve_watching, FsView};
 use super::{Finding, InspectError};
 use crate::vocab::{Abi, Rule};
@@ -229,18 +227,7 @@ fn read_environ(tid: u32) -> Result<(Vec<u8>, bool), InspectError> {
         Mode::empty(),
     )
     .map_err(gone_or("environ"))?;
-    let mut bytes = Vec::with_capacity(4096);
-    std::fs::File::from(fd)
-        .take(MAX_ENVIRON_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| InspectError::ReadTarget {
-            what: "environ",
-            errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        })?;
-    let max = usize::try_from(MAX_ENVIRON_BYTES).unwrap_or(usize::MAX);
-    let cut = bytes.len() > max;
-    bytes.truncate(max);
-    Ok((bytes, cut))
+    read_capped(fd, "environ", MAX_ENVIRON_BYTES)
 }
 
 /// Judges the preloads and audit modules of task `tid`'s image (an ordinary dynamic program,

@@ -803,6 +803,18 @@ pub enum PodmanWay {
     Plain,
 }
 
+/// One container's entry in `execguard status --json` output (`out`), by id.
+pub fn container_status(out: &str, id: &str) -> Value {
+    let v: Value = serde_json::from_str(out).unwrap();
+    v["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
 /// Skips the rest of a test for `why`, saying so, when that is `expected` on this machine (a
 /// declared reduced-capability pass, a cgroup-v2-only VM); under `EXECGUARD_TEST_STRICT`
 /// anything else fails: the project's test command installs everything a test needs.

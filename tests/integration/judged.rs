@@ -131,13 +131,7 @@ fn arch_prctl_with_high_bits_set_reaches_the_image_checkpoint() {
     std::fs::write(work.join("done"), "").unwrap();
     b.wait(child);
     assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let c = v["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id.as_str())
-        .unwrap_or_else(|| panic!("{out}"));
+    let c = crate::harness::container_status(&out, &id);
     // sh and exectool set up their thread pointers once each: the rest are the 200 calls.
     let images = c["images_inspected"].as_u64().unwrap();
     assert!(images >= 200, "{images} image checkpoints: {c}");

@@ -26,12 +26,7 @@ fn status_and_metrics() {
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
-    let c = v["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id.as_str())
-        .unwrap_or_else(|| panic!("{out}"));
+    let c = crate::harness::container_status(&out, &id);
     assert_eq!(c["mode"], "audit");
     // Every exec passes the image checkpoint; the exec checkpoint is off by default.
     assert!(c["images_inspected"].as_u64().unwrap() >= 2, "{c}");

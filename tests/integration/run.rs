@@ -49,6 +49,19 @@ fn run(
     )
 }
 
+/// A directory any user may write (the commands run as uid 65534 too) holding an audit-mode
+/// config.
+fn open_config() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let config = write_config(dir.path(), Some("audit"), "");
+    (dir, config)
+}
+
 /// The loader execution inside a nested shell, ldd, and an exit status to pass through.
 fn script(dir: &Path, tag: &str) -> String {
     format!(
@@ -71,13 +84,7 @@ fn loader_events(events: &[serde_json::Value], name: &str) -> Vec<serde_json::Va
 #[test]
 fn run_supervises_a_command_itself() {
     needs_root!();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let config = write_config(dir.path(), Some("audit"), "");
+    let (dir, config) = open_config();
     for (tag, mode, uid) in [
         ("root-enforce", "enforce", None),
         ("root-audit", "audit", None),
@@ -217,13 +224,7 @@ fn run_with_the_exec_checkpoint() {
 #[test]
 fn the_command_cannot_take_its_supervisors_listener() {
     needs_root!();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let config = write_config(dir.path(), Some("audit"), "");
+    let (dir, config) = open_config();
     let steal = crate::harness::fixture().bin.join("steal");
     let steal = steal.to_str().unwrap();
     for (tag, extra, uid, stop) in [
