@@ -252,14 +252,20 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
     };
     let mut out = String::new();
     out.push_str(&format!("exec:       {}\n", argv.join(" ")));
-    let verdict = match inspect::inspect(
+    let inspected = inspect::inspect(
         &req,
         &view,
         &mut args,
         &loaders,
         &mut inspect::FileCache::default(),
         &mut crate::phases::PhaseClock::start(),
-    ) {
+    );
+    let judgement = inspected
+        .as_ref()
+        .ok()
+        .and_then(|i| i.finding.as_ref())
+        .and_then(|f| explain_exemption(&view, f, &settings));
+    match &inspected {
         Ok(i) => {
             if let Some(r) = &i.resolved {
                 out.push_str(&format!("resolved:   {}\n", String::from_utf8_lossy(r)));
@@ -283,34 +289,27 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
                     }
                 }
             }
-            let rule = i.finding.as_ref().map(|f| f.rule);
-            let exemption = i
-                .finding
-                .as_ref()
-                .and_then(|f| explain_exemption(&view, f, &settings));
-            match (rule, exemption) {
-                (Some(rule), Some(Judgement::Exempt(e))) => {
-                    out.push_str(&format!(
-                        "allow:      [[allow]] {:?} exempts it: the program is {} (a running \
-                         image is also checked to have mapped this very file)\n",
-                        e.rule, e.basis
-                    ));
-                    policy::exempted(rule, &settings)
-                }
-                (_, Some(Judgement::NotExempt(why))) => {
-                    out.push_str(&format!(
-                        "allow:      no [[allow]] rule exempts it: {why}\n"
-                    ));
-                    policy::decide(rule, &settings)
-                }
-                _ => policy::decide(rule, &settings),
+            match &judgement {
+                Some(Judgement::Exempt(e)) => out.push_str(&format!(
+                    "allow:      [[allow]] {:?} exempts it: the program is {} (a running \
+                     image is also checked to have mapped this very file)\n",
+                    e.rule, e.basis
+                )),
+                Some(Judgement::NotExempt(why)) => out.push_str(&format!(
+                    "allow:      no [[allow]] rule exempts it: {why}\n"
+                )),
+                None => {}
             }
         }
-        Err(e) => {
-            out.push_str(&format!("error:      {e}\n"));
-            policy::on_error(&e, &settings)
-        }
-    };
+        Err(e) => out.push_str(&format!("error:      {e}\n")),
+    }
+    // The same decision the supervisor makes, on what was found here.
+    let verdict = policy::decide(
+        inspected.as_ref().map(|i| i.finding.as_ref()),
+        policy::Allow::judged(judgement.as_ref()),
+        &settings,
+    )
+    .verdict;
     if let Some((_, importance)) = verdict.event {
         out.push_str(&format!("importance: {}\n", importance.as_str()));
     }

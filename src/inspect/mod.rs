@@ -116,6 +116,22 @@ pub(crate) fn proc_stat_field(stat: &str, number: usize) -> Option<u64> {
         .ok()
 }
 
+/// A process's start time (clock ticks since boot): with the pid, an identity that a reused
+/// pid does not share.
+pub(crate) fn start_time_of(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    proc_stat_field(&stat, 22)
+}
+
+/// The thread-group id of a task (the pid its process has after an exec).
+pub(crate) fn tgid_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// How a loader came to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Via {

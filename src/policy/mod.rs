@@ -14,7 +14,8 @@ pub(crate) mod allow;
 use nix::errno::Errno;
 
 use crate::config::{AllowRule, EnforceConfig, RuleOverrides};
-use crate::inspect::InspectError;
+use crate::inspect::allow::Judgement;
+use crate::inspect::{Finding, InspectError};
 use crate::vocab::{Importance, Mode, Rule};
 
 /// The answer to the kernel.
@@ -60,11 +61,100 @@ impl Verdict {
     };
 }
 
-/// The verdict for an exec that was inspected; `rule` is the detection, if any.
-pub(crate) fn decide(rule: Option<Rule>, s: &Settings) -> Verdict {
-    let Some(rule) = rule else {
-        return Verdict::CONTINUE;
+/// What the `[[allow]]` rules say of a finding, as far as the caller could look.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Allow<'a> {
+    /// No rule could exempt it (or nothing was found).
+    NoRule,
+    /// A rule could: the image checkpoint judges it, on the file the loader maps, and writes
+    /// the event; the exec checkpoint lets it go on without one.
+    JudgedLater,
+    /// What the rules said of the file.
+    Judged(&'a Judgement),
+}
+
+impl<'a> Allow<'a> {
+    /// At the exec checkpoint: whether a rule could exempt `finding`, judged later.
+    pub(crate) fn at_exec(finding: Option<&Finding>, s: &Settings) -> Allow<'a> {
+        if finding.is_some_and(|f| allow::may_exempt(f, s)) {
+            Allow::JudgedLater
+        } else {
+            Allow::NoRule
+        }
+    }
+
+    /// Where the file was judged (the image checkpoint, `explain`): `None` when no rule could
+    /// apply.
+    pub(crate) fn judged(judgement: Option<&'a Judgement>) -> Allow<'a> {
+        judgement.map_or(Allow::NoRule, Allow::Judged)
+    }
+}
+
+/// What is done with an exec: the answer and the event, with the event's reason and the rule
+/// that exempted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub verdict: Verdict,
+    /// Why, for the event: the finding's reason with what the `[[allow]]` rules said, or the
+    /// inspection's error.
+    pub reason: String,
+    /// The `[[allow]]` rule that exempted the run (the event is written whatever `[events]
+    /// min_importance` is, and the process is not told).
+    pub allow_rule: Option<String>,
+}
+
+/// The decision, for both checkpoints and `explain`: what inspection found (nothing, a
+/// finding, or an error), what the `[[allow]]` rules say of it, and the container's mode,
+/// rules and enforce settings give the verdict. No I/O.
+pub(crate) fn decide(
+    inspected: Result<Option<&Finding>, &InspectError>,
+    allow: Allow,
+    s: &Settings,
+) -> Decision {
+    let finding = match inspected {
+        Err(e) => {
+            return Decision {
+                verdict: on_error(e, s),
+                reason: e.to_string(),
+                allow_rule: None,
+            }
+        }
+        Ok(None) => {
+            return Decision {
+                verdict: Verdict::CONTINUE,
+                reason: String::new(),
+                allow_rule: None,
+            }
+        }
+        Ok(Some(f)) => f,
     };
+    let (verdict, reason, allow_rule) = match allow {
+        Allow::NoRule => (for_rule(finding.rule, s), finding.reason.clone(), None),
+        Allow::JudgedLater => (Verdict::CONTINUE, String::new(), None),
+        Allow::Judged(Judgement::Exempt(e)) => (
+            exempted(finding.rule, s),
+            format!(
+                "{}; exempted by [[allow]] {:?}: the program is {}",
+                finding.reason, e.rule, e.basis
+            ),
+            Some(e.rule.clone()),
+        ),
+        Allow::Judged(Judgement::NotExempt(why)) => (
+            for_rule(finding.rule, s),
+            format!("{}; no [[allow]] rule exempts it: {why}", finding.reason),
+            None,
+        ),
+    };
+    Decision {
+        // Mode off: no event, so no exemption to show either.
+        allow_rule: allow_rule.filter(|_| verdict.event.is_some()),
+        verdict,
+        reason,
+    }
+}
+
+/// The verdict for a detection of `rule` that no `[[allow]]` rule exempts.
+pub(crate) fn for_rule(rule: Rule, s: &Settings) -> Verdict {
     if s.mode == Mode::Off {
         return Verdict::CONTINUE;
     }
@@ -82,7 +172,7 @@ pub(crate) fn decide(rule: Option<Rule>, s: &Settings) -> Verdict {
 
 /// The verdict for a finding that an `[[allow]]` rule exempts: it runs, and the event says so
 /// (whatever `[events] min_importance` is, the caller writes it).
-pub(crate) fn exempted(rule: Rule, s: &Settings) -> Verdict {
+fn exempted(rule: Rule, s: &Settings) -> Verdict {
     if s.mode == Mode::Off {
         return Verdict::CONTINUE;
     }
@@ -93,7 +183,7 @@ pub(crate) fn exempted(rule: Rule, s: &Settings) -> Verdict {
 }
 
 /// The verdict for an exec that could not be inspected (see the module's fail-safe rule).
-pub(crate) fn on_error(err: &InspectError, s: &Settings) -> Verdict {
+fn on_error(err: &InspectError, s: &Settings) -> Verdict {
     let enforce = s.mode == Mode::Enforce;
     match err {
         InspectError::Gone => Verdict::CONTINUE,
@@ -141,95 +231,4 @@ pub(crate) fn on_unknown(s: &Settings) -> Verdict {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::vocab::Errno as CfgErrno;
-
-    fn settings(mode: Mode, min: Importance) -> Settings {
-        Settings {
-            mode,
-            enforce: EnforceConfig {
-                min_importance: min,
-                errno: CfgErrno(libc::EACCES),
-            },
-            rules: RuleOverrides::default(),
-            allow: Vec::new(),
-        }
-    }
-
-    fn all_importances() -> impl Iterator<Item = Importance> {
-        <Importance as strum::IntoEnumIterator>::iter()
-    }
-
-    #[test]
-    fn audit_never_denies() {
-        for rule in Rule::iter() {
-            for min in all_importances() {
-                let v = decide(Some(rule), &settings(Mode::Audit, min));
-                assert_eq!(v.action, Action::Continue);
-                assert_eq!(v.event.unwrap().0, rule);
-            }
-        }
-    }
-
-    #[test]
-    fn enforce_denies_exactly_at_or_above_the_threshold() {
-        for rule in Rule::iter() {
-            for min in all_importances() {
-                let v = decide(Some(rule), &settings(Mode::Enforce, min));
-                let imp = rule.default_importance();
-                assert_eq!(
-                    v.action == Action::Deny(libc::EACCES),
-                    imp >= min,
-                    "{rule:?} {min:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn loader_queries_are_never_denied_by_default() {
-        let v = decide(
-            Some(Rule::LoaderQuery),
-            &settings(Mode::Enforce, Importance::Critical),
-        );
-        assert_eq!(v.action, Action::Continue);
-        assert!(v.event.unwrap().1 <= Importance::Low);
-    }
-
-    #[test]
-    fn no_finding_no_event() {
-        for mode in [Mode::Audit, Mode::Enforce, Mode::Off] {
-            assert_eq!(
-                decide(None, &settings(mode, Importance::Info)),
-                Verdict::CONTINUE
-            );
-        }
-    }
-
-    #[test]
-    fn errors_follow_the_fail_safe_rule() {
-        let audit = settings(Mode::Audit, Importance::Critical);
-        let enforce = settings(Mode::Enforce, Importance::Critical);
-        let missing = InspectError::Resolve {
-            errno: Errno::ENOENT,
-        };
-        assert_eq!(on_error(&missing, &audit), Verdict::CONTINUE);
-        assert_eq!(
-            on_error(&missing, &enforce).action,
-            Action::Deny(libc::ENOENT)
-        );
-        let unreadable = InspectError::ReadTarget {
-            what: "argv",
-            errno: Errno::EPERM,
-        };
-        let v = on_error(&unreadable, &audit);
-        assert_eq!(v.action, Action::Continue);
-        assert_eq!(v.event.unwrap().0, Rule::InspectionFailed);
-        assert_eq!(
-            on_error(&unreadable, &enforce).action,
-            Action::Deny(libc::EACCES)
-        );
-        assert_eq!(on_error(&InspectError::Gone, &enforce), Verdict::CONTINUE);
-    }
-}
+mod tests;

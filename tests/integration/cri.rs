@@ -67,7 +67,7 @@ impl CriContainerd {
         setup_engine(
             "containerd",
             dir.path(),
-            &["--runtime-path", EXECGUARD_RUNTIME],
+            &["--runtime-path", EXECGUARD_RUNTIME.path()],
         );
         let child = spawn_containerd(dir.path(), &cfg, &socket, execguard_config);
         let c = Self { socket, dir, child };

@@ -25,10 +25,14 @@ mod cri;
 mod docker;
 mod failsafe;
 mod flood;
-mod harness;
+/// The support shared with the benchmark (`tests/support`).
+mod harness {
+    pub use execguard_testkit::*;
+}
 mod hostile;
 mod judged;
 mod kubernetes;
+mod layout;
 mod legit;
 mod message;
 mod old_loaders;

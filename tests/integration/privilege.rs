@@ -77,7 +77,13 @@ fn a_missing_capability_is_named_when_the_supervisor_starts() {
         let out = Command::new("timeout")
             .args(["10", "setpriv"])
             .arg(format!("--bounding-set=-all,{}", others.join(",")))
-            .args(["--inh-caps=-all", "--", EXECGUARD, "supervise", "--config"])
+            .args([
+                "--inh-caps=-all",
+                "--",
+                EXECGUARD.path(),
+                "supervise",
+                "--config",
+            ])
             .arg(&config)
             .stdin(Stdio::null())
             .output()

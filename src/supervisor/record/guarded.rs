@@ -3,7 +3,7 @@
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 
-use super::{RecordFds, INITIAL_PID_NS};
+use super::fds::{RecordFds, INITIAL_PID_NS};
 
 /// `GUARD_EXECS_JUDGED` and `GUARD_ENFORCE` in `bpf/exec_record.bpf.c`.
 const GUARD_EXECS_JUDGED: u32 = 1;

@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 
-use super::{version, RecordError, RecordFds, MAP};
+use super::fds::{version, RecordError, RecordFds, MAP};
 use crate::inspect::image::Loaded;
 use crate::sys::bpf::{RawApproval, RawRecord};
 

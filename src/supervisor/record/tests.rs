@@ -1,6 +1,8 @@
+use super::fds::version;
 use super::guarded::GuardError;
 use super::*;
 use crate::inspect::image::Loaded;
+use crate::sys::bpf::RawFile;
 
 #[test]
 fn the_descriptor_list_has_three_or_five_numbers() {

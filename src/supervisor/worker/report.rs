@@ -4,14 +4,13 @@
 
 use std::sync::atomic::Ordering;
 
-use super::ratelimit;
+use super::listener::Answering;
 use super::registry::{Container, Shared};
-use super::serve::{Listener, ListenerState};
-use super::slots::SlotState;
 use crate::event::{self, Event};
 use crate::inspect;
-use crate::phases::{Phase, PhaseClock};
+use crate::phases::Phase;
 use crate::policy::{Action, Verdict};
+use crate::supervisor::slots::SlotState;
 use crate::sys::SeccompNotif;
 use crate::vocab::{Errno, Importance, Rule, Stage};
 
@@ -67,21 +66,13 @@ pub(super) fn loader_info(l: &inspect::LoaderFinding) -> event::LoaderInfo {
 }
 
 /// The event of a `seccomp(…, NEW_LISTENER)` inside a guarded container, if the verdict has one.
-pub(super) fn listener_attempt(
-    l: &Listener,
-    st: &mut ListenerState,
-    shared: &Shared,
-    notif: &SeccompNotif,
-    abi: crate::vocab::Abi,
-    verdict: &Verdict,
-    clock: &mut PhaseClock,
-) {
+pub(super) fn listener_attempt(cx: &mut Answering, abi: crate::vocab::Abi, verdict: &Verdict) {
     let Some((rule, importance)) = verdict.event else {
         return;
     };
     let mut ev = base_event(
-        &l.container,
-        notif,
+        cx.container(),
+        &cx.notif,
         rule,
         importance,
         verdict.action,
@@ -92,7 +83,7 @@ pub(super) fn listener_attempt(
         name: crate::vocab::Syscall::Seccomp,
         abi,
     });
-    emit(shared, l, st, notif, ev, clock);
+    emit(cx, ev);
 }
 
 /// Writes `ev` to the sink and counts it (by event and importance).
@@ -109,33 +100,29 @@ pub(super) fn write(shared: &Shared, ev: &Event) {
 }
 
 /// Writes an event (through the rate limit) and notes in the slot that it was written.
-pub(super) fn emit(
-    shared: &Shared,
-    l: &Listener,
-    st: &mut ListenerState,
-    notif: &SeccompNotif,
-    ev: Event,
-    clock: &mut PhaseClock,
-) {
-    if st.suppress_events {
+pub(super) fn emit(cx: &mut Answering, ev: Event) {
+    let (l, shared) = (cx.l, cx.shared);
+    if cx.st.suppress_events {
         return;
     }
     l.container.counters.events.fetch_add(1, Ordering::Relaxed);
     // An exempted run is always written: the exception is visible.
     if ev.importance < shared.config.events.min_importance && ev.allow_rule.is_none() {
-        clock.lap(Phase::Log);
+        cx.clock.lap(Phase::Log);
         return;
     }
-    let due = ratelimit::admit(shared, st, ev);
+    let due = cx.st.events.admit(ev, std::time::Instant::now());
     if due.is_empty() {
-        clock.lap(Phase::Log);
+        cx.clock.lap(Phase::Log);
         return;
     }
     for ev in &due {
         write(shared, ev);
     }
-    if notif.id != 0 {
-        shared.slots.record(l.slot, SlotState::EventWritten, notif);
+    if cx.notif.id != 0 {
+        shared
+            .slots
+            .record(l.slot, SlotState::EventWritten, &cx.notif);
     }
-    clock.lap(Phase::Log);
+    cx.clock.lap(Phase::Log);
 }

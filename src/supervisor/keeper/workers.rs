@@ -3,7 +3,7 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use nix::sys::socket::{
@@ -11,9 +11,27 @@ use nix::sys::socket::{
     SockType,
 };
 
-use super::keeper::{Held, WorkerCommand};
-use super::slots::Slots;
-use super::SupervisorError;
+use super::accept::Held;
+use crate::supervisor::error::SupervisorError;
+use crate::supervisor::record::RecordFds;
+use crate::supervisor::signals::KEEPER_STARTED_ENV;
+use crate::supervisor::slots::Slots;
+
+/// How the keeper starts workers.
+pub(crate) struct WorkerCommand {
+    /// The execguard binary, resolved when the keeper started: after an upgrade has replaced
+    /// the file at this path, new workers are the new binary.
+    pub exe: PathBuf,
+    pub config: Option<PathBuf>,
+    pub events: Option<PathBuf>,
+    /// When the keeper started, in seconds since the epoch.
+    pub started: u64,
+    /// The exec record, which every worker gets (loaded by the keeper, or carried across an
+    /// upgrade).
+    pub record: Option<RecordFds>,
+    /// Why there is no exec record, when there is none: every worker says it (status, metrics).
+    pub record_off: Option<String>,
+}
 
 /// The channel's send buffer: room for many state messages while a worker starts.
 const CHANNEL_BUFFER: usize = 4 << 20;
@@ -82,7 +100,7 @@ pub(super) fn start_worker(
         None => None,
     };
     let mut command = Command::new(exe);
-    command.env(super::KEEPER_STARTED_ENV, cmd.started.to_string());
+    command.env(KEEPER_STARTED_ENV, cmd.started.to_string());
     // One malloc arena: a thread per container must not mean an arena per thread.
     command.env("MALLOC_ARENA_MAX", "1");
     command

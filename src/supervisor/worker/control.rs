@@ -7,46 +7,18 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use super::counters::LATENCY_BUCKETS_US;
 use super::registry::Shared;
 use crate::config::Config;
 
-/// Upper bounds (µs) of the answer-latency histogram's buckets.
-pub(crate) const LATENCY_BUCKETS_US: [u64; 12] = [
-    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 100000,
-];
 /// Requests larger than this are refused.
 const MAX_REQUEST: u64 = 8 << 10;
-
-/// Counters every worker thread adds to, without locks.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) exec_notifications: AtomicU64,
-    pub(crate) image_notifications: AtomicU64,
-    pub(crate) other_notifications: AtomicU64,
-    pub(crate) denials: AtomicU64,
-    pub(crate) notification_errors: AtomicU64,
-    /// Times a serving thread left its container's CPU cgroup for late answers.
-    pub(crate) cpu_cgroup_leaves: AtomicU64,
-    /// Image notifications answered from the exec record alone.
-    pub(crate) images_by_record: AtomicU64,
-    /// Receive-to-answer time of every notification.
-    pub(crate) latency: super::stats::Histogram,
-}
-
-/// Per-container counters, shown by `execguard status`.
-#[derive(Default)]
-pub(crate) struct ContainerCounters {
-    pub(crate) execs: AtomicU64,
-    pub(crate) images: AtomicU64,
-    pub(crate) events: AtomicU64,
-    pub(crate) denials: AtomicU64,
-}
 
 #[derive(Serialize)]
 struct ContainerStatus {
@@ -265,14 +237,17 @@ fn signal_reload() {
 /// Starts the control endpoint and, when configured, the metrics port.
 pub(super) fn start(shared: Arc<Shared>) {
     let path = shared.config.control.socket.clone();
-    match super::bind_root_only(&path, super::Existing::Replace) {
+    match crate::supervisor::socket::bind_root_only(
+        &path,
+        crate::supervisor::socket::Existing::Replace,
+    ) {
         Ok(listener) => {
             let shared = shared.clone();
             let _ = std::thread::Builder::new()
                 .name("control".into())
                 .spawn(move || {
                     for stream in listener.incoming().flatten() {
-                        if !super::peer_is_root(&stream, "control") {
+                        if !crate::supervisor::socket::peer_is_root(&stream, "control") {
                             continue;
                         }
                         serve(stream, &shared, true);

@@ -19,8 +19,8 @@ use std::os::unix::net::UnixListener;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::RecordFds;
-use super::slots::Slots;
+use crate::supervisor::record::RecordFds;
+use crate::supervisor::slots::Slots;
 
 /// The environment variable that names the handover memfd in the new keeper.
 pub(crate) const HANDOVER_ENV: &str = "EXECGUARD_KEEPER_HANDOVER";

@@ -20,10 +20,9 @@ use std::os::fd::AsFd;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
-use super::exec::start_time_of;
+use super::listener::{Answering, ListenerState, STATE_ENTRIES};
 use super::registry::Shared;
-use super::serve::{ListenerState, STATE_ENTRIES};
-use crate::inspect::LoaderFinding;
+use crate::inspect::{start_time_of, LoaderFinding};
 use crate::sys::{write_nowait, PidFd};
 use crate::vocab::{Importance, Mode, Outcome, Rule};
 
@@ -95,15 +94,11 @@ fn clean(bytes: &[u8]) -> String {
 
 /// Writes `line` to the notifying process's standard error, if the notification is still
 /// pending (so that the pid still names it).
-pub(super) fn write_if_pending(
-    l: &super::serve::Listener,
-    st: &mut ListenerState,
-    notif: &crate::sys::SeccompNotif,
-    line: &str,
-) {
-    if let Ok(pidfd) = PidFd::open(notif.pid) {
-        if l.notify.id_valid(notif.id) {
-            write(st, &pidfd, notif.pid, line);
+pub(super) fn write_if_pending(cx: &mut Answering, line: &str) {
+    let pid = cx.notif.pid;
+    if let Ok(pidfd) = PidFd::open(pid) {
+        if cx.pending() {
+            write(cx.st, &pidfd, pid, line);
         }
     }
 }

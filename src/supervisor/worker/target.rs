@@ -8,10 +8,11 @@ use nix::errno::Errno;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
 
+use super::source::NotifySource;
 use crate::inspect::loader_args::LoaderEnv;
 use crate::inspect::resolve::PATH_MAX;
 use crate::inspect::{Argv, ExecArgs, ExecRequest, InspectError};
-use crate::sys::{NotifyFd, SeccompNotif};
+use crate::sys::SeccompNotif;
 use crate::traps::{self, Role};
 use crate::vocab::{Abi, Syscall};
 
@@ -35,17 +36,20 @@ fn to_page_end(at: u64) -> usize {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Trapped {
     /// An exec, with the addresses of its path, argv and envp.
-    Exec {
-        req: ExecRequest,
-        path: u64,
-        argv: u64,
-        envp: u64,
-    },
+    Exec { req: ExecRequest, addrs: Addresses },
     /// `seccomp(…, SECCOMP_FILTER_FLAG_NEW_LISTENER, …)`.
     ListenerAttempt { abi: Abi },
     /// A new image sets up its thread pointer (`arch_prctl(ARCH_SET_FS)`, `set_thread_area`):
     /// the second checkpoint, after the exec and before any of the image's own code runs.
     Checkpoint { abi: Abi, syscall: Syscall },
+}
+
+/// Where an exec's path, argv and envp are in the task's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Addresses {
+    pub path: u64,
+    pub argv: u64,
+    pub envp: u64,
 }
 
 /// Decodes a notification; `None` for a system call the filter does not trap.
@@ -84,9 +88,7 @@ pub(crate) fn decode(notif: &SeccompNotif) -> Option<Trapped> {
     };
     Some(Trapped::Exec {
         req,
-        path,
-        argv,
-        envp,
+        addrs: Addresses { path, argv, envp },
     })
 }
 
@@ -102,7 +104,7 @@ pub(crate) fn trapped_arch(nr: i32, args: [u64; 6]) -> Option<u32> {
 
 /// The notifying task's memory, for one notification.
 pub(crate) struct Target<'a> {
-    pub notify: &'a NotifyFd,
+    pub notify: &'a dyn NotifySource,
     pub id: u64,
     pub pid: Pid,
     pub abi: Abi,
@@ -113,7 +115,7 @@ pub(crate) struct Target<'a> {
 
 impl<'a> Target<'a> {
     pub(crate) fn new(
-        notify: &'a NotifyFd,
+        notify: &'a dyn NotifySource,
         notif: &SeccompNotif,
         abi: Abi,
         argv: u64,
@@ -300,9 +302,7 @@ mod tests {
         match decode(&n) {
             Some(Trapped::Exec {
                 req,
-                path,
-                argv,
-                envp,
+                addrs: Addresses { path, argv, envp },
             }) => (req, path, argv, envp),
             other => panic!("{other:?}"),
         }

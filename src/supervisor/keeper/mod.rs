@@ -2,15 +2,15 @@
 //! socket and a copy of every container's notify fd, and runs the worker (`execguard worker`,
 //! which does all the inspecting) as a child. When the worker dies, the keeper starts a new
 //! one and hands it every notify fd again (on SIGUSR2, an upgrade, the keeper first stops
-//! accepting and waits for the connections being read, [`super::accept`], then re-executes the
-//! binary now at its path as the same process, [`super::handover`]): since the keeper's copies
+//! accepting and waits for the connections being read, [`accept`], then re-executes the
+//! binary now at its path as the same process, [`handover`]): since the keeper's copies
 //! keep the listeners open, the kernel keeps pending execs waiting instead of failing them with
 //! ENOSYS, and the slot file tells the new worker which notifications the old one had received
 //! but not answered.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{mpsc, Arc};
 
 use nix::errno::Errno;
@@ -19,43 +19,28 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::accept::Acceptor;
-use super::record::{Guarded, RecordFds};
+pub(crate) mod accept;
+mod fdstore;
+pub(crate) mod handover;
+mod workers;
+
+use accept::{Acceptor, Held};
+pub(crate) use workers::WorkerCommand;
+use workers::{child_pid, restart_worker, send, start_worker, Worker, OWN_IMAGE};
+
+use super::error::SupervisorError;
+use super::record::Guarded;
 use super::slots::{Slots, MAX_SLOTS};
-use super::workers::{child_pid, restart_worker, send, start_worker, Worker, OWN_IMAGE};
-use super::{bind_root_only, Existing, SupervisorError};
+use super::socket::{bind_root_only, Existing};
 use crate::config::Config;
 
 /// epoll tokens of the keeper's loop (notify fds use their slot index).
 const TOKEN_SIGNAL: u64 = u64::MAX;
 const TOKEN_ARRIVAL: u64 = u64::MAX - 1;
 
-/// How the keeper starts workers.
-pub(crate) struct WorkerCommand {
-    /// The execguard binary, resolved when the keeper started: after an upgrade has replaced
-    /// the file at this path, new workers are the new binary.
-    pub exe: PathBuf,
-    pub config: Option<PathBuf>,
-    pub events: Option<PathBuf>,
-    /// When the keeper started, in seconds since the epoch.
-    pub started: u64,
-    /// The exec record, which every worker gets (loaded by the keeper, or carried across an
-    /// upgrade).
-    pub record: Option<RecordFds>,
-    /// Why there is no exec record, when there is none: every worker says it (status, metrics).
-    pub record_off: Option<String>,
-}
-
-/// A container's notify fd, as it arrives and as the keeper then holds it.
-pub(super) struct Held {
-    /// runc's message, as it came: the worker parses it again.
-    pub(super) state: Vec<u8>,
-    pub(super) fd: OwnedFd,
-}
-
 /// Runs the keeper until SIGTERM or SIGINT.
 pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorError> {
-    let signals = super::keeper_signals();
+    let signals = super::signals::keeper_signals();
     signals
         .thread_block()
         .map_err(SupervisorError::SignalMask)?;
@@ -63,7 +48,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
         .map_err(SupervisorError::SignalFd)?;
 
     let mut cmd = cmd;
-    let adopted = super::handover::take()?;
+    let adopted = handover::take()?;
     let (listener, activated, slots, carried) = match adopted {
         // This process replaced a keeper (an upgrade): its socket, slot file, notify fds and
         // exec record.
@@ -80,7 +65,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                 None => (bind_root_only(&config.socket, Existing::RefuseLive)?, false),
             };
             // What systemd's fd store kept of a keeper that ended (a crash, a restart).
-            let restored = super::fdstore::restore(stored);
+            let restored = fdstore::restore(stored);
             let slots = match restored.slots {
                 Some(fd) => Slots::from_fd(fd).map_err(SupervisorError::SlotFile)?,
                 None => Slots::create().map_err(SupervisorError::SlotFile)?,
@@ -94,7 +79,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
             (listener, activated, slots, restored.held)
         }
     };
-    let store = super::fdstore::FdStore::from_env();
+    let store = fdstore::FdStore::from_env();
     if let Some(store) = &store {
         store.store_slots(slots.file().as_fd());
     }
@@ -207,7 +192,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                             Ok(Signal::SIGUSR2) => {
                                 // Containers that arrived meanwhile go across too, and those
                                 // being read are waited for; later ones wait in the backlog.
-                                acceptor.quiesce(super::accept::QUIESCE_BOUND);
+                                acceptor.quiesce(accept::QUIESCE_BOUND);
                                 let _ = wake.read();
                                 while let Ok(arrival) = rx.try_recv() {
                                     admit(
@@ -226,7 +211,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                                     let _ = w.child.kill();
                                     let _ = w.child.wait();
                                 }
-                                let carried = super::handover::Carried {
+                                let carried = handover::Carried {
                                     listener: listener_copy.as_fd(),
                                     activated,
                                     slots: &slots,
@@ -241,7 +226,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
                                         })
                                         .collect(),
                                 };
-                                let e = super::handover::reexec(&cmd.exe, &carried);
+                                let e = handover::reexec(&cmd.exe, &carried);
                                 tracing::error!(error = %e, "the upgrade failed; the keeper goes on as it was");
                                 match listener_copy
                                     .try_clone()
@@ -312,7 +297,7 @@ type FromSystemd = (Option<UnixListener>, Vec<(String, OwnedFd)>);
 
 /// What systemd passed (`LISTEN_PID` is this process, `LISTEN_FDS` descriptors from fd 3, named
 /// by `LISTEN_FDNAMES`): the listener socket (socket activation), and what its fd store kept
-/// (named `slots`, `notify-N`, `state-N`: [`super::fdstore`]).
+/// (named `slots`, `notify-N`, `state-N`: [`fdstore`]).
 fn from_systemd() -> Result<FromSystemd, SupervisorError> {
     let ours = std::env::var("LISTEN_PID")
         .ok()
@@ -351,7 +336,7 @@ fn admit(
     epoll: &Epoll,
     held: &mut [Option<Held>],
     worker: Option<&Worker>,
-    store: Option<&super::fdstore::FdStore>,
+    store: Option<&fdstore::FdStore>,
     (guarded, config): (Option<&mut Guarded>, &Config),
     h: Held,
 ) {

@@ -1,4 +1,5 @@
-//! Drives the real thing: the `execguard` binary as supervisor, `execguard inject` on a bundle,
+//! The support the integration tests and the benchmark share (`execguard-testkit`, a
+//! dev-dependency of the package): it drives the real thing: the `execguard` binary as supervisor, `execguard inject` on a bundle,
 //! and runc running it. Containers get a read-only root that shares the host's `/usr` and
 //! `/etc`, the helpers built here at `/opt/eg` (read-only), and a fresh writable `/work`.
 
@@ -9,7 +10,72 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub const EXECGUARD: &str = env!("CARGO_BIN_EXE_execguard");
+/// A binary of the package, found beside the test or bench binary that runs (cargo builds
+/// the package's binaries for its tests and benches, into the same profile directory).
+pub struct Bin {
+    name: &'static str,
+    path: OnceLock<String>,
+}
+
+impl Bin {
+    const fn named(name: &'static str) -> Self {
+        Self {
+            name,
+            path: OnceLock::new(),
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        self.path.get_or_init(|| {
+            let me = std::env::current_exe().expect("the running test's own path");
+            // target/PROFILE/deps/NAME-HASH for tests and benches.
+            let mut dir = me.parent().expect("a directory").to_path_buf();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            let bin = dir.join(self.name);
+            assert!(
+                bin.exists(),
+                "{} is not built beside {}",
+                bin.display(),
+                me.display()
+            );
+            bin.into_os_string().into_string().expect("a UTF-8 path")
+        })
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Bin {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path().as_ref()
+    }
+}
+
+impl AsRef<Path> for Bin {
+    fn as_ref(&self) -> &Path {
+        self.path().as_ref()
+    }
+}
+
+impl std::fmt::Display for Bin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.path())
+    }
+}
+
+static EXECGUARD_BIN: Bin = Bin::named("execguard");
+static EXECGUARD_RUNTIME_BIN: Bin = Bin::named("execguard-runtime");
+/// `execguard`.
+pub static EXECGUARD: &Bin = &EXECGUARD_BIN;
+
+/// The variable that names execguard's config file (`CONFIG_ENV`; a test
+/// checks they agree).
+pub const CONFIG_ENV: &str = "EXECGUARD_CONFIG";
+
+/// The project's root.
+fn project_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
 
 /// Everything built once per test run.
 pub struct Fixture {
@@ -61,7 +127,7 @@ pub fn fixture() -> &'static Fixture {
         }
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        let helpers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/helpers");
+        let helpers = project_root().join("tests/integration/helpers");
         let exectool = helpers.join("exectool.c");
         let payload = helpers.join("payload.c");
         run_ok(
@@ -790,7 +856,8 @@ pub fn run_container(
     bundle(&sup.config, name, script, annotations, None).run()
 }
 
-pub const EXECGUARD_RUNTIME: &str = env!("CARGO_BIN_EXE_execguard-runtime");
+/// `execguard-runtime`.
+pub static EXECGUARD_RUNTIME: &Bin = &EXECGUARD_RUNTIME_BIN;
 
 /// How podman is told about execguard.
 #[derive(Clone, Copy, Debug)]
@@ -864,7 +931,7 @@ pub fn podman_run(
                 dir.path(),
                 &[
                     "--execguard-path",
-                    EXECGUARD,
+                    EXECGUARD.path(),
                     "--config",
                     config.to_str().unwrap(),
                     "--hooks-dir",
@@ -875,7 +942,7 @@ pub fn podman_run(
                 .arg(dir.path().join("hooks.d"));
         }
         PodmanWay::Runtime => {
-            cmd.args(["--runtime", EXECGUARD_RUNTIME, "--runtime-flag"])
+            cmd.args(["--runtime", EXECGUARD_RUNTIME.path(), "--runtime-flag"])
                 .arg(format!("execguard-config={}", config.display()));
         }
         PodmanWay::Plain => {
@@ -900,7 +967,7 @@ pub fn podman_run(
     cmd.arg("--rootfs")
         .arg(&fx.rootfs)
         .args(["/bin/sh", "-c", script])
-        .env(execguard::config::CONFIG_ENV, config)
+        .env(CONFIG_ENV, config)
         .stdin(Stdio::null());
     let out = cmd.output().unwrap();
     Run::new(id, out, work, dir)
@@ -920,7 +987,7 @@ pub fn spawn_containerd(
     let child = Command::new("containerd")
         .arg("--config")
         .arg(config)
-        .env(execguard::config::CONFIG_ENV, execguard_config)
+        .env(CONFIG_ENV, execguard_config)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -989,7 +1056,7 @@ impl Containerd {
                 "run",
                 "--rm",
                 "--runc-binary",
-                EXECGUARD_RUNTIME,
+                EXECGUARD_RUNTIME.path(),
             ])
             .args(["--mount", "type=bind,src=/usr,dst=/usr,options=rbind:ro"])
             .args(["--mount", "type=bind,src=/etc,dst=/etc,options=rbind:ro"])
@@ -1054,7 +1121,7 @@ impl Docker {
             dir.path(),
             &[
                 "--runtime-path",
-                EXECGUARD_RUNTIME,
+                EXECGUARD_RUNTIME.path(),
                 "--config",
                 execguard_config.to_str().unwrap(),
             ],

@@ -6,15 +6,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Instant, SystemTime};
 
-use super::control;
-use super::record::ExecRecord;
-use super::slots::Slots;
-use super::state::ContainerProcessState;
+use super::counters;
 use crate::config::Config;
 use crate::event::EventSink;
 use crate::inspect::{resolve::FsView, SystemLoaders};
 use crate::policy::Settings;
 use crate::spec::MODE_ANNOTATION;
+use crate::supervisor::record::ExecRecord;
+use crate::supervisor::slots::Slots;
+use crate::supervisor::state::ContainerProcessState;
 use crate::vocab::{Importance, Mode};
 
 /// A container the supervisor guards, shared by the threads of its notify fds.
@@ -25,7 +25,7 @@ pub(super) struct Container {
     /// The container's pid namespace (device, inode), when it could be seen.
     pub pid_ns: Option<(u64, u64)>,
     pub since: SystemTime,
-    pub counters: control::ContainerCounters,
+    pub counters: counters::ContainerCounters,
 }
 
 /// What every worker thread shares.
@@ -37,7 +37,7 @@ pub(super) struct Shared {
     pub slots: Slots,
     /// Containers by id, while any of their notify fds is served.
     pub containers: Mutex<HashMap<String, Weak<Container>>>,
-    pub counters: Arc<control::Counters>,
+    pub counters: Arc<counters::Counters>,
     pub events_by: Mutex<BTreeMap<(&'static str, Importance), u64>>,
     pub started: Instant,
     /// When the keeper started (the supervisor's uptime survives worker restarts).
@@ -61,7 +61,7 @@ impl Shared {
             sink,
             slots,
             containers: Mutex::new(HashMap::new()),
-            counters: Arc::new(control::Counters::default()),
+            counters: Arc::new(counters::Counters::default()),
             events_by: Mutex::new(BTreeMap::new()),
             started: Instant::now(),
             keeper_started,
@@ -69,21 +69,16 @@ impl Shared {
         }
     }
 
-    fn container_settings(&self, state: &ContainerProcessState) -> Settings {
-        let annotated = state
-            .state
-            .annotations
+    /// The settings of the container with this id and these annotations.
+    pub(super) fn settings_for(&self, id: &str, annotations: &HashMap<String, String>) -> Settings {
+        let annotated = annotations
             .get(MODE_ANNOTATION)
             .and_then(|v| Mode::from_annotation(v));
         Settings {
             mode: annotated.unwrap_or(self.config.mode),
             enforce: self.config.enforce.clone(),
             rules: self.config.rules.clone(),
-            allow: crate::policy::allow::for_container(
-                &self.config.allow,
-                &state.state.id,
-                &state.state.annotations,
-            ),
+            allow: crate::policy::allow::for_container(&self.config.allow, id, annotations),
         }
     }
 
@@ -94,7 +89,7 @@ impl Shared {
         if let Some(c) = self.lookup(&id) {
             return c;
         }
-        let settings = self.container_settings(state);
+        let settings = self.settings_for(&id, &state.state.annotations);
         let pid = u32::try_from(state.pid).unwrap_or(0);
         let loaders = match FsView::of_task(pid) {
             Ok(view) => SystemLoaders::discover(&view, &self.config.detect.extra_system_loaders),
@@ -113,7 +108,7 @@ impl Shared {
             loaders,
             pid_ns,
             since: SystemTime::now(),
-            counters: control::ContainerCounters::default(),
+            counters: counters::ContainerCounters::default(),
         });
         let mut containers = self.containers.lock().unwrap_or_else(|p| p.into_inner());
         // Another thread may have admitted the same container meanwhile; either is right.

@@ -5,7 +5,7 @@
 //! trapped calls would then fail with ENOSYS). A runtime that connects meanwhile waits in the
 //! socket's backlog, which the next keeper accepts from.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -15,8 +15,14 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::keeper::Held;
-use super::state;
+use crate::supervisor::state;
+
+/// A container's notify fd, as it arrives and as the keeper then holds it.
+pub(crate) struct Held {
+    /// runc's message, as it came: the worker parses it again.
+    pub(super) state: Vec<u8>,
+    pub(super) fd: OwnedFd,
+}
 
 /// How long an upgrade waits for the connections being read: one read's deadline, and a
 /// second more. A root peer that takes longer loses its connection (and is told in the log).
@@ -158,7 +164,7 @@ fn accept_loop(
 
 /// Reads runc's message from a root peer.
 fn receive(stream: &UnixStream) -> Option<(Vec<u8>, std::os::fd::OwnedFd)> {
-    if !super::peer_is_root(stream, "listener") {
+    if !crate::supervisor::socket::peer_is_root(stream, "listener") {
         return None;
     }
     match state::receive(stream) {

@@ -13,13 +13,14 @@
 
 use std::os::fd::AsFd;
 
+use super::listener::{Answering, Listener, ListenerState};
 use super::registry::{Container, Shared};
 use super::report;
-use super::serve::{drain, handle, respond, Listener, ListenerState};
-use super::slots::SlotState;
+use super::serve::{drain, handle};
 use super::target::trapped_arch;
 use crate::phases::PhaseClock;
 use crate::policy;
+use crate::supervisor::slots::SlotState;
 use crate::sys::{SeccompData, SeccompNotif};
 use crate::vocab::Stage;
 
@@ -56,7 +57,6 @@ pub(super) fn recover(l: &Listener, st: &mut ListenerState, shared: &Shared) {
     } else {
         Vec::new()
     };
-    let mut clock = PhaseClock::start();
     for id in lost {
         if !l.notify.id_valid(id) {
             continue;
@@ -72,6 +72,13 @@ pub(super) fn recover(l: &Listener, st: &mut ListenerState, shared: &Shared) {
             id,
             ..crate::sys::empty_notif()
         };
+        let mut cx = Answering {
+            l,
+            st: &mut *st,
+            shared,
+            notif: unknown,
+            clock: PhaseClock::start(),
+        };
         if let Some((rule, importance)) = verdict.event {
             let mut ev = report::base_event(
                 &l.container,
@@ -83,9 +90,9 @@ pub(super) fn recover(l: &Listener, st: &mut ListenerState, shared: &Shared) {
             );
             ev.reason =
                 "a notification received by a worker that died before recording it".to_owned();
-            report::emit(shared, l, st, &unknown, ev, &mut clock);
+            report::emit(&mut cx, ev);
         }
-        respond(l, id, verdict.action, &mut clock);
+        cx.respond(verdict.action);
     }
 }
 

@@ -1,0 +1,145 @@
+//! The kinds of guard a storm runs under, their supervisors, and one storm's bundle.
+
+use crate::null_responder;
+use execguard_testkit as harness;
+use execguard_testkit::bundle;
+use execguard_testkit::Supervisor;
+use serde_json::Value;
+
+/// How a storm's container is guarded.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Guard {
+    Unguarded,
+    Null,
+    /// The null responder after the same `/proc` looks as execguard's answer path.
+    NullLooks,
+    Audit,
+    Enforce,
+    /// Enforce with `[detect] exec_checkpoint = true`.
+    EnforceExec,
+    /// Enforce with `[worker] cpu_cgroup = "supervisor"`: the worker's thread stays in the
+    /// supervisor's CPU cgroup (as before it joined the container's).
+    EnforceOwnCgroup,
+    /// Enforce with `[rules] preload_from_writable = "high"`: ordinary programs' preloads
+    /// judged (what the look at the environment costs; off by default).
+    EnforcePreloads,
+}
+
+impl Guard {
+    pub(crate) const ALL: [Guard; 8] = [
+        Guard::Unguarded,
+        Guard::Null,
+        Guard::NullLooks,
+        Guard::Audit,
+        Guard::Enforce,
+        Guard::EnforceExec,
+        Guard::EnforceOwnCgroup,
+        Guard::EnforcePreloads,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Guard::Unguarded => "unguarded",
+            Guard::Null => "null responder",
+            Guard::NullLooks => "null+looks",
+            Guard::Audit => "audit",
+            Guard::Enforce => "enforce",
+            Guard::EnforceExec => "enforce+exec",
+            Guard::EnforceOwnCgroup => "enforce+own-cg",
+            Guard::EnforcePreloads => "enforce+preloads",
+        }
+    }
+}
+
+/// The supervisors and the null responder of the run.
+pub(crate) struct Guards {
+    pub(crate) default: Supervisor,
+    pub(crate) exec_checkpoint: Supervisor,
+    pub(crate) own_cgroup: Supervisor,
+    pub(crate) preloads: Supervisor,
+    pub(crate) null: null_responder::NullResponder,
+    pub(crate) null_looks: null_responder::NullResponder,
+}
+
+impl Guards {
+    pub(crate) fn start() -> Self {
+        Self {
+            default: Supervisor::start("audit", ""),
+            exec_checkpoint: Supervisor::start("audit", "[detect]\nexec_checkpoint = true\n"),
+            own_cgroup: Supervisor::start("audit", "[worker]\ncpu_cgroup = \"supervisor\"\n"),
+            preloads: Supervisor::start("audit", "[rules]\npreload_from_writable = \"high\"\n"),
+            null: null_responder::NullResponder::start(false),
+            null_looks: null_responder::NullResponder::start(true),
+        }
+    }
+
+    /// The supervisor that guards a storm of this kind, if any.
+    pub(crate) fn supervisor(&self, g: Guard) -> Option<&Supervisor> {
+        match g {
+            Guard::Audit | Guard::Enforce => Some(&self.default),
+            Guard::EnforceExec => Some(&self.exec_checkpoint),
+            Guard::EnforceOwnCgroup => Some(&self.own_cgroup),
+            Guard::EnforcePreloads => Some(&self.preloads),
+            Guard::Unguarded | Guard::Null | Guard::NullLooks => None,
+        }
+    }
+}
+
+/// A container running the exec storm, ready to start.
+pub(crate) fn storm_bundle(guards: &Guards, g: Guard, name: &str, n: usize) -> harness::Bundle {
+    storm_bundle_script(
+        guards,
+        g,
+        name,
+        &format!("/opt/eg/execstorm {n} /work/storm.json"),
+    )
+}
+
+/// A container guarded as `g` that runs `script`.
+pub(crate) fn storm_bundle_script(
+    guards: &Guards,
+    g: Guard,
+    name: &str,
+    script: &str,
+) -> harness::Bundle {
+    let mode = match g {
+        Guard::Unguarded => "off",
+        Guard::Audit => "audit",
+        Guard::Null
+        | Guard::NullLooks
+        | Guard::Enforce
+        | Guard::EnforceExec
+        | Guard::EnforceOwnCgroup
+        | Guard::EnforcePreloads => "enforce",
+    };
+    let sup = guards.supervisor(g).unwrap_or(&guards.default);
+    let b = bundle(
+        &sup.config,
+        name,
+        script,
+        &[("execguard.io/mode", mode)],
+        None,
+    );
+    match g {
+        Guard::Null => b.set_listener(&guards.null.socket),
+        Guard::NullLooks => b.set_listener(&guards.null_looks.socket),
+        _ => {}
+    }
+    b
+}
+
+/// execstorm's numbers from a finished run.
+pub(crate) fn storm_result(run: &harness::Run) -> Value {
+    let text = std::fs::read_to_string(run.work.join("storm.json"))
+        .unwrap_or_else(|_| panic!("execstorm did not finish: {}", run.describe()));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["failures"], 0, "{}", run.describe());
+    v
+}
+
+/// One container running the exec storm; returns its id and execstorm's numbers.
+pub(crate) fn storm(guards: &Guards, g: Guard, name: &str, n: usize) -> (String, Value) {
+    let run = storm_bundle(guards, g, name, n).run();
+    let v = storm_result(&run);
+    (run.id, v)
+}
