@@ -3,7 +3,7 @@
 # clang and libbpf-dev build the exec record (bpf/exec_record.bpf.c; build.rs goes on without them);
 # bpftool reads its programs' run times for the benchmark.
 set -euo pipefail
-packages=(runc podman containerd docker.io protobuf-compiler libseccomp-dev pkg-config gcc gcc-multilib libc6-i386 musl-tools patchelf jq make python3 perl ca-certificates strace systemd systemd-container clang libbpf-dev linux-libc-dev bpftool qemu-system-x86 busybox-static cpio crun xz-utils zstd binutils debian-archive-keyring)
+packages=(runc podman containerd docker.io protobuf-compiler libseccomp-dev pkg-config gcc gcc-multilib libc6-i386 musl-tools patchelf jq make python3 perl ca-certificates strace systemd systemd-container clang libbpf-dev linux-libc-dev bpftool qemu-system-x86 busybox-static cpio crun xz-utils zstd binutils debian-archive-keyring curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,5 +28,6 @@ if ! command -v cargo >/dev/null; then
   echo "execguard: cargo is not on PATH; install a Rust toolchain (1.85 or newer) first" >&2
   exit 1
 fi
-# An older glibc loader (Debian 11's 2.31) for the option-rule tests.
+# Older glibc loaders (Debian 11's 2.31, Ubuntu 18.04's 2.27) for the option-rule tests and the
+# loader corpus.
 ./scripts/old-loaders.sh > /dev/null

@@ -21,6 +21,8 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-10} ./scripts/fuzz.sh
 cargo bench --bench execguard -- --quick
 # The Kubernetes manifests against the API schemas.
 kubernetes-validate --strict deploy/kubernetes/execguard.yaml examples/kubernetes/runtimeclass.yaml
+# Every relative link of the Markdown files resolves (file and heading).
+python3 scripts/check-links.py
 # The CI runner snippets (examples/ci/) against the schemas and parsers that install here.
 python3 scripts/check-ci-examples.py
 # The systemd unit's hardening: exposure 9.6 before, 4.3 now; a change that weakens it fails.

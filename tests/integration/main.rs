@@ -34,6 +34,7 @@ mod judged;
 mod kubernetes;
 mod layout;
 mod legit;
+mod loader_corpus;
 mod message;
 mod old_loaders;
 mod operations;

@@ -199,6 +199,20 @@ pub fn fixture() -> &'static Fixture {
                 .arg(bin.join("payload-nolibc"))
                 .arg(helpers.join("payload-nolibc.c")),
         );
+        // An audit module that needs no libc either (loader_corpus.rs).
+        run_ok(
+            Command::new("gcc")
+                .args([
+                    "-nostdlib",
+                    "-shared",
+                    "-fPIC",
+                    "-fno-stack-protector",
+                    "-O1",
+                    "-o",
+                ])
+                .arg(bin.join("audit-nolibc.so"))
+                .arg(helpers.join("audit-nolibc.c")),
+        );
         // The same as shared objects named like the query options of glibc 2.33 (their
         // SONAME), for a loader cache that maps those names to them (old_loaders.rs).
         for option in ["--help", "--version", "--list-tunables", "--argv0"] {
@@ -215,9 +229,11 @@ pub fn fixture() -> &'static Fixture {
         let old = std::env::var_os("EXECGUARD_OLD_LOADERS")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/cache/execguard/old-loaders"));
-        let ld231 = old.join("glibc-2.31/ld-2.31.so");
-        if ld231.exists() {
-            std::fs::copy(&ld231, bin.join("ld-2.31.so")).unwrap();
+        for version in ["2.31", "2.27"] {
+            let ld = old.join(format!("glibc-{version}/ld-{version}.so"));
+            if ld.exists() {
+                std::fs::copy(&ld, bin.join(format!("ld-{version}.so"))).unwrap();
+            }
         }
         // An audit module, and a program that names it in its dynamic section (DT_AUDIT).
         run_ok(
