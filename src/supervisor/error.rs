@@ -1,12 +1,11 @@
-//! The supervisor's errors: what stops the keeper or a worker from starting or going on.
+//! The supervisor's errors: what stops the keeper or a worker from starting or going on. Both
+//! halves use them, so they are defined here, importing neither half.
 
 use std::path::PathBuf;
 
 use nix::errno::Errno;
 
-use super::keeper::handover;
 use super::privilege;
-use super::worker::confine;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SupervisorError {
@@ -51,12 +50,41 @@ pub(crate) enum SupervisorError {
     #[error(transparent)]
     Privilege(#[from] privilege::PrivilegeError),
     #[error(transparent)]
-    Confine(#[from] confine::ConfineError),
+    Confine(#[from] ConfineError),
     #[error(transparent)]
-    Handover(#[from] handover::HandoverError),
+    Handover(#[from] HandoverError),
     #[error("receiving from the keeper's channel (fd {fd}): {source}")]
     ChannelRecv {
         fd: std::os::fd::RawFd,
         source: Errno,
+    },
+}
+
+/// The worker's system call filter (`worker::confine`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfineError {
+    #[error("building the worker's system call filter: {0}")]
+    Build(#[source] seccompiler::BackendError),
+    #[error("installing the worker's system call filter: {0}")]
+    Install(#[source] seccompiler::Error),
+}
+
+/// The keeper's in-place upgrade (`keeper::handover`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandoverError {
+    #[error("preparing the handover ({what}): {source}")]
+    Prepare {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("executing {exe}: {source}")]
+    Exec {
+        exe: std::path::PathBuf,
+        source: nix::errno::Errno,
+    },
+    #[error("taking over from the previous keeper ({what}): {source}")]
+    Adopt {
+        what: &'static str,
+        source: std::io::Error,
     },
 }

@@ -1,9 +1,10 @@
 //! The supervisor's shape, checked: no module of `src/supervisor` imports one that imports it
-//! back (directly or through others), and the keeper and the worker never import each other.
-//! Needs no root.
+//! back (directly or through others), and no module of the keeper reaches one of the worker,
+//! or the reverse, directly or through the modules they share. Needs no root.
 //!
-//! An edge is any path a file names (`super::x`, `crate::supervisor::x::y`, `use x::...` of a
-//! child module in a `mod.rs`), resolved to the module file it reaches. Unit tests (`tests.rs`,
+//! An edge is any path a file names (`super::x`, `self::x`, `crate::supervisor::x::y`, `use
+//! x::...` of a child module in a `mod.rs`; use groups expanded, nested ones too), resolved to
+//! the module file it reaches (a re-export counts as an edge of the module that re-exports). Unit tests (`tests.rs`,
 //! `mod tests { ... }`) are left out: a test may reach anything.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,8 +51,9 @@ fn code(path: &Path) -> String {
         .join("\n")
 }
 
-/// Every path in `code` that starts with `super::` or `crate::`, or with one of `children`,
-/// as absolute segments (brace groups expanded one level: `super::{a, b::c}`).
+/// Every path in `code` that starts with `super::`, `self::` or `crate::`, or with one of
+/// `children`, as absolute segments; brace groups are expanded, nested ones too
+/// (`super::{a, b::{c, d}}`).
 fn paths(module: &str, code: &str, children: &BTreeSet<String>) -> Vec<Vec<String>> {
     // `super` is the parent module, whether the module is a file or a directory's `mod.rs`.
     let own: Vec<&str> = module.split("::").collect();
@@ -75,52 +77,101 @@ fn paths(module: &str, code: &str, children: &BTreeSet<String>) -> Vec<Vec<Strin
             continue;
         }
         let segs: Vec<&str> = word.split("::").filter(|s| !s.is_empty()).collect();
-        let mut abs: Option<Vec<String>> = None;
-        if segs.first() == Some(&"crate") {
-            abs = Some(segs[1..].iter().map(|s| s.to_string()).collect());
-        } else if segs.first() == Some(&"super") {
-            let mut at: Vec<&str> = own.clone();
-            let mut k = 0;
-            while segs.get(k) == Some(&"super") {
-                at.pop();
-                k += 1;
-            }
-            abs = Some(at.iter().chain(&segs[k..]).map(|s| s.to_string()).collect());
-        } else if segs.len() > 1 && children.contains(segs[0]) {
-            abs = Some(own.iter().chain(&segs).map(|s| s.to_string()).collect());
-        } else if segs.len() == 1 && children.contains(segs[0]) && code[j..].starts_with('{') {
-            abs = Some(own.iter().chain(&segs).map(|s| s.to_string()).collect());
-        }
-        if let Some(prefix) = abs {
-            if code[j..].starts_with('{') || code[j..].starts_with("::{") {
-                let open = j + code[j..].find('{').unwrap();
-                let close = open + code[open..].find('}').unwrap_or(0);
-                for item in code[open + 1..close].split(',') {
-                    let item = item.trim();
-                    let first = item
-                        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-                        .next()
-                        .unwrap_or("");
-                    if first.is_empty() || first == "self" {
-                        out.push(prefix.clone());
-                        continue;
-                    }
-                    let mut p = prefix.clone();
-                    p.extend(
-                        first
-                            .split("::")
-                            .filter(|s| !s.is_empty())
-                            .map(String::from),
-                    );
-                    out.push(p);
+        let abs: Option<Vec<String>> = match segs[0] {
+            "crate" => Some(segs[1..].iter().map(|s| s.to_string()).collect()),
+            "self" => Some(
+                own.iter()
+                    .chain(&segs[1..])
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
+            "super" => {
+                let mut at: Vec<&str> = own.clone();
+                let mut k = 0;
+                while segs.get(k) == Some(&"super") {
+                    at.pop();
+                    k += 1;
                 }
-            } else {
-                out.push(prefix);
+                Some(at.iter().chain(&segs[k..]).map(|s| s.to_string()).collect())
             }
+            first if children.contains(first) => {
+                Some(own.iter().chain(&segs).map(|s| s.to_string()).collect())
+            }
+            _ => None,
+        };
+        match abs {
+            Some(prefix) if word.ends_with("::") && code[j..].starts_with('{') => {
+                let close = matching_brace(code, j);
+                expand(&prefix, &code[j + 1..close], &mut out);
+                i = close;
+                continue;
+            }
+            Some(prefix) => out.push(prefix),
+            None => {}
         }
         i = j;
     }
     out
+}
+
+/// The index of the `}` that closes the `{` at `open`.
+fn matching_brace(code: &str, open: usize) -> usize {
+    let mut depth = 0;
+    for (k, c) in code[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return open + k;
+                }
+            }
+            _ => {}
+        }
+    }
+    code.len()
+}
+
+/// The paths of a use group's items (`a, b::c, d::{e, f}, self, g as h`), below `prefix`.
+fn expand(prefix: &[String], group: &str, out: &mut Vec<Vec<String>>) {
+    let mut depth = 0;
+    let mut start = 0;
+    let mut items = Vec::new();
+    for (k, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&group[start..k]);
+                start = k + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&group[start..]);
+    for item in items {
+        let item = item.trim();
+        let item = item.split(" as ").next().unwrap_or("").trim();
+        if item.is_empty() || item == "*" || item == "self" {
+            out.push(prefix.to_vec());
+            continue;
+        }
+        if let Some(open) = item.find('{') {
+            let mut p = prefix.to_vec();
+            p.extend(
+                item[..open]
+                    .split("::")
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            );
+            let close = matching_brace(item, open);
+            expand(&p, &item[open + 1..close], out);
+            continue;
+        }
+        let mut p = prefix.to_vec();
+        p.extend(item.split("::").filter(|s| !s.is_empty()).map(String::from));
+        out.push(p);
+    }
 }
 
 /// The module file a path reaches: its longest prefix that is a module.
@@ -191,18 +242,60 @@ fn no_module_of_the_supervisor_imports_one_that_imports_it_back() {
     assert!(cycles.is_empty(), "import cycles: {cycles:#?}");
 }
 
-#[test]
-fn the_keeper_and_the_worker_never_import_each_other() {
-    for (module, to) in graph() {
-        for side in ["keeper", "worker"] {
-            let other = if side == "keeper" { "worker" } else { "keeper" };
-            if module.starts_with(&format!("supervisor::{side}")) {
-                let crossing: Vec<_> = to
-                    .iter()
-                    .filter(|t| t.starts_with(&format!("supervisor::{other}")))
-                    .collect();
-                assert!(crossing.is_empty(), "{module} imports {crossing:?}");
+/// Every module `from` reaches through imports, itself excluded.
+fn reach(edges: &BTreeMap<String, BTreeSet<String>>, from: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![from.to_owned()];
+    while let Some(at) = stack.pop() {
+        for next in edges.get(&at).into_iter().flatten() {
+            if seen.insert(next.clone()) {
+                stack.push(next.clone());
             }
         }
     }
+    seen
+}
+
+#[test]
+fn the_keeper_and_the_worker_never_reach_each_other() {
+    let edges = graph();
+    for module in edges.keys() {
+        for (side, other) in [("keeper", "worker"), ("worker", "keeper")] {
+            if !module.starts_with(&format!("supervisor::{side}")) {
+                continue;
+            }
+            let crossing: Vec<_> = reach(&edges, module)
+                .into_iter()
+                .filter(|t| t.starts_with(&format!("supervisor::{other}")))
+                .collect();
+            assert!(
+                crossing.is_empty(),
+                "{module} reaches {crossing:?} (directly or through shared modules)"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_import_scan_reads_every_form_of_path() {
+    let children: BTreeSet<String> = ["child".to_owned()].into();
+    let found = paths(
+        "a::b",
+        "use super::{x, y::{z, w as v}, self};\nuse self::q::r;\nuse crate::m::n;\nchild::f();",
+        &children,
+    );
+    let found: BTreeSet<String> = found.iter().map(|p| p.join("::")).collect();
+    let want: BTreeSet<String> = [
+        "a::x",
+        "a::y::z",
+        "a::y::w",
+        "a",
+        "a::b::q::r",
+        "m::n",
+        "a::b::child::f",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(found, want);
 }

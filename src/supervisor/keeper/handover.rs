@@ -11,6 +11,7 @@
 //! just before the `execve` and adopted, close-on-exec again, by the new keeper), and a memfd
 //! that says which is which, named by [`HANDOVER_ENV`].
 
+use crate::supervisor::error::HandoverError;
 use std::ffi::{CString, OsString};
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -63,25 +64,6 @@ pub(crate) struct Adopted {
     /// (slot, runc's message, notify fd).
     pub held: Vec<(usize, Vec<u8>, OwnedFd)>,
     pub record: Option<RecordFds>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum HandoverError {
-    #[error("preparing the handover ({what}): {source}")]
-    Prepare {
-        what: &'static str,
-        source: std::io::Error,
-    },
-    #[error("executing {exe}: {source}")]
-    Exec {
-        exe: std::path::PathBuf,
-        source: nix::errno::Errno,
-    },
-    #[error("taking over from the previous keeper ({what}): {source}")]
-    Adopt {
-        what: &'static str,
-        source: std::io::Error,
-    },
 }
 
 /// What the keeper carries across the exec.

@@ -8,6 +8,7 @@
 //! would stall every guarded exec until the keeper had started another worker. The list was
 //! made by running the whole integration suite in `"log"` mode and reading the kernel's log.
 
+use crate::supervisor::error::ConfineError;
 use std::collections::BTreeMap;
 
 use seccompiler::{
@@ -125,14 +126,6 @@ const SECCOMP_GET_NOTIF_SIZES: u64 = 3;
 /// for the exec record's confirmation).
 const BPF_MAP_LOOKUP_ELEM: u64 = 1;
 const BPF_MAP_UPDATE_ELEM: u64 = 2;
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ConfineError {
-    #[error("building the worker's system call filter: {0}")]
-    Build(#[source] seccompiler::BackendError),
-    #[error("installing the worker's system call filter: {0}")]
-    Install(#[source] seccompiler::Error),
-}
 
 /// The filter for `mode` (`None` for `Off`), for this process.
 pub(crate) fn program(mode: SyscallFilter) -> Result<Option<BpfProgram>, ConfineError> {

@@ -9,7 +9,7 @@ use super::listener::{Answering, STATE_ENTRIES};
 use super::{report, tell};
 use crate::inspect::allow::{self, Judgement};
 use crate::inspect::file::LoaderKind;
-use crate::inspect::image::{self, ImageInspection};
+use crate::inspect::image::{self, ImageInspection, Loaded};
 use crate::inspect::{preload, Finding, InspectError};
 use crate::phases::Phase;
 use crate::policy::{self, Action, Allow, Decision};
@@ -17,8 +17,13 @@ use crate::vocab::{Abi, Mode, Rule, Stage, Syscall};
 
 pub(super) fn handle(cx: &mut Answering, abi: Abi, syscall: Syscall) {
     // Inspect: the image, then (for an ordinary dynamic program) its preloads.
-    let img = match inspect(cx, abi) {
-        Ok(img) => img,
+    let img = inspect_image(cx, abi).and_then(|(img, recorded)| {
+        // The exec checkpoint's note of this pid is consumed by every image it inspected.
+        let allowed_at_exec = take_allowed_at_exec(cx);
+        judge_preloads(cx, abi, img, recorded.as_ref()).map(|img| (img, allowed_at_exec))
+    });
+    let (img, allowed_at_exec) = match img {
+        Ok(found) => found,
         Err(e) => {
             let decision = policy::decide(Err(&e), Allow::NoRule, &cx.container().settings);
             if let Some((rule, importance)) = decision.verdict.event {
@@ -29,11 +34,6 @@ pub(super) fn handle(cx: &mut Answering, abi: Abi, syscall: Syscall) {
             deny_or_continue(cx, decision.verdict.action, None);
             return;
         }
-    };
-    let allowed_at_exec = if cx.st.allowed_at_exec.is_empty() {
-        None
-    } else {
-        cx.st.allowed_at_exec.remove(&cx.notif.pid)
     };
     let Some(finding) = img.finding.as_ref() else {
         cx.respond(Action::Continue);
@@ -90,10 +90,12 @@ pub(super) fn handle(cx: &mut Answering, abi: Abi, syscall: Syscall) {
 }
 
 /// What the image is: a loader running a program, a binary with a foreign interpreter, or
-/// (where preloads are judged) a program whose preloads the container can write.
-fn inspect(cx: &mut Answering, abi: Abi) -> Result<ImageInspection, InspectError> {
+/// nothing to judge; with what the exec record has of it.
+fn inspect_image(
+    cx: &mut Answering,
+    abi: Abi,
+) -> Result<(ImageInspection, Option<Loaded>), InspectError> {
     let l = cx.l;
-    let c = &*l.container;
     let notif = cx.notif;
     let valid = || l.notify.id_valid(notif.id);
     let recorded = cx
@@ -102,11 +104,11 @@ fn inspect(cx: &mut Answering, abi: Abi) -> Result<ImageInspection, InspectError
         .as_ref()
         .ok()
         .and_then(|r| r.lookup(notif.pid));
-    let mut img = image::inspect_image(
+    let img = image::inspect_image(
         notif.pid,
         abi,
         notif.data.instruction_pointer,
-        &c.loaders,
+        &l.container.loaders,
         &mut cx.st.cache,
         recorded.as_ref(),
         &valid,
@@ -115,15 +117,33 @@ fn inspect(cx: &mut Answering, abi: Abi) -> Result<ImageInspection, InspectError
     if img.by_record {
         l.counters.images_by_record.fetch_add(1, Ordering::Relaxed);
     }
-    if img.finding.is_none() && img.dynamic && preloads_judged(cx) {
-        let token = recorded.as_ref().map(image::record_token);
-        // Gone, or an environment that could not be read: the same fail-safe rule as any
-        // image that could not be inspected.
-        if let Some(found) = preload::judge(notif.pid, abi, token, &valid)? {
-            img = found;
-        }
+    Ok((img, recorded))
+}
+
+/// The findings allowed at this pid's exec (see `ListenerState::allowed_at_exec`), taken.
+fn take_allowed_at_exec(cx: &mut Answering) -> Option<(Rule, u64)> {
+    if cx.st.allowed_at_exec.is_empty() {
+        return None;
     }
-    Ok(img)
+    cx.st.allowed_at_exec.remove(&cx.notif.pid)
+}
+
+/// An ordinary dynamic program's preloads, where they are judged: a finding of their own when
+/// the container can change one. Gone, or an environment that could not be read: an error, the
+/// same fail-safe rule as any image that could not be inspected.
+fn judge_preloads(
+    cx: &Answering,
+    abi: Abi,
+    img: ImageInspection,
+    recorded: Option<&Loaded>,
+) -> Result<ImageInspection, InspectError> {
+    if img.finding.is_some() || !img.dynamic || !preloads_judged(cx) {
+        return Ok(img);
+    }
+    let notif = cx.notif;
+    let valid = || cx.l.notify.id_valid(notif.id);
+    let token = recorded.map(image::record_token);
+    Ok(preload::judge(notif.pid, abi, token, &valid)?.unwrap_or(img))
 }
 
 /// Whether an ordinary program's preloads are judged: only while a finding would be written or

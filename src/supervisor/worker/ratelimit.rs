@@ -59,6 +59,23 @@ impl Repeat {
     }
 }
 
+/// What [`RateLimit::admit`] says to write.
+pub(super) struct Admitted {
+    /// Folded events written out early, before `due` (the fold grew past its bounds): the
+    /// earlier notifications' events, not this one's.
+    pub spilled: Vec<Event>,
+    /// Summaries of a window that ended, then the event admitted, if it was.
+    pub due: Vec<Event>,
+}
+
+#[cfg(test)]
+impl Admitted {
+    /// Every line, in the order they are written.
+    fn lines(self) -> impl Iterator<Item = Event> {
+        self.spilled.into_iter().chain(self.due)
+    }
+}
+
 /// The line limit's state.
 #[derive(Default)]
 struct Lines {
@@ -87,27 +104,32 @@ impl RateLimit {
         }
     }
 
-    /// The events to write now for `ev`, at `now`: summaries of a window that ended, folds
-    /// written out early, then `ev` itself (with `repeated` set when identical ones were
-    /// suppressed before it) unless it is suppressed or held.
-    pub(super) fn admit(&mut self, ev: Event, now: Instant) -> Vec<Event> {
+    /// The events to write now for `ev`, at `now`, in this order: folds written out early
+    /// (the fold grew past its bounds), summaries of a window that ended, then `ev` itself
+    /// (with `repeated` set when identical ones were suppressed before it) unless it is
+    /// suppressed or held.
+    pub(super) fn admit(&mut self, ev: Event, now: Instant) -> Admitted {
         if self.window.is_zero() {
-            return vec![ev];
+            return Admitted {
+                spilled: Vec::new(),
+                due: vec![ev],
+            };
         }
-        let mut out = Vec::new();
+        let mut due = Vec::new();
         if self
             .lines
             .since
             .is_none_or(|s| now.duration_since(s) >= self.window)
         {
-            out.extend(self.summaries());
+            due.extend(self.summaries());
             self.lines.since = Some(now);
             self.lines.written = 0;
         }
-        if let Some(ev) = self.fold(ev, now, &mut out) {
-            out.extend(self.limit(ev));
+        let mut spilled = Vec::new();
+        if let Some(ev) = self.fold(ev, now, &mut spilled) {
+            due.extend(self.limit(ev));
         }
-        out
+        Admitted { spilled, due }
     }
 
     /// When the notify fd closes: every folded event and every summary still due.
@@ -299,16 +321,24 @@ mod tests {
         let t0 = Instant::now();
         let mut out = Vec::new();
         for i in 0..5 {
-            out.extend(r.admit(event("/tmp/p"), t0 + Duration::from_secs(i)));
+            out.extend(
+                r.admit(event("/tmp/p"), t0 + Duration::from_secs(i))
+                    .lines(),
+            );
         }
         assert_eq!(out.len(), 1, "the first is written, four are folded");
         // After the window, the next identical one says how many were suppressed.
-        let later = r.admit(event("/tmp/p"), t0 + Duration::from_secs(11));
+        let later: Vec<Event> = r
+            .admit(event("/tmp/p"), t0 + Duration::from_secs(11))
+            .lines()
+            .collect();
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].repeated, Some(4));
         // A distinct event is never folded.
         assert_eq!(
-            r.admit(event("/tmp/q"), t0 + Duration::from_secs(12)).len(),
+            r.admit(event("/tmp/q"), t0 + Duration::from_secs(12))
+                .lines()
+                .count(),
             1
         );
         // Folded at close: the last suppressed one stands for the others.
@@ -329,11 +359,14 @@ mod tests {
         let t0 = Instant::now();
         let mut written = Vec::new();
         for i in 0..10 {
-            written.extend(r.admit(event(&format!("/tmp/{i:x}")), t0));
+            written.extend(r.admit(event(&format!("/tmp/{i:x}")), t0).lines());
         }
         assert_eq!(written.len(), 3);
         // The first event of the next window brings the summary of what was held.
-        let next = r.admit(event("/tmp/next"), t0 + Duration::from_secs(10));
+        let next: Vec<Event> = r
+            .admit(event("/tmp/next"), t0 + Duration::from_secs(10))
+            .lines()
+            .collect();
         assert_eq!(next.len(), 2);
         assert_eq!(next[0].repeated, Some(6));
         assert!(next[0].reason.contains("this line stands for 7 event(s)"));
@@ -345,7 +378,7 @@ mod tests {
         let mut r = limit(0, 1);
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert_eq!(r.admit(event("/tmp/p"), t0).len(), 1);
+            assert_eq!(r.admit(event("/tmp/p"), t0).lines().count(), 1);
         }
         assert!(r.flush().is_empty());
     }

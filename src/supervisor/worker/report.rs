@@ -111,12 +111,15 @@ pub(super) fn emit(cx: &mut Answering, ev: Event) {
         cx.clock.lap(Phase::Log);
         return;
     }
-    let due = cx.st.events.admit(ev, std::time::Instant::now());
-    if due.is_empty() {
+    let admitted = cx.st.events.admit(ev, std::time::Instant::now());
+    for ev in &admitted.spilled {
+        write(shared, ev);
+    }
+    if admitted.due.is_empty() {
         cx.clock.lap(Phase::Log);
         return;
     }
-    for ev in &due {
+    for ev in &admitted.due {
         write(shared, ev);
     }
     if cx.notif.id != 0 {
