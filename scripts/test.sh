@@ -30,6 +30,12 @@ systemd-analyze security --offline=true --threshold=50 packaging/systemd/execgua
   || { systemd-analyze security --offline=true packaging/systemd/execguard.service | tail -1; exit 1; }
 # The Debian package installs and removes cleanly on this machine.
 ./scripts/package.sh
+# The release build (the package's) has no fault-injection hooks: none of their variables or
+# messages is in the binary (the test builds below have them, with the feature).
+if grep -a -q -e EXECGUARD_FAULT_ -e "fault injection:" target/release/execguard; then
+  echo "execguard: the release binary contains fault-injection hooks" >&2
+  exit 1
+fi
 # Tests that skip when a component is missing fail instead: here everything is installed
 # (fault injection included: the recovery tests need it; release builds have none).
 # (The VM tests run on their own below: software emulation takes both CPUs.)

@@ -16,6 +16,9 @@
 
 // Everything not reachable from outside says so: `pub(crate)`, not `pub`.
 #![warn(unreachable_pub)]
+// `unsafe` lives in `sys` alone (which allows it, module by module); anywhere else it fails the
+// build.
+#![deny(unsafe_code)]
 
 // The system call numbers, `arch_prctl(ARCH_SET_FS)`, the audit architectures and the loader
 // paths are x86_64 Linux's (the 32-bit and x32 ABIs of an x86_64 kernel included).

@@ -1,4 +1,5 @@
 //! The `execguard` binary: parses arguments and calls the library.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -7,6 +7,9 @@
 //! Every `unsafe` block has a `// SAFETY:` note, and each ioctl number is a `const` pinned to the
 //! kernel's headers by a test here.
 
+// The crate root denies `unsafe`; this module, and only it, is where it is written.
+#![allow(unsafe_code)]
+
 pub(crate) mod bpf;
 pub(crate) mod fds;
 pub(crate) mod process;
