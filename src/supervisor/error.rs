@@ -38,7 +38,7 @@ pub(crate) enum SupervisorError {
     Dup {
         fd: std::os::fd::RawFd,
         what: &'static str,
-        source: Errno,
+        source: std::io::Error,
     },
     #[error("starting the worker {exe}: {source}")]
     SpawnWorker {

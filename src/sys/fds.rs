@@ -2,23 +2,42 @@
 //! process that started this one. Each becomes exactly one `OwnedFd`.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// Serialises adoptions and inheritable copies, and says whether this process has made one of
+/// those copies yet.
+static WINDOW: std::sync::Mutex<AdoptionWindow> =
+    std::sync::Mutex::new(AdoptionWindow { open: true });
+
+struct AdoptionWindow {
+    /// True until this process makes its first descriptor for a child to inherit.
+    open: bool,
+}
 
 /// Takes ownership of a descriptor this process inherited, by number, from the process that
 /// started it (the keeper passes the worker its channel and slot file this way, and itself its
 /// notify fds across an upgrade; systemd passes a listening socket as fd 3), and marks it
 /// close-on-exec.
 ///
-/// Sound to call with any number: ownership is tracked by the close-on-exec flag. Every
-/// descriptor this program opens has it (std and nix open with `O_CLOEXEC`, and
-/// [`recv_with_fds`] asks for `MSG_CMSG_CLOEXEC`); the only exceptions, the keeper's `dup`s for a
-/// worker to inherit and for its own re-execution (an upgrade) to carry across, live between
-/// the `dup` and the worker's start, or the `execve`, inside one function. So a
-/// descriptor without the flag was inherited and not adopted yet; adopting sets the flag (under
-/// a lock), and a second adoption of the same number fails with `EBUSY`.
+/// Sound to call with any number, because this module owns the invariant it rests on: a
+/// descriptor without close-on-exec has no owner in this process. Every descriptor this
+/// program opens has the flag (std and nix open with `O_CLOEXEC`, [`recv_with_fds`] asks for
+/// `MSG_CMSG_CLOEXEC`); the only ones without it that it makes come from [`inheritable_copy`],
+/// and from the first of those on, adoption fails (`EPERM`): every process adopts at its start,
+/// before it makes any (checked in the keeper, the worker and the record's loader by their
+/// tests). So a descriptor this finds without the flag was inherited and not adopted yet;
+/// adopting sets the flag (under the window's lock), and a second adoption of the same number
+/// fails with `EBUSY`.
 pub(crate) fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    static ADOPTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = ADOPTING.lock().unwrap_or_else(|p| p.into_inner());
+    let window = WINDOW.lock().unwrap_or_else(|p| p.into_inner());
+    adopt_in(&window, fd)
+}
+
+fn adopt_in(window: &AdoptionWindow, fd: RawFd) -> io::Result<OwnedFd> {
+    if !window.open {
+        // A descriptor without the flag may now be one of this process's inheritable copies.
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
     if fd < 3 {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
@@ -35,9 +54,18 @@ pub(crate) fn adopt_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the descriptor is open and had no close-on-exec flag, so (see above) it was
-    // inherited and has no owner; the flag now set under the lock makes this its only owner.
+    // SAFETY: the descriptor is open and had no close-on-exec flag while no inheritable copy
+    // existed in this process (the window is open), so it was inherited and has no owner; the
+    // flag now set under the lock makes this its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A copy of `fd` without close-on-exec, for a child (or this process's own `execve`) to
+/// inherit. From the first one on, this process adopts no descriptor ([`adopt_inherited_fd`]).
+pub(crate) fn inheritable_copy(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut window = WINDOW.lock().unwrap_or_else(|p| p.into_inner());
+    window.open = false;
+    nix::unistd::dup(fd).map_err(io::Error::from)
 }
 
 /// Receives one message on a Unix socket and the descriptors sent with it (`SCM_RIGHTS`, at
@@ -81,13 +109,59 @@ mod tests {
         // SAFETY: dup of a descriptor this test owns; the copy is adopted below.
         let raw = unsafe { libc::dup(file.as_raw_fd()) };
         assert!(raw >= 3);
-        let owned = adopt_inherited_fd(raw).unwrap();
-        let again = adopt_inherited_fd(raw).unwrap_err();
+        let open = AdoptionWindow { open: true };
+        let owned = adopt_in(&open, raw).unwrap();
+        let again = adopt_in(&open, raw).unwrap_err();
         assert_eq!(again.raw_os_error(), Some(libc::EBUSY));
         // A descriptor this program opened has an owner already.
-        let err = adopt_inherited_fd(file.as_raw_fd()).unwrap_err();
+        let err = adopt_in(&open, file.as_raw_fd()).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBUSY));
         drop(owned);
+    }
+
+    #[test]
+    fn nothing_is_adopted_once_an_inheritable_copy_exists() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: dup of a descriptor this test owns; the copy is closed below.
+        let raw = unsafe { libc::dup(file.as_raw_fd()) };
+        assert!(raw >= 3);
+        // Such a copy, made by this process for a child, looks inherited; the closed window
+        // refuses it (the process-wide window is left alone: other tests adopt).
+        let closed = AdoptionWindow { open: false };
+        let err = adopt_in(&closed, raw).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+        // SAFETY: `raw` is the copy made above and has no other owner.
+        drop(unsafe { OwnedFd::from_raw_fd(raw) });
+    }
+
+    /// Every descriptor made for a child to inherit goes through `inheritable_copy`: a `dup`
+    /// anywhere else could hand out a descriptor that adoption would take for an inherited one.
+    #[test]
+    fn descriptors_are_made_inheritable_here_only() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut stack = vec![src];
+        let mut found = Vec::new();
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && !path.ends_with("sys/fds.rs")
+                {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for needle in ["unistd::dup", "libc::dup", "F_DUPFD"] {
+                        if text.contains(needle) {
+                            found.push(format!("{}: {needle}", path.display()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "inheritable copies made outside sys::fds: {found:?}"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub(crate) mod process;
 pub(crate) mod seccomp;
 pub(crate) mod shm;
 
-pub(crate) use fds::{adopt_inherited_fd, recv_with_fds};
+pub(crate) use fds::{adopt_inherited_fd, inheritable_copy, recv_with_fds};
 pub(crate) use process::{exit_now, fork_single_threaded, pid_ns_parent, write_nowait, PidFd};
 pub use process::{procmap_query, Mapping};
 pub(crate) use seccomp::{empty_notif, SeccompData, SeccompNotif};

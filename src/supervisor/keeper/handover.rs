@@ -94,7 +94,7 @@ fn prepare_and_exec(
     // Duplicates without close-on-exec: they live only until the execve below (or the return
     // of an error, which closes them).
     let inherit = |fd: BorrowedFd<'_>, what| -> Result<OwnedFd, HandoverError> {
-        nix::unistd::dup(fd).map_err(|e| prepare(what)(std::io::Error::from(e)))
+        crate::sys::inheritable_copy(fd).map_err(prepare(what))
     };
     let listener = inherit(carried.listener, "listener socket")?;
     let slots = inherit(carried.slots.file().as_fd(), "slot file")?;
@@ -113,7 +113,7 @@ fn prepare_and_exec(
         .record
         .map(|r| r.inheritable())
         .transpose()
-        .map_err(|e| prepare("exec record")(std::io::Error::from(e)))?;
+        .map_err(prepare("exec record"))?;
     let guarded = carried
         .record
         .and_then(RecordFds::guarded_fd)

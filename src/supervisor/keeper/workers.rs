@@ -81,9 +81,9 @@ pub(super) fn start_worker(
     )
     .map_err(SupervisorError::Channel)?;
     let _ = setsockopt(&ours, sockopt::SndBuf, &CHANNEL_BUFFER);
-    // Inherited by the worker: `dup` gives copies without close-on-exec.
+    // Inherited by the worker: copies without close-on-exec.
     let dup = |fd: std::os::fd::BorrowedFd<'_>, what| {
-        nix::unistd::dup(fd).map_err(|source| SupervisorError::Dup {
+        crate::sys::inheritable_copy(fd).map_err(|source| SupervisorError::Dup {
             fd: fd.as_raw_fd(),
             what,
             source,

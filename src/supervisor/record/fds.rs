@@ -107,10 +107,10 @@ impl RecordFds {
 
     /// Copies of [`Self::worker_fds`] without close-on-exec, in that order: for a worker's
     /// command line or the upgrade's `execve`.
-    pub(crate) fn inheritable(&self) -> nix::Result<Vec<OwnedFd>> {
+    pub(crate) fn inheritable(&self) -> std::io::Result<Vec<OwnedFd>> {
         self.worker_fds()
             .into_iter()
-            .map(nix::unistd::dup)
+            .map(crate::sys::inheritable_copy)
             .collect()
     }
 

@@ -144,8 +144,8 @@ pub(crate) fn load_in_child(exe: &Path) -> Result<RecordFds, RecordError> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| child_err(e.into()))?;
-    // Inherited by the child: `dup` gives a copy without close-on-exec.
-    let inherited = nix::unistd::dup(&theirs).map_err(|e| child_err(e.into()))?;
+    // Inherited by the child: a copy without close-on-exec.
+    let inherited = crate::sys::inheritable_copy(theirs.as_fd()).map_err(child_err)?;
     let mut child = std::process::Command::new(exe)
         .arg("load-exec-record")
         .arg("--fd")
