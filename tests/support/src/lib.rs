@@ -98,6 +98,28 @@ fn run_ok(cmd: &mut Command) {
     );
 }
 
+/// Removes the fixtures of test processes that have ended: a fixture lives in a static, which
+/// is never dropped, so each run leaves its own behind until the next run takes it away. A
+/// running process's fixture (a VM test's host, another test binary) is left alone.
+fn remove_stale_fixtures() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("execguard-it-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 pub fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
@@ -116,6 +138,7 @@ pub fn fixture() -> &'static Fixture {
                 dir,
             };
         }
+        remove_stale_fixtures();
         let dir = std::env::temp_dir().join(format!("execguard-it-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let rootfs = dir.join("rootfs");
