@@ -128,6 +128,9 @@ for d in proc sys dev; do mount --move /$d /newroot/$d; done
 mount -t tmpfs tmpfs /newroot/run
 # Container storage of its own (overlay cannot stack on the overlay root).
 mkdir -p /newroot/var/lib/containers && mount -t tmpfs tmpfs /newroot/var/lib/containers
+# The tests' temporary directories (TMPDIR): containerd's overlay snapshots need an upper
+# directory that is not on an overlay (the root is one).
+mkdir -p /newroot/var/tmp && mount -t tmpfs tmpfs /newroot/var/tmp
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup
 mount -t bpf bpf /newroot/sys/fs/bpf 2>/dev/null
 mkdir -p /newroot/dev/pts /newroot/dev/shm

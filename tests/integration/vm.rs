@@ -48,6 +48,10 @@ const FULL: &[&str] = &[
     "vm::features",
 ];
 
+/// The other engines, in the same VM: containerd through `execguard-runtime` (`ctr`) and
+/// through the CRI (a Kubernetes pod), Docker (a private dockerd).
+const ENGINES: &[&str] = &["containerd::", "cri::", "docker::"];
+
 /// crun, in the same VM: podman through the hook and through `execguard-runtime`.
 const CRUN: &[&str] = &[
     "podman::hook_guards_podman_containers",
@@ -67,8 +71,8 @@ fn in_vm(kernel: &str, runs: &[(&[&str], &[&str])]) -> String {
                 format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
             };
             format!(
-                "env EXECGUARD_IN_VM=1 EXECGUARD_IT_FIXTURE={} EXECGUARD_TEST_STRICT=1 {} {} \
-                 --test-threads 1 --nocapture {}",
+                "env EXECGUARD_IN_VM=1 TMPDIR=/var/tmp EXECGUARD_IT_FIXTURE={} \
+                 EXECGUARD_TEST_STRICT=1 {} {} --test-threads 1 --nocapture {}",
                 quote(&fx.dir),
                 env.join(" "),
                 quote(&exe),
@@ -103,14 +107,19 @@ fn outside_vm() -> bool {
     std::env::var_os("EXECGUARD_IN_VM").is_none()
 }
 
-/// Debian 12 (and Amazon Linux 2023's line): cgroup v2 only, runc and crun.
+/// Debian 12 (and Amazon Linux 2023's line): cgroup v2 only; runc, containerd (ctr and CRI),
+/// Docker, and crun.
 #[test]
 fn kernel_6_1() {
     if outside_vm() {
         needs_root!();
         in_vm(
             "6.1",
-            &[(&[], FULL), (&["EXECGUARD_TEST_OCI_RUNTIME=crun"], CRUN)],
+            &[
+                (&[], FULL),
+                (&[], ENGINES),
+                (&["EXECGUARD_TEST_OCI_RUNTIME=crun"], CRUN),
+            ],
         );
     }
 }
