@@ -108,11 +108,6 @@ impl FileCache {
         Ok(kind)
     }
 
-    /// Remembers what file version `v` is (a name of a file classified under another).
-    pub(crate) fn remember(&mut self, v: FileVersion, kind: &FileKind) {
-        self.put(v, kind);
-    }
-
     fn put(&mut self, v: FileVersion, kind: &FileKind) {
         if !settled(&v) {
             return;

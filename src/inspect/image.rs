@@ -167,26 +167,23 @@ pub(crate) fn inspect_image(
     let st = stat(exe_path.as_bytes()).map_err(gone_or("exe"))?;
     clock.lap(Phase::Resolve);
     let version = version_of(&st);
-    let kind = match loaders.kind_of((st.st_dev, st.st_ino)) {
-        Some(k) => ExeKind::Loader(k),
+    let known = match loaders.kind_of((st.st_dev, st.st_ino)) {
+        Some(k) => Some(ExeKind::Loader(k)),
+        None => cache.get(&version).map(ExeKind::of),
+    };
+    let kind = match known {
+        Some(k) => k,
         None => {
-            let file_kind = match cache.get(&version) {
-                Some(k) => k.clone(),
-                None => {
-                    let file = nix::fcntl::open(
-                        exe_path.as_bytes(),
-                        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
-                        StatMode::empty(),
-                    )
-                    .map_err(gone_or("exe"))?;
-                    let st = fstat(&file).map_err(gone_or("exe"))?;
-                    cache.get_or_classify(version_of(&st), || classify_fd(file, "/proc/PID/exe"))?
-                }
-            };
-            if let Some(r) = recorded {
-                learn_the_records_name(cache, r, &version, &file_kind);
-            }
-            ExeKind::of(&file_kind)
+            let file = nix::fcntl::open(
+                exe_path.as_bytes(),
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+                StatMode::empty(),
+            )
+            .map_err(gone_or("exe"))?;
+            let st = fstat(&file).map_err(gone_or("exe"))?;
+            let k =
+                cache.get_or_classify(version_of(&st), || classify_fd(file, "/proc/PID/exe"))?;
+            ExeKind::of(&k)
         }
     };
     clock.lap(Phase::Classify);
@@ -210,28 +207,6 @@ pub(crate) fn inspect_image(
         inspection.token = Some(record_token(r));
     }
     Ok(inspection)
-}
-
-/// Where the exec record names this image's program otherwise than `stat` of `/proc/PID/exe`
-/// does, the program's kind is remembered under the record's name too, so that its next execs
-/// are answered from the record. An overlay whose layers are on different filesystems (a
-/// tmpfs upper over a disk, a VM's root) is such a case: `stat` shows the layer's device and
-/// inode, the record the overlay's own. Both name the file this very exec loaded (the record's
-/// entry is of the pid's latest exec, and a later one would have ended this task), and the
-/// record's name carries the overlay inode's size and times, so a change of the file is a new
-/// name. Loaders are never remembered this way (the record answers only ordinary images).
-fn learn_the_records_name(
-    cache: &mut FileCache,
-    recorded: &Loaded,
-    version: &FileVersion,
-    kind: &FileKind,
-) {
-    let Some(program) = recorded.program.as_ref() else {
-        return;
-    };
-    if program != version && !matches!(kind, FileKind::Loader(_)) && cache.get(program).is_none() {
-        cache.remember(*program, kind);
-    }
 }
 
 /// Whether the exec record alone shows an image that runs its own code: a program already

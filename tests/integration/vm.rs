@@ -48,10 +48,6 @@ const FULL: &[&str] = &[
     "vm::features",
 ];
 
-/// Where the kernel loads the exec record (6.1 and later): ordinary images answered from it
-/// (the VM's root is an overlay across filesystems: tmpfs over 9p), with no tracefs.
-const RECORD: &[&str] = &["record::the_record_needs_no_tracefs"];
-
 /// The other engines, in the same VM: containerd through `execguard-runtime` (`ctr`) and
 /// through the CRI (a Kubernetes pod), Docker (a private dockerd).
 const ENGINES: &[&str] = &["containerd::", "cri::", "docker::"];
@@ -121,7 +117,6 @@ fn kernel_6_1() {
             "6.1",
             &[
                 (&[], FULL),
-                (&[], RECORD),
                 (&[], ENGINES),
                 (&["EXECGUARD_TEST_OCI_RUNTIME=crun"], CRUN),
             ],
@@ -134,7 +129,7 @@ fn kernel_6_1() {
 fn kernel_6_12() {
     if outside_vm() {
         needs_root!();
-        in_vm("6.12", &[(&[], SHORT), (&[], RECORD)]);
+        in_vm("6.12", &[(&[], SHORT)]);
     }
 }
 
