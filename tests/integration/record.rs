@@ -290,3 +290,76 @@ fn programs_on_an_overlay_are_answered_from_the_record_after_their_first_exec() 
         sup.log()
     );
 }
+
+/// A file of an overlay rewritten beneath it (in its layer, not through the overlay) while the
+/// overlay's inode stays cached: the inode the kernel execs keeps the size and times it copied
+/// from the layer, so the record's name of the program does not change, though what runs is
+/// now a loader. A container that can mount its own overlay (a user namespace) could do this;
+/// here the test does it from outside. The loader run must be judged, not answered from the
+/// record as the ordinary program the name was before.
+#[test]
+fn a_loader_written_beneath_an_overlay_is_not_answered_as_the_old_program() {
+    needs_root!();
+    let Some(sup) = with_record() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let [lower, upper, work, merged] = ["lower", "upper", "ovwork", "merged"].map(|d| {
+        let p = dir.path().join(d);
+        std::fs::create_dir(&p).unwrap();
+        p
+    });
+    std::fs::copy("/usr/bin/true", lower.join("p")).unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &options])
+        .arg(&merged)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t overlay -o {options}");
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(&merged);
+    // The container keeps the overlay file open (its inode cached), runs it until the record
+    // answers it, then waits while the layer's file is rewritten, and runs it again.
+    let script = "exec 3</opt/ov/p; for i in $(seq 50); do /opt/ov/p; done; touch /work/ready; \
+                  while [ ! -e /work/go ]; do sleep 0.05; done; \
+                  /opt/ov/p /bin/touch /work/m; touch /work/done";
+    let before = by_record(&sup);
+    let b = bundle(&sup.config, "record-beneath", script, &[], None);
+    b.edit_spec(|spec| {
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "destination": "/opt/ov", "type": "bind",
+                "source": merged, "options": ["rbind", "ro"]
+            }));
+    });
+    let child = b.spawn();
+    crate::harness::wait_for(&b.work.join("ready"), "the container's first runs");
+    assert!(
+        by_record(&sup) - before >= 45,
+        "the program was not answered from the record before the change\n{}",
+        sup.log()
+    );
+    // Beneath the overlay: the layer's file becomes a loader, in place (same inode).
+    let ld = std::fs::read("/lib64/ld-linux-x86-64.so.2").unwrap();
+    std::fs::write(lower.join("p"), ld).unwrap();
+    std::fs::write(b.work.join("go"), b"").unwrap();
+    let run = b.wait(child);
+    check_denied(&sup, &run);
+}

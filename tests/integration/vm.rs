@@ -48,6 +48,14 @@ const FULL: &[&str] = &[
     "vm::features",
 ];
 
+/// Where the kernel loads the exec record (6.1 and later): ordinary images on an overlay on
+/// one filesystem (a tmpfs here, as containerd's snapshots are) answered from it, and a
+/// loader written beneath such an overlay judged again.
+const RECORD: &[&str] = &[
+    "record::programs_on_an_overlay_are_answered_from_the_record_after_their_first_exec",
+    "record::a_loader_written_beneath_an_overlay_is_not_answered_as_the_old_program",
+];
+
 /// The other engines, in the same VM: containerd through `execguard-runtime` (`ctr`) and
 /// through the CRI (a Kubernetes pod), Docker (a private dockerd).
 const ENGINES: &[&str] = &["containerd::", "cri::", "docker::"];
@@ -117,6 +125,7 @@ fn kernel_6_1() {
             "6.1",
             &[
                 (&[], FULL),
+                (&[], RECORD),
                 (&[], ENGINES),
                 (&["EXECGUARD_TEST_OCI_RUNTIME=crun"], CRUN),
             ],
@@ -129,7 +138,7 @@ fn kernel_6_1() {
 fn kernel_6_12() {
     if outside_vm() {
         needs_root!();
-        in_vm("6.12", &[(&[], SHORT)]);
+        in_vm("6.12", &[(&[], SHORT), (&[], RECORD)]);
     }
 }
 
