@@ -48,9 +48,9 @@ const FULL: &[&str] = &[
     "vm::features",
 ];
 
-/// Where the kernel loads the exec record (6.1 and later): ordinary images on an overlay on
-/// one filesystem (a tmpfs here, as containerd's snapshots are) answered from it, and a
-/// loader written beneath such an overlay judged again.
+/// On 6.1: ordinary images on an overlay on one filesystem (a tmpfs here, as containerd's
+/// snapshots are) answered from the exec record, and a loader written beneath such an overlay
+/// judged again.
 const RECORD: &[&str] = &[
     "record::programs_on_an_overlay_are_answered_from_the_record_after_their_first_exec",
     "record::a_loader_written_beneath_an_overlay_is_not_answered_as_the_old_program",
@@ -138,7 +138,9 @@ fn kernel_6_1() {
 fn kernel_6_12() {
     if outside_vm() {
         needs_root!();
-        in_vm("6.12", &[(&[], SHORT), (&[], RECORD)]);
+        // Not RECORD: on 6.12 no overlay image was answered from the record (0 of 100), on 6.1
+        // and this host's 6.18 they are (docs/support.md).
+        in_vm("6.12", &[(&[], SHORT)]);
     }
 }
 
