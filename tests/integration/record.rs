@@ -222,6 +222,69 @@ fn the_record_crosses_an_upgrade() {
     assert!(!log.contains("no exec record"), "{log}");
 }
 
+/// An overlay mounted for a test, with `files` (name, source) copied into its lower layer two
+/// seconds before (the file cache keeps only versions changed at least 2 s ago); unmounted on
+/// drop, also when the test panics.
+struct Overlay {
+    lower: std::path::PathBuf,
+    merged: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Overlay {
+    fn mount(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let [lower, upper, work, merged] = ["lower", "upper", "ovwork", "merged"].map(|d| {
+            let p = dir.path().join(d);
+            std::fs::create_dir(&p).unwrap();
+            p
+        });
+        for (name, source) in files {
+            std::fs::copy(source, lower.join(name)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(2100));
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &options])
+            .arg(&merged)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount -t overlay -o {options}");
+        Self {
+            lower,
+            merged,
+            _dir: dir,
+        }
+    }
+
+    /// Mounts the overlay at `/opt/ov` in the bundle's container, read-only.
+    fn bind_into(&self, b: &crate::harness::Bundle) {
+        b.edit_spec(|spec| {
+            spec["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({
+                    "destination": "/opt/ov", "type": "bind",
+                    "source": self.merged, "options": ["rbind", "ro"]
+                }));
+        });
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.merged)
+            .status();
+    }
+}
+
 /// On an overlay filesystem (how image layers reach containers) the record names the program
 /// as `stat` of `/proc/PID/exe` does (the overlay's inode) and the interpreter as its mapping
 /// does (the layer's file): programs there are answered from the record after their first
@@ -232,55 +295,21 @@ fn programs_on_an_overlay_are_answered_from_the_record_after_their_first_exec() 
     let Some(sup) = with_record() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let [lower, upper, work, merged] = ["lower", "upper", "ovwork", "merged"].map(|d| {
-        let p = dir.path().join(d);
-        std::fs::create_dir(&p).unwrap();
-        p
-    });
-    std::fs::copy("/usr/bin/true", lower.join("true")).unwrap();
-    std::fs::copy("/lib64/ld-linux-x86-64.so.2", lower.join("ld.so")).unwrap();
-    // The file cache keeps only versions changed at least 2 s ago.
-    std::thread::sleep(Duration::from_millis(2100));
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
-        upper.display(),
-        work.display()
-    );
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &options])
-        .arg(&merged)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount -t overlay -o {options}");
-    struct Unmount<'a>(&'a std::path::Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(&merged);
-    let overlay_dev = nix::sys::stat::stat(&merged.join("true")).unwrap().st_dev;
-    let layer_dev = nix::sys::stat::stat(&lower.join("true")).unwrap().st_dev;
+    let ov = Overlay::mount(&[
+        ("true", "/usr/bin/true"),
+        ("ld.so", "/lib64/ld-linux-x86-64.so.2"),
+    ]);
+    let overlay_dev = nix::sys::stat::stat(&ov.merged.join("true"))
+        .unwrap()
+        .st_dev;
+    let layer_dev = nix::sys::stat::stat(&ov.lower.join("true")).unwrap().st_dev;
     assert_ne!(overlay_dev, layer_dev, "the overlay shows its own device");
 
     let script = "for i in $(seq 100); do /opt/ov/true; done; \
                   /opt/ov/ld.so /bin/touch /work/m; touch /work/done";
     let before = by_record(&sup);
     let b = bundle(&sup.config, "record-overlay", script, &[], None);
-    b.edit_spec(|spec| {
-        spec["mounts"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({
-                "destination": "/opt/ov", "type": "bind",
-                "source": merged, "options": ["rbind", "ro"]
-            }));
-    });
+    ov.bind_into(&b);
     let run = b.run();
     check_denied(&sup, &run);
     let answered = by_record(&sup) - before;
@@ -303,36 +332,7 @@ fn a_loader_written_beneath_an_overlay_is_not_answered_as_the_old_program() {
     let Some(sup) = with_record() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let [lower, upper, work, merged] = ["lower", "upper", "ovwork", "merged"].map(|d| {
-        let p = dir.path().join(d);
-        std::fs::create_dir(&p).unwrap();
-        p
-    });
-    std::fs::copy("/usr/bin/true", lower.join("p")).unwrap();
-    std::thread::sleep(Duration::from_millis(2100));
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
-        upper.display(),
-        work.display()
-    );
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &options])
-        .arg(&merged)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount -t overlay -o {options}");
-    struct Unmount<'a>(&'a std::path::Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(&merged);
+    let ov = Overlay::mount(&[("p", "/usr/bin/true")]);
     // The container keeps the overlay file open (its inode cached), runs it until the record
     // answers it, then waits while the layer's file is rewritten, and runs it again.
     let script = "exec 3</opt/ov/p; for i in $(seq 50); do /opt/ov/p; done; touch /work/ready; \
@@ -340,15 +340,7 @@ fn a_loader_written_beneath_an_overlay_is_not_answered_as_the_old_program() {
                   /opt/ov/p /bin/touch /work/m; touch /work/done";
     let before = by_record(&sup);
     let b = bundle(&sup.config, "record-beneath", script, &[], None);
-    b.edit_spec(|spec| {
-        spec["mounts"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({
-                "destination": "/opt/ov", "type": "bind",
-                "source": merged, "options": ["rbind", "ro"]
-            }));
-    });
+    ov.bind_into(&b);
     let child = b.spawn();
     crate::harness::wait_for(&b.work.join("ready"), "the container's first runs");
     assert!(
@@ -358,7 +350,7 @@ fn a_loader_written_beneath_an_overlay_is_not_answered_as_the_old_program() {
     );
     // Beneath the overlay: the layer's file becomes a loader, in place (same inode).
     let ld = std::fs::read("/lib64/ld-linux-x86-64.so.2").unwrap();
-    std::fs::write(lower.join("p"), ld).unwrap();
+    std::fs::write(ov.lower.join("p"), ld).unwrap();
     std::fs::write(b.work.join("go"), b"").unwrap();
     let run = b.wait(child);
     check_denied(&sup, &run);
