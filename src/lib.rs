@@ -20,10 +20,15 @@
 // build.
 #![deny(unsafe_code)]
 
-// The system call numbers, `arch_prctl(ARCH_SET_FS)`, the audit architectures and the loader
-// paths are x86_64 Linux's (the 32-bit and x32 ABIs of an x86_64 kernel included).
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-compile_error!("execguard supports x86_64 Linux only (it decodes that kernel's system call ABIs)");
+// The system call numbers, the audit architectures and the loader paths are those of x86_64
+// Linux (its 32-bit and x32 ABIs included) and arm64 Linux (32-bit ARM included): `traps`.
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+compile_error!(
+    "execguard supports x86_64 and arm64 Linux only (it decodes those kernels' system call ABIs)"
+);
 
 // The public surface is what the binaries, the fuzz targets, the benchmark and the
 // integration tests use; everything else is `pub(crate)`.

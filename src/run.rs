@@ -26,6 +26,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -41,7 +42,7 @@ use nix::unistd::ForkResult;
 use crate::config::Config;
 use crate::event::EventSink;
 use crate::spec::{Checkpoints, MODE_ANNOTATION};
-use crate::traps::{Cond, TRAPS};
+use crate::traps::{Cond, ABIS, TRAPS};
 use crate::vocab::Mode;
 
 /// What `execguard run` was asked.
@@ -283,12 +284,14 @@ fn run_in_process(
 }
 
 /// The filter runc would install for the spec `spec::patch` writes on a profile that allows
-/// everything: every trap of [`TRAPS`] that `checkpoints` installs, with its condition, on the
-/// x86_64, i386 and x32 ABIs.
+/// everything: every trap of [`TRAPS`] that `checkpoints` installs, with its condition, on each
+/// of the machine's ABIs ([`ABIS`]).
 fn filter(checkpoints: Checkpoints) -> Result<ScmpFilterContext> {
     let mut ctx = ScmpFilterContext::new(ScmpAction::Allow)?;
-    ctx.add_arch(ScmpArch::X86)?;
-    ctx.add_arch(ScmpArch::X32)?;
+    // The native ABI is the context's own; the others (32-bit, x32) are added.
+    for abi in &ABIS[1..] {
+        ctx.add_arch(ScmpArch::from_str(abi.oci_name)?)?;
+    }
     // Run as root: setuid programs in the job keep working (no_new_privs would stop them).
     ctx.set_ctl_nnp(false)?;
     for trap in TRAPS.iter().filter(|t| checkpoints.traps(t)) {

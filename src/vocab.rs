@@ -258,6 +258,13 @@ pub enum Abi {
     #[serde(rename = "x32")]
     #[strum(serialize = "x32")]
     X32,
+    #[serde(rename = "aarch64")]
+    #[strum(serialize = "aarch64")]
+    Aarch64,
+    /// 32-bit ARM (EABI) on an arm64 kernel.
+    #[serde(rename = "arm")]
+    #[strum(serialize = "arm")]
+    Arm,
 }
 
 impl Abi {
@@ -267,8 +274,8 @@ impl Abi {
 
     pub fn pointer_size(self) -> usize {
         match self {
-            Abi::X86_64 => 8,
-            Abi::I386 | Abi::X32 => 4,
+            Abi::X86_64 | Abi::Aarch64 => 8,
+            Abi::I386 | Abi::X32 | Abi::Arm => 4,
         }
     }
 
@@ -294,6 +301,8 @@ pub enum Syscall {
     Execveat,
     ArchPrctl,
     SetThreadArea,
+    /// arm64's image checkpoint ([`crate::traps`]).
+    SetTidAddress,
     Seccomp,
 }
 

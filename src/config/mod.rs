@@ -84,7 +84,7 @@ impl RuleOverrides {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct DetectConfig {
     /// Loader paths (inside the container) that count as the system's own, besides the
@@ -94,9 +94,22 @@ pub(crate) struct DetectConfig {
     /// denial is then a plain errno from the exec (`[enforce] errno`) instead of the process
     /// being killed before its first instruction, and a binary whose `PT_INTERP` names a file
     /// that is not a loader is refused before that file runs. Costs a second notification
-    /// per exec.
+    /// per exec. On by default on arm64, where the image checkpoint (`set_tid_address`) does
+    /// not see glibc before 2.34 or Go programs (`crate::traps`).
     pub(crate) exec_checkpoint: bool,
 }
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            extra_system_loaders: Vec::new(),
+            exec_checkpoint: EXEC_CHECKPOINT_BY_DEFAULT,
+        }
+    }
+}
+
+/// Whether `[detect] exec_checkpoint` is on when the configuration does not say.
+pub(crate) const EXEC_CHECKPOINT_BY_DEFAULT: bool = cfg!(target_arch = "aarch64");
 
 /// What the hook and the runtime wrapper do when no supervisor listens at create time.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]

@@ -32,7 +32,7 @@ pub(crate) struct ProcessInfo {
 pub(crate) struct ExecInfo {
     /// `execve` or `execveat`; at the image checkpoint, the call that found the image.
     pub syscall: Syscall,
-    /// `x86_64`, `i386` or `x32`: the system call ABI the exec came through.
+    /// `x86_64`, `i386`, `x32`, `aarch64` or `arm`: the system call ABI the exec came through.
     pub abi: Abi,
     /// The path as the process passed it (empty for `execveat(fd, "", AT_EMPTY_PATH)`).
     pub path: String,

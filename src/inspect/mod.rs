@@ -30,6 +30,7 @@ pub(crate) const AT_SYMLINK_NOFOLLOW: i32 = libc::AT_SYMLINK_NOFOLLOW;
 const MAX_INTERPRETER_DEPTH: u32 = 4;
 
 /// Where glibc and musl put their loaders on the distributions CI images are built from.
+#[cfg(target_arch = "x86_64")]
 pub(crate) const SYSTEM_LOADER_PATHS: &[&str] = &[
     "/lib64/ld-linux-x86-64.so.2",
     "/lib/ld-linux-x86-64.so.2",
@@ -46,6 +47,20 @@ pub(crate) const SYSTEM_LOADER_PATHS: &[&str] = &[
     "/lib/ld-musl-x86_64.so.1",
     "/usr/lib/ld-musl-x86_64.so.1",
     "/lib/ld-musl-i386.so.1",
+];
+#[cfg(target_arch = "aarch64")]
+pub(crate) const SYSTEM_LOADER_PATHS: &[&str] = &[
+    "/lib/ld-linux-aarch64.so.1",
+    "/lib64/ld-linux-aarch64.so.1",
+    "/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1",
+    "/usr/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1",
+    "/usr/lib64/ld-linux-aarch64.so.1",
+    "/lib/ld-linux-armhf.so.3",
+    "/lib/arm-linux-gnueabihf/ld-linux-armhf.so.3",
+    "/usr/lib/arm-linux-gnueabihf/ld-linux-armhf.so.3",
+    "/lib/ld-musl-aarch64.so.1",
+    "/usr/lib/ld-musl-aarch64.so.1",
+    "/lib/ld-musl-armhf.so.1",
 ];
 
 /// One exec as the kernel was asked for it.

@@ -108,6 +108,23 @@ fn default_dirs(abi: Abi) -> &'static [&'static str] {
             "/usr/lib",
         ],
         Abi::X32 => &["/libx32", "/usr/libx32", "/lib", "/usr/lib"],
+        Abi::Aarch64 => &[
+            "/lib/aarch64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu",
+            "/lib64",
+            "/usr/lib64",
+            "/lib",
+            "/usr/lib",
+            "/usr/local/lib",
+        ],
+        Abi::Arm => &[
+            "/lib/arm-linux-gnueabihf",
+            "/usr/lib/arm-linux-gnueabihf",
+            "/lib/arm-linux-gnueabi",
+            "/usr/lib/arm-linux-gnueabi",
+            "/lib",
+            "/usr/lib",
+        ],
     }
 }
 

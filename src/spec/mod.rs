@@ -47,9 +47,12 @@ impl Checkpoints {
 pub(crate) const MODE_ANNOTATION: &str = "execguard.io/mode";
 /// `listenerMetadata` starts with this; the rest records what the injection changed.
 pub(crate) const METADATA_PREFIX: &str = "execguard/1";
-/// Architectures of a profile that execguard creates: 32-bit and x32 system calls are covered
-/// by the same rules, so an `int 0x80` execve cannot slip past.
-const CREATED_ARCHITECTURES: &[&str] = &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"];
+/// Architectures of a profile that execguard creates: every ABI of the machine's kernel
+/// (32-bit and x32 on x86_64, 32-bit ARM on arm64) is covered by the same rules, so an
+/// `int 0x80` execve cannot slip past.
+fn created_architectures() -> Vec<&'static str> {
+    crate::traps::ABIS.iter().map(|k| k.oci_name).collect()
+}
 /// Actions under which a trapped syscall runs today; only those are handed to the supervisor.
 /// A syscall the profile already blocks stays blocked.
 const RUNNING_ACTIONS: &[&str] = &["SCMP_ACT_ALLOW", "SCMP_ACT_LOG"];
@@ -356,7 +359,7 @@ fn inject(spec: &mut Value, socket: &Path, checkpoints: Checkpoints) -> Result<O
             "seccomp".to_owned(),
             json!({
                 "defaultAction": "SCMP_ACT_ALLOW",
-                "architectures": CREATED_ARCHITECTURES,
+                "architectures": created_architectures(),
                 "listenerPath": socket,
                 "listenerMetadata": metadata(true, &all),
                 "syscalls": trap_rules(&all, "SCMP_ACT_ALLOW"),

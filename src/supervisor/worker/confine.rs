@@ -74,9 +74,11 @@ const ALLOWED: &[i64] = &[
     // Waiting.
     libc::SYS_epoll_create1,
     libc::SYS_epoll_ctl,
+    #[cfg(target_arch = "x86_64")]
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_pwait2,
+    #[cfg(target_arch = "x86_64")]
     libc::SYS_poll,
     libc::SYS_ppoll,
     libc::SYS_eventfd2,
@@ -127,6 +129,13 @@ const SECCOMP_GET_NOTIF_SIZES: u64 = 3;
 const BPF_MAP_LOOKUP_ELEM: u64 = 1;
 const BPF_MAP_UPDATE_ELEM: u64 = 2;
 
+/// This machine's architecture, as seccompiler names it (the filter kills a call of another
+/// ABI: a worker makes none).
+#[cfg(target_arch = "x86_64")]
+const TARGET: TargetArch = TargetArch::x86_64;
+#[cfg(target_arch = "aarch64")]
+const TARGET: TargetArch = TargetArch::aarch64;
+
 /// The filter for `mode` (`None` for `Off`), for this process.
 pub(crate) fn program(mode: SyscallFilter) -> Result<Option<BpfProgram>, ConfineError> {
     program_for(mode, std::process::id())
@@ -155,7 +164,7 @@ fn program_for(mode: SyscallFilter, pid: u32) -> Result<Option<BpfProgram>, Conf
         libc::SYS_bpf,
         vec![only(0, BPF_MAP_LOOKUP_ELEM)?, only(0, BPF_MAP_UPDATE_ELEM)?],
     );
-    let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
+    let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TARGET)
         .map_err(ConfineError::Build)?;
     BpfProgram::try_from(filter)
         .map(Some)

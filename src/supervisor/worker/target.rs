@@ -39,8 +39,8 @@ pub(crate) enum Trapped {
     Exec { req: ExecRequest, addrs: Addresses },
     /// `seccomp(…, SECCOMP_FILTER_FLAG_NEW_LISTENER, …)`.
     ListenerAttempt { abi: Abi },
-    /// A new image sets up its thread pointer (`arch_prctl(ARCH_SET_FS)`, `set_thread_area`):
-    /// the second checkpoint, after the exec and before any of the image's own code runs.
+    /// A new image sets up its thread pointer (`arch_prctl(ARCH_SET_FS)`, `set_thread_area`;
+    /// on arm64 the `set_tid_address` that follows it): the second checkpoint, after the exec and before any of the image's own code runs.
     Checkpoint { abi: Abi, syscall: Syscall },
 }
 
@@ -64,7 +64,7 @@ pub(crate) fn decode(notif: &SeccompNotif) -> Option<Trapped> {
     }
     // Arguments of 32-bit system calls are 32 bits wide; the dirfd is a signed int.
     let arg = |i: usize| -> u64 {
-        if abi == Abi::X86_64 {
+        if abi.pointer_size() == 8 {
             d.args[i]
         } else {
             d.args[i] & 0xffff_ffff
@@ -97,8 +97,9 @@ pub(crate) fn decode(notif: &SeccompNotif) -> Option<Trapped> {
 /// [`crate::traps`] holds this), so a task's current call as `/proc/TID/syscall` shows it (a
 /// number, no ABI) names one at most.
 pub(crate) fn trapped_arch(nr: i32, args: [u64; 6]) -> Option<u32> {
-    [traps::AUDIT_ARCH_X86_64, traps::AUDIT_ARCH_I386]
-        .into_iter()
+    traps::ABIS
+        .iter()
+        .map(|k| k.audit_arch)
         .find(|arch| traps::lookup(*arch, nr, &args).is_some())
 }
 
@@ -278,7 +279,8 @@ impl ExecArgs for Target<'_> {
     }
 }
 
-#[cfg(test)]
+// x86_64's numbers (traps.rs checks arm64's table on any host).
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
     use crate::sys::SeccompData;
