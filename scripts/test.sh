@@ -30,6 +30,9 @@ systemd-analyze security --offline=true --threshold=50 packaging/systemd/execgua
   || { systemd-analyze security --offline=true packaging/systemd/execguard.service | tail -1; exit 1; }
 # The Debian package installs and removes cleanly on this machine.
 ./scripts/package.sh
+# The arm64 build: both binaries, the integration tests (run in the arm64 VM below) and the
+# arm64 package, checked for architecture and contents.
+./scripts/cross.sh > /dev/null
 # The release build (the package's) has no fault-injection hooks: none of their variables or
 # messages is in the binary (the test builds below have them, with the feature).
 if grep -a -q -e EXECGUARD_FAULT_ -e "fault injection:" target/release/execguard; then
@@ -51,5 +54,17 @@ EXECGUARD_TEST_STRICT=1 EXECGUARD_TEST_SUPERVISOR_CAPS=$caps \
   cargo test --features fault-injection --test integration -- threats:: message:: survival:: privilege:: allow:: scheduling::
 # The kernels of real build nodes, each booted under qemu with cgroup v2 only
 # (tests/integration/vm.rs, scripts/vm.sh): Debian 12's 6.1 (a larger sample, runc and crun),
-# its 6.12 and Debian 11's 5.10 (a sample), one VM at a time.
-EXECGUARD_TEST_STRICT=1 cargo test --features fault-injection --test integration -- --test-threads 1 vm::kernel_
+# its 6.12 and Debian 11's 5.10 (a sample), one VM at a time; beside them, on the other CPU,
+# Debian 12's arm64 kernel with the arm64 build of the tests.
+it=$(cargo test --features fault-injection --test integration --no-run --message-format=json \
+  | jq -r 'select(.reason == "compiler-artifact" and .target.name == "integration" and .executable != null) | .executable')
+mkdir -p target/vm-logs
+EXECGUARD_TEST_STRICT=1 "$it" --test-threads 1 vm::kernel_arm64 > target/vm-logs/arm64.log 2>&1 &
+arm64=$!
+x86=0
+EXECGUARD_TEST_STRICT=1 "$it" --test-threads 1 vm::kernel_ --skip vm::kernel_arm64 || x86=$?
+arm=0
+wait "$arm64" || arm=$?
+echo "== the arm64 VM (target/vm-logs/arm64.log)"
+cat target/vm-logs/arm64.log
+[ "$x86" -eq 0 ] && [ "$arm" -eq 0 ]

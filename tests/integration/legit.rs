@@ -1,9 +1,7 @@
 //! Legitimate loader use keeps working in every mode with no event above `low`, and ordinary
 //! build activity produces no event at all.
 
-use crate::harness::{run_container, Supervisor};
-
-const LD: &str = "/lib64/ld-linux-x86-64.so.2";
+use crate::harness::{run_container, Supervisor, LOADER as LD};
 
 fn importance_rank(s: &str) -> u8 {
     match s {
@@ -56,16 +54,18 @@ fn assert_queries_seen(events: &[serde_json::Value]) {
 }
 
 #[test]
-fn ldd() {
+fn ldd_works() {
     needs_root!();
-    let events = check_legit(
-        "ldd",
-        "ldd /bin/true > /work/out && grep -q libc.so.6 /work/out && touch /work/m",
-    );
+    let script = "ldd /bin/true > /work/out && grep -q libc.so.6 /work/out && touch /work/m";
+    let events = check_legit_with("ldd", "[detect]\nexec_checkpoint = false\n", script);
     assert_queries_seen(&events);
-    // One ldd of one binary: one event per container (audit and enforce), not one per loader
-    // ldd probes.
+    // One ldd of one binary: one event per container (audit and enforce) at the image, not
+    // one per loader ldd probes.
     assert_eq!(events.len(), 2, "{events:#?}");
+    // At the exec too (arm64's default), each of ldd's loader runs that shows no program
+    // (`--version`, `--verify`, `--list`) is a query.
+    let events = check_legit_with("ldd-exec", "[detect]\nexec_checkpoint = true\n", script);
+    assert_queries_seen(&events);
 }
 
 /// `[events] min_importance` keeps what is below it out of the log; a denial is still denied
@@ -77,7 +77,7 @@ fn events_below_min_importance_are_not_written() {
     let run = run_container(
         &sup,
         "min-importance",
-        "ldd /bin/true > /work/out; /lib64/ld-linux-x86-64.so.2 /bin/touch /work/m",
+        &format!("ldd /bin/true > /work/out; {LD} /bin/touch /work/m"),
         &[],
     );
     assert!(!run.marker("m"), "{}", run.describe());
@@ -129,6 +129,39 @@ fn loader_queries_at_the_exec() {
     // Six queries, in each of the two modes.
     assert_eq!(events.len(), 12, "{events:#?}");
     assert_queries_seen(&events);
+}
+
+/// Programs of every kind run, with each checkpoint setting, in both modes, without an event:
+/// a glibc program, a static one, a musl one, and one that needs no libc as Go's do (no
+/// loader, no thread-pointer call: on arm64 it makes no call the image checkpoint traps).
+#[test]
+fn programs_of_every_kind_run() {
+    needs_root!();
+    let script = "/opt/eg/payload /work/dynamic && /opt/eg/payload-static /work/static && \
+                  /opt/eg/payload-musl /work/musl && /opt/eg/payload-nolibc";
+    for exec in [false, true] {
+        let config =
+            format!("[detect]\nexec_checkpoint = {exec}\n[enforce]\nmin_importance = \"info\"\n");
+        let sup = Supervisor::start("enforce", &config);
+        for mode in ["enforce", "audit"] {
+            let run = run_container(
+                &sup,
+                &format!("kinds-{exec}-{mode}"),
+                script,
+                &[("execguard.io/mode", mode)],
+            );
+            for m in ["dynamic", "static", "musl", "m"] {
+                assert!(
+                    run.marker(m),
+                    "{mode}, exec checkpoint {exec}: {m} did not run\n{}\n{}",
+                    run.describe(),
+                    sup.log()
+                );
+            }
+            let events = sup.events_of(&run.id);
+            assert!(events.is_empty(), "{mode}: {events:#?}");
+        }
+    }
 }
 
 /// sh, bash, python3 and perl spawning children, find -exec, xargs, make driving gcc: no

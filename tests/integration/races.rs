@@ -8,7 +8,14 @@ use std::collections::HashSet;
 
 use crate::harness::{run_guarded, Supervisor, Way};
 
-const ATTEMPTS: usize = 2000;
+/// Tries per racer: 2000, or `EXECGUARD_TEST_RACE_ATTEMPTS` (fewer in the arm64 VM, whose
+/// software emulation runs an exec about 20 times slower).
+fn attempts() -> usize {
+    std::env::var("EXECGUARD_TEST_RACE_ATTEMPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
 
 /// The event every loader run of this racer must have.
 fn expected_event(kind: &str) -> &'static str {
@@ -38,7 +45,7 @@ fn logged_markers(events: &[serde_json::Value]) -> HashSet<String> {
 
 fn race(kind: &str) {
     for (setting, config) in [
-        ("image", ""),
+        ("image", "[detect]\nexec_checkpoint = false\n"),
         ("exec", "[detect]\nexec_checkpoint = true\n"),
     ] {
         race_with(kind, setting, config);
@@ -57,7 +64,8 @@ fn race_with(kind: &str, setting: &str, config: &str) {
             &sup,
             &format!("race-{kind}-{setting}-{way:?}-{mode}"),
             &format!(
-                "/opt/eg/racer {kind} {ATTEMPTS} /work > /work/out 2>&1; echo done > /work/done"
+                "/opt/eg/racer {kind} {} /work > /work/out 2>&1; echo done > /work/done",
+                attempts()
             ),
             &[("execguard.io/mode", mode)],
         );
@@ -146,7 +154,8 @@ fn silent_race(kind: &str) {
             &sup,
             &format!("race-silent-{kind}-{mode}"),
             &format!(
-                "RACER_LOADER=/opt/eg/ld-silent /opt/eg/racer {kind} {ATTEMPTS} /work > /work/out 2>&1; echo done > /work/done"
+                "RACER_LOADER=/opt/eg/ld-silent /opt/eg/racer {kind} {} /work > /work/out 2>&1; echo done > /work/done",
+                attempts()
             ),
             &[("execguard.io/mode", mode)],
         );

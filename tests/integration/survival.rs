@@ -8,7 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::{bundle, wait_for, Supervisor};
+use crate::harness::{bundle, wait_for, Supervisor, LOADER};
 
 /// Execs per run: 3000, or 600 under software emulation (the VMs of vm.rs), where 3000 take
 /// minutes.
@@ -29,7 +29,7 @@ fn exec_loop() -> String {
         "touch /work/started; fails=0; i=0; \
          while [ $i -lt {iterations} ]; do \
            /bin/true || fails=$((fails+1)); \
-           if [ $((i % {LOADER_EVERY})) -eq 0 ]; then /lib64/ld-linux-x86-64.so.2 /bin/echo $i > /dev/null || fails=$((fails+1)); fi; \
+           if [ $((i % {LOADER_EVERY})) -eq 0 ]; then {LOADER} /bin/echo $i > /dev/null || fails=$((fails+1)); fi; \
            i=$((i+1)); \
          done; echo $fails > /work/fails"
     )
@@ -183,8 +183,10 @@ fn a_notification_received_but_not_recorded_is_rebuilt() {
         let run = crate::harness::run_container(
             &sup,
             &format!("lost-{mode}-{i}"),
-            "fails=0; for i in $(seq 20); do /bin/true || fails=$((fails+1)); \
-             /lib64/ld-linux-x86-64.so.2 /bin/touch /work/m-$i; done; echo $fails > /work/fails",
+            &format!(
+                "fails=0; for i in $(seq 20); do /bin/true || fails=$((fails+1)); \
+                 {LOADER} /bin/touch /work/m-$i; done; echo $fails > /work/fails"
+            ),
             &[],
         );
         let ctx = format!("{mode}, {point}: {}\n{}", run.describe(), sup.log());
@@ -283,7 +285,7 @@ fn assert_enforced(sup: &Supervisor, name: &str) {
     let run = crate::harness::run_container(
         sup,
         name,
-        "/lib64/ld-linux-x86-64.so.2 /opt/eg/payload /work/m; echo rc=$?",
+        &format!("{LOADER} /opt/eg/payload /work/m; echo rc=$?"),
         &[("execguard.io/mode", "enforce")],
     );
     assert!(

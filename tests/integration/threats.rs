@@ -3,10 +3,11 @@
 //! (the program does not run and the event says "denied"). Each program proves it ran by
 //! creating /work/m.
 
-use crate::harness::{run_container, run_guarded, Run, Supervisor, Way};
+use crate::harness::{
+    run_container, run_guarded, Run, Supervisor, Way, LOADER as LD, MULTIARCH, MUSL_LOADER,
+    NATIVE_ABI,
+};
 use serde_json::Value;
-
-const LD: &str = "/lib64/ld-linux-x86-64.so.2";
 
 struct Expect {
     rule: &'static str,
@@ -18,14 +19,14 @@ struct Expect {
 
 const LOADER: Expect = Expect {
     rule: "binary_executed_by_loader",
-    abi: "x86_64",
-    image_abi: "x86_64",
+    abi: NATIVE_ABI,
+    image_abi: NATIVE_ABI,
 };
 
-/// The two places an exec can be judged: the image checkpoint alone (the default), and the
-/// exec call as well (`[detect] exec_checkpoint = true`).
+/// The two places an exec can be judged: the image checkpoint alone (x86_64's default), and
+/// the exec call as well (`[detect] exec_checkpoint = true`, arm64's default).
 const CHECKPOINTS: [(&str, &str); 2] = [
-    ("image", ""),
+    ("image", "[detect]\nexec_checkpoint = false\n"),
     ("exec", "[detect]\nexec_checkpoint = true\n"),
 ];
 // The name of each setting is also the stage its events come from.
@@ -123,6 +124,14 @@ fn check_event_fields(e: &Value, mode: &str, action: &str, id: &str) {
     }
 }
 
+/// The loader's directory and file name.
+fn ld_dir() -> &'static str {
+    LD.rsplit_once('/').unwrap().0
+}
+fn ld_name() -> &'static str {
+    LD.rsplit_once('/').unwrap().1
+}
+
 #[test]
 fn direct() {
     needs_root!();
@@ -134,7 +143,11 @@ fn dot_and_slash_tricks() {
     needs_root!();
     check(
         "dots",
-        "//usr/lib/../../lib64/./ld-linux-x86-64.so.2 /bin/touch /work/m",
+        &format!(
+            "//usr/lib/../..{}/./{} /bin/touch /work/m",
+            ld_dir(),
+            ld_name()
+        ),
         LOADER,
     );
 }
@@ -154,7 +167,10 @@ fn relative_to_the_cwd() {
     needs_root!();
     check(
         "relative",
-        "cd /usr/lib/x86_64-linux-gnu && ./ld-linux-x86-64.so.2 /bin/touch /work/m",
+        &format!(
+            "cd /usr/lib/{MULTIARCH} && ./{} /bin/touch /work/m",
+            ld_name()
+        ),
         LOADER,
     );
 }
@@ -174,7 +190,11 @@ fn execveat_with_a_dirfd() {
     needs_root!();
     check(
         "execveat",
-        "/opt/eg/exectool execveat /lib64 ld-linux-x86-64.so.2 ld.so /bin/touch /work/m",
+        &format!(
+            "/opt/eg/exectool execveat {} {} ld.so /bin/touch /work/m",
+            ld_dir(),
+            ld_name()
+        ),
         LOADER,
     );
 }
@@ -207,8 +227,8 @@ fn memfd_copy() {
         &format!("/opt/eg/exectool memfd {LD} ld.so /bin/touch /work/m"),
         Expect {
             rule: "fileless_loader_execution",
-            abi: "x86_64",
-            image_abi: "x86_64",
+            abi: NATIVE_ABI,
+            image_abi: NATIVE_ABI,
         },
     );
 }
@@ -218,7 +238,7 @@ fn musl_loader() {
     needs_root!();
     check(
         "musl",
-        "/lib/ld-musl-x86_64.so.1 /opt/eg/payload-musl /work/m",
+        &format!("{MUSL_LOADER} /opt/eg/payload-musl /work/m"),
         LOADER,
     );
 }
@@ -282,8 +302,8 @@ fn custom_pt_interp() {
         &format!("cp {LD} /tmp/myld && /opt/eg/payload-interp /work/m"),
         Expect {
             rule: "custom_interpreter",
-            abi: "x86_64",
-            image_abi: "x86_64",
+            abi: NATIVE_ABI,
+            image_abi: NATIVE_ABI,
         },
     );
 }
@@ -293,7 +313,8 @@ macro_rules! glibc_option {
         #[test]
         fn $name() {
             needs_root!();
-            let opts = [$($opt),+].join(" ");
+            let opts: Vec<String> = vec![$(String::from($opt)),+];
+            let opts = opts.join(" ");
             check(
                 stringify!($name),
                 &format!("{LD} {opts} /bin/touch /work/m"),
@@ -303,9 +324,17 @@ macro_rules! glibc_option {
     };
 }
 
-glibc_option!(opt_library_path, "--library-path", "/lib/x86_64-linux-gnu");
-glibc_option!(opt_preload, "--preload", "/lib/x86_64-linux-gnu/libm.so.6");
-glibc_option!(opt_audit, "--audit", "/lib/x86_64-linux-gnu/libm.so.6");
+glibc_option!(
+    opt_library_path,
+    "--library-path",
+    &format!("/lib/{MULTIARCH}")
+);
+glibc_option!(
+    opt_preload,
+    "--preload",
+    &format!("/lib/{MULTIARCH}/libm.so.6")
+);
+glibc_option!(opt_audit, "--audit", &format!("/lib/{MULTIARCH}/libm.so.6"));
 glibc_option!(opt_argv0, "--argv0", "cc1");
 glibc_option!(opt_inhibit_cache, "--inhibit-cache");
 glibc_option!(opt_inhibit_rpath, "--inhibit-rpath", "''");

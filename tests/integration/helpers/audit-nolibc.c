@@ -4,6 +4,19 @@
 unsigned int la_version(unsigned int version)
 {
 	static const char path[] = "/work/m";
+#if defined(__aarch64__)
+	/* openat(AT_FDCWD, path, O_CREAT|O_WRONLY, 0644), then close. */
+	register long x0 __asm__("x0") = -100;
+	register long x1 __asm__("x1") = (long)path;
+	register long x2 __asm__("x2") = 0101L;
+	register long x3 __asm__("x3") = 0644L;
+	register long x8 __asm__("x8") = 56;
+	__asm__ volatile("svc #0" : "+r"(x0) : "r"(x1), "r"(x2), "r"(x3), "r"(x8) : "memory");
+	if (x0 >= 0) {
+		x8 = 57;
+		__asm__ volatile("svc #0" : "+r"(x0) : "r"(x8) : "memory");
+	}
+#else
 	long ret;
 	__asm__ volatile("syscall"
 			 : "=a"(ret)
@@ -11,5 +24,6 @@ unsigned int la_version(unsigned int version)
 			 : "rcx", "r11", "memory");
 	if (ret >= 0)
 		__asm__ volatile("syscall" : "=a"(ret) : "0"(3L /* close */), "D"(ret) : "rcx", "r11", "memory");
+#endif
 	return version;
 }

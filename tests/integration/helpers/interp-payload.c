@@ -25,7 +25,11 @@ int main(int argc, char **argv) {
     }
     fclose(maps);
     struct stat st;
+#if defined(__aarch64__)
+    if (!found || stat("/lib/ld-linux-aarch64.so.1", &st) != 0) return 2;
+#else
     if (!found || stat("/lib64/ld-linux-x86-64.so.2", &st) != 0) return 2;
+#endif
     if (inode == st.st_ino && makedev(major, minor) == st.st_dev) return 0;
     FILE *m = fopen(argv[1], "w");
     if (!m) return 1;

@@ -31,7 +31,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#if defined(__aarch64__)
+#define LOADER "/lib/ld-linux-aarch64.so.1"
+#else
 #define LOADER "/lib64/ld-linux-x86-64.so.2"
+#endif
 
 extern char **environ;
 static atomic_int stop;

@@ -18,7 +18,11 @@ int main(int argc, char **argv)
 	}
 	const char *loader = getenv("REEXEC_LOADER");
 	if (!loader)
+#if defined(__aarch64__)
+		loader = "/lib/ld-linux-aarch64.so.1";
+#else
 		loader = "/lib64/ld-linux-x86-64.so.2";
+#endif
 	size_t pad = strlen(argv[2]) + strlen(argv[0]) - strlen("/bin/touch");
 	char *pad2 = malloc(pad + 1);
 	if (!pad2)
