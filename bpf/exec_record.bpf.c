@@ -287,7 +287,7 @@ static __always_inline void not_as_judged(__u32 tgid, __u32 inum, const struct e
 }
 
 #define AT_BASE 7
-// Pairs read from saved_auxv at most (the kernel's is 2 * 25 words on x86-64).
+// Pairs read from saved_auxv at most (the kernel's is 2 * 25 words on x86-64, 2 * 24 on arm64).
 #define AUXV_PAIRS 32
 
 static __always_inline void read_file(struct file *f, struct file_record *r)

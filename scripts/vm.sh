@@ -24,6 +24,13 @@ keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 
 die() { echo "vm.sh: $*" >&2; exit 2; }
 
+# Runs a command holding the cache's lock: VMs booted at once (test.sh runs the arm64 VM
+# beside the x86 ones) fetch, unpack and update apt's lists one after the other.
+locked() {
+  mkdir -p "$cache"
+  ( flock 9; "$@" ) 9> "$cache/lock"
+}
+
 apt_opts() {
   echo "-o Dir::Etc::SourceList=$cache/apt/sources.list -o Dir::Etc::SourceParts=/nonexistent" \
        "-o Dir::State::Lists=$cache/apt/lists -o Dir::Cache=$cache/apt/cache" \
@@ -229,10 +236,10 @@ run() {
     esac
   done
   [ $# -gt 0 ] || die "no command (scripts/vm.sh run KERNEL -- COMMAND...)"
-  local dir; dir=$(fetch "$version")
+  local dir; dir=$(locked fetch "$version")
   local arch; arch=$(arch_of "$version")
   local rootdir=/
-  [ "$arch" = arm64 ] && rootdir=$(root)
+  [ "$arch" = arm64 ] && rootdir=$(locked root)
   # Not under /tmp: the VM mounts its own /tmp.
   mkdir -p "$cache/run"
   work=$(mktemp -d "$cache/run/XXXXXX")
@@ -273,8 +280,8 @@ run() {
 }
 
 case "${1:-}" in
-  fetch) [ $# -eq 2 ] || die "usage: scripts/vm.sh fetch KERNEL"; fetch "$2";;
+  fetch) [ $# -eq 2 ] || die "usage: scripts/vm.sh fetch KERNEL"; locked fetch "$2";;
   run) shift; [ $# -ge 1 ] || die "usage: scripts/vm.sh run KERNEL -- COMMAND..."; run "$@";;
-  root) root;;
+  root) locked root;;
   *) die "usage: scripts/vm.sh run KERNEL [--timeout S] [--share DIR] -- COMMAND... | fetch KERNEL | root";;
 esac

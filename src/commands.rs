@@ -16,7 +16,7 @@ use crate::inspect::{self, Argv, ExecRequest, GivenArgs, SystemLoaders};
 use crate::policy::{self, Action, Settings};
 use crate::supervisor::keeper;
 use crate::supervisor::slots::Slots;
-use crate::vocab::{Abi, Errno, Mode, Syscall};
+use crate::vocab::{Errno, Mode, Syscall};
 
 /// `execguard supervise`: the keeper, which runs and restarts the worker.
 pub fn supervise(config_path: Option<&Path>, events: Option<&Path>) -> Result<()> {
@@ -241,7 +241,7 @@ pub fn explain(config: Option<&Path>, mode: Option<Mode>, argv: &[String]) -> Re
     let loaders = SystemLoaders::discover(&view, &config.detect.extra_system_loaders);
     let req = ExecRequest {
         syscall: Syscall::Execve,
-        abi: Abi::X86_64,
+        abi: crate::traps::ABIS[0].abi,
         path: path.as_bytes().to_vec(),
         dirfd: None,
         flags: 0,

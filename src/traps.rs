@@ -69,6 +69,11 @@ pub(crate) const ABIS: &[KernelAbi] = X86_64_ABIS;
 #[cfg(target_arch = "aarch64")]
 pub(crate) const ABIS: &[KernelAbi] = AARCH64_ABIS;
 
+/// Whether every image of a glibc or musl loader reaches the image checkpoint: on x86_64 each
+/// sets its thread pointer through a trapped call; on arm64 a glibc loader before 2.34 makes
+/// no `set_tid_address` call, so the exec checkpoint must judge everything itself.
+pub(crate) const IMAGE_CHECKPOINT_ALWAYS_FIRES: bool = cfg!(target_arch = "x86_64");
+
 /// This machine's traps.
 #[cfg(target_arch = "x86_64")]
 pub(crate) const TRAPS: &[Trap] = X86_64_TRAPS;

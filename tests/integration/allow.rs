@@ -7,9 +7,7 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 use sha2::Digest;
 
-use crate::harness::{bundle, fixture, run_guarded, Supervisor, Way};
-
-const LD: &str = "/lib64/ld-linux-x86-64.so.2";
+use crate::harness::{bundle, fixture, run_guarded, Supervisor, Way, LOADER as LD};
 
 fn vendor_tool_sha256() -> String {
     let bytes = std::fs::read(fixture().bin.join("vendor-tool")).unwrap();
@@ -98,6 +96,45 @@ fn only_the_listed_loader_runs_are_exempted() {
                 }
             }
         }
+    }
+}
+
+/// A rule that names no program (`by-content`: a sha256 only) could exempt whatever program a
+/// loader runs, so the exec checkpoint leaves such a run to the image checkpoint, on the file
+/// the loader maps. A loader that never reaches that checkpoint (glibc before 2.34 on arm64
+/// makes no `set_tid_address` call) is judged at the exec instead: another program is denied
+/// there, not let through unjudged. (On x86_64 the old loader's `arch_prctl` is the image
+/// checkpoint, which denies it.)
+#[test]
+fn a_rule_does_not_let_an_old_loader_run_another_program() {
+    needs_root!();
+    if !fixture().bin.join("ld-2.31.so").exists() {
+        crate::harness::skip(
+            "no glibc 2.31 loader (scripts/old-loaders.sh fetches it)",
+            false,
+        );
+        return;
+    }
+    let config = format!("[detect]\nexec_checkpoint = true\n{}", rules());
+    let sup = Supervisor::start("enforce", &config);
+    for way in [Way::Runc, Way::Run] {
+        let run = run_guarded(
+            way,
+            &sup,
+            &format!("allow-old-{way:?}"),
+            "/opt/eg/ld-2.31.so /opt/eg/payload-nolibc; echo done > /work/done",
+            &[],
+        );
+        let events = sup.events_of(&run.id);
+        let ctx = format!("{way:?}: {}\n{events:#?}\n{}", run.describe(), sup.log());
+        assert!(run.marker("done"), "{ctx}");
+        assert!(!run.marker("m"), "the payload ran\n{ctx}");
+        assert!(
+            events
+                .iter()
+                .any(|e| e["event"] == "binary_executed_by_loader" && e["action"] == "denied"),
+            "{ctx}"
+        );
     }
 }
 

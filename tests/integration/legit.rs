@@ -138,7 +138,7 @@ fn loader_queries_at_the_exec() {
 fn programs_of_every_kind_run() {
     needs_root!();
     let script = "/opt/eg/payload /work/dynamic && /opt/eg/payload-static /work/static && \
-                  /opt/eg/payload-musl /work/musl && /opt/eg/payload-nolibc";
+                  /opt/eg/payload-musl /work/musl && /opt/eg/payload-go-style";
     for exec in [false, true] {
         let config =
             format!("[detect]\nexec_checkpoint = {exec}\n[enforce]\nmin_importance = \"info\"\n");

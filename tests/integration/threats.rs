@@ -346,6 +346,35 @@ glibc_option!(
     "x86-64-v2"
 );
 
+/// A loader of glibc before 2.34 (Debian 11's 2.31) running a program that needs no libc. On
+/// arm64 such a loader makes no `set_tid_address` call, so no image checkpoint sees it: the
+/// default setting there (the exec checkpoint on) judges it at the exec. On x86_64 its
+/// `arch_prctl` is the image checkpoint, which is the default.
+#[test]
+fn an_older_glibc_loader() {
+    needs_root!();
+    let old = crate::harness::fixture().bin.join("ld-2.31.so");
+    if !old.exists() {
+        crate::harness::skip(
+            "no glibc 2.31 loader (scripts/old-loaders.sh fetches it)",
+            false,
+        );
+        return;
+    }
+    let stage = if cfg!(target_arch = "aarch64") {
+        "exec"
+    } else {
+        "image"
+    };
+    check_with(
+        "old-glibc",
+        "",
+        stage,
+        "/opt/eg/ld-2.31.so /opt/eg/payload-nolibc",
+        &LOADER,
+    );
+}
+
 /// A process in a guarded container cannot install a listener of its own to answer its own
 /// execs: the kernel refuses a second listener in the chain (EBUSY). Checked in both modes, so
 /// a kernel change would show here.

@@ -10,7 +10,32 @@ use crate::event;
 use crate::inspect::{self, resolve::FsView, ExecArgs, Inspection};
 use crate::phases::Phase;
 use crate::policy::{self, Action, Allow};
+use crate::traps;
 use crate::vocab::{Rule, Stage};
+
+/// The `[[allow]]` rules' judgement of a finding, at the exec, on the program as the task's
+/// root names it now; `None` when no rule could exempt it.
+fn judge_exemption_now(
+    notif: &crate::sys::SeccompNotif,
+    f: &inspect::Finding,
+    s: &policy::Settings,
+) -> Option<inspect::allow::Judgement> {
+    if !policy::allow::may_exempt(f, s) {
+        return None;
+    }
+    let inv = &f.loader.as_ref()?.invocation;
+    let rules: Vec<_> = policy::allow::candidates(&s.allow, inv).collect();
+    let judgement = match FsView::of_task(notif.pid) {
+        Ok(view) => inspect::allow::judge_program(
+            &view,
+            inv.program.as_deref()?,
+            &rules,
+            &mut inspect::FileCache::default(),
+        ),
+        Err(e) => inspect::allow::Judgement::NotExempt(format!("the task's root: {e}")),
+    };
+    Some(judgement)
+}
 
 pub(super) fn handle(cx: &mut Answering, mut req: inspect::ExecRequest, addrs: Addresses) {
     let l = cx.l;
@@ -39,9 +64,17 @@ pub(super) fn handle(cx: &mut Answering, mut req: inspect::ExecRequest, addrs: A
         )
     })();
     // Decide: a finding an `[[allow]]` rule may exempt is judged at the image checkpoint, on
-    // the file the loader maps (which writes the event), whatever this path names now.
+    // the file the loader maps (which writes the event), whatever this path names now. Where
+    // that checkpoint may never come (arm64: a glibc loader before 2.34 makes no
+    // `set_tid_address` call), the rules are judged here, on the program the path names now.
     let finding = result.as_ref().ok().and_then(|i| i.finding.as_ref());
-    let allow = Allow::at_exec(finding, &c.settings);
+    let judged_here = finding
+        .filter(|_| !traps::IMAGE_CHECKPOINT_ALWAYS_FIRES)
+        .and_then(|f| judge_exemption_now(&notif, f, &c.settings));
+    let allow = match &judged_here {
+        Some(j) => Allow::Judged(j),
+        None => Allow::at_exec(finding, &c.settings),
+    };
     let decision = policy::decide(
         result.as_ref().map(|i| i.finding.as_ref()),
         allow,

@@ -132,7 +132,8 @@ fn report(shared: &Shared, kill: &RawKill) {
         process: event::ProcessInfo { pid: kill.tgid },
         exec: Some(event::ExecInfo {
             syscall: crate::vocab::Syscall::Execve,
-            abi: crate::vocab::Abi::X86_64,
+            // The record does not keep the exec's ABI: the machine's own.
+            abi: crate::traps::ABIS[0].abi,
             path: path.clone(),
             resolved: None,
             argv: Vec::new(),

@@ -231,9 +231,22 @@ pub fn build_fixture(dir: &Path, arch: Arch) -> Fixture {
         cc(&["-m32"], "payload32", &payload);
         silent_loader(&bin.join("ld-silent"));
     }
-    // A program that needs no libc, as Go's are: no loader, no thread-pointer call.
+    // A program that needs no libc: any glibc loader can run it.
     let nolibc = ["-nostdlib", "-fPIE", "-pie", "-fno-stack-protector", "-O1"];
     cc(&nolibc, "payload-nolibc", &helpers.join("payload-nolibc.c"));
+    // The same, static, as Go's programs are: no loader, no PT_INTERP, no thread-pointer call.
+    cc(
+        &[
+            "-nostdlib",
+            "-static",
+            "-fno-pie",
+            "-no-pie",
+            "-fno-stack-protector",
+            "-O1",
+        ],
+        "payload-go-style",
+        &helpers.join("payload-nolibc.c"),
+    );
     // An audit module that needs no libc either (loader_corpus.rs).
     cc(
         &[
@@ -262,9 +275,14 @@ pub fn build_fixture(dir: &Path, arch: Arch) -> Fixture {
     let old = std::env::var_os("EXECGUARD_OLD_LOADERS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/execguard/old-loaders"));
-    for version in ["2.31", "2.27"] {
-        let ld = old.join(format!("glibc-{version}/ld-{version}.so"));
-        if x86 && ld.exists() {
+    let versions: &[&str] = if x86 { &["2.31", "2.27"] } else { &["2.31"] };
+    for version in versions {
+        let dir = match arch {
+            Arch::X86_64 => format!("glibc-{version}"),
+            Arch::Aarch64 => format!("glibc-{version}-arm64"),
+        };
+        let ld = old.join(dir).join(format!("ld-{version}.so"));
+        if ld.exists() {
             std::fs::copy(&ld, bin.join(format!("ld-{version}.so"))).unwrap();
         }
     }
