@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The arm64 build, from this x86_64 machine: `execguard` and `execguard-runtime` (release), the
-# integration tests (which tests/integration/vm.rs runs in the arm64 VM), and the arm64 Debian
-# package, checked for its architecture and contents.
+# integration and unit tests (which tests/integration/vm.rs runs in the arm64 VM), and the
+# arm64 Debian package, checked for its architecture and contents.
 #
 # Debian's own Rust (rustc-web 1.96 with libstd-rust-web-dev:arm64) compiles, clang and lld
 # link (gcc-aarch64-linux-gnu cannot be installed beside gcc-multilib), against Debian's arm64
@@ -30,6 +30,10 @@ tests=$($cargo test --quiet --locked --target $triple --features fault-injection
   --no-run --message-format=json \
   | jq -r 'select(.reason == "compiler-artifact" and .target.name == "integration" and .executable != null) | .executable')
 [ -x "$tests" ] || { echo "cross.sh: no test binary built" >&2; exit 1; }
+# The unit tests too (the VM runs them: the trap table, the worker's allowlist, ...).
+units=$($cargo test --quiet --locked --target $triple --lib --no-run --message-format=json \
+  | jq -r 'select(.reason == "compiler-artifact" and .target.kind == ["lib"] and .executable != null) | .executable')
+[ -x "$units" ] || { echo "cross.sh: no unit test binary built" >&2; exit 1; }
 
 fail() { echo "cross.sh: $*" >&2; exit 1; }
 for b in execguard execguard-runtime; do
@@ -50,4 +54,5 @@ dpkg-deb -x "$deb" "$x"
 file -b "$x/usr/bin/execguard" | grep -q 'ARM aarch64' || fail "$deb's execguard is not an arm64 program"
 echo "cross.sh: $deb (arm64; binaries, config, hook, units)" >&2
 echo "$tests" > "$CARGO_TARGET_DIR/arm64-tests"
+echo "$units" > "$CARGO_TARGET_DIR/arm64-unit-tests"
 echo "$tests"

@@ -12,12 +12,18 @@ if [ "$(id -u)" != 0 ]; then
   echo "execguard: the tests run real containers; run it as root" >&2
   exit 1
 fi
+# Each step's start, in seconds since this script started (the CI budget is 30 minutes).
+step() { echo "== [${SECONDS} s] $*" >&2; }
+step dependencies
 ./scripts/deps.sh
+step formatting and lints
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 # Every parser of hostile bytes, fuzzed for a bounded time.
+step fuzzing
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} ./scripts/fuzz.sh
 # The benchmark's short version, to keep it working (its numbers are not judged here).
+step the benchmark, quick
 cargo bench --bench execguard -- --quick
 # The Kubernetes manifests against the API schemas.
 kubernetes-validate --strict deploy/kubernetes/execguard.yaml examples/kubernetes/runtimeclass.yaml
@@ -29,9 +35,11 @@ python3 scripts/check-ci-examples.py
 systemd-analyze security --offline=true --threshold=50 packaging/systemd/execguard.service > /dev/null \
   || { systemd-analyze security --offline=true packaging/systemd/execguard.service | tail -1; exit 1; }
 # The Debian package installs and removes cleanly on this machine.
+step the package
 ./scripts/package.sh
 # The arm64 build: both binaries, the integration tests (run in the arm64 VM below) and the
 # arm64 package, checked for architecture and contents.
+step the arm64 build
 ./scripts/cross.sh > /dev/null
 # The release build (the package's) has no fault-injection hooks: none of their variables or
 # messages is in the binary (the test builds below have them, with the feature).
@@ -42,6 +50,7 @@ fi
 # Tests that skip when a component is missing fail instead: here everything is installed
 # (fault injection included: the recovery tests need it; release builds have none).
 # (The VM tests run on their own below: software emulation takes both CPUs.)
+step the tests
 EXECGUARD_TEST_STRICT=1 cargo test --all-targets --features fault-injection -- --skip vm::kernel_
 # The same supervisor with only the capabilities its systemd unit keeps, less the exec
 # record's two (optional: so these suites also run with every image looked at through /proc):
@@ -50,12 +59,14 @@ EXECGUARD_TEST_STRICT=1 cargo test --all-targets --features fault-injection -- -
 # cgroup.
 caps=$(sed -n 's/^CapabilityBoundingSet=//p' packaging/systemd/execguard.service \
   | tr ' ' '\n' | sed 's/^CAP_//' | tr 'A-Z' 'a-z' | grep -v -x -e bpf -e perfmon | paste -sd, -)
+step the tests with reduced capabilities
 EXECGUARD_TEST_STRICT=1 EXECGUARD_TEST_SUPERVISOR_CAPS=$caps \
   cargo test --features fault-injection --test integration -- threats:: message:: survival:: privilege:: allow:: scheduling::
 # The kernels of real build nodes, each booted under qemu with cgroup v2 only
 # (tests/integration/vm.rs, scripts/vm.sh): Debian 12's 6.1 (a larger sample, runc and crun),
 # its 6.12 and Debian 11's 5.10 (a sample), one VM at a time; beside them, on the other CPU,
 # Debian 12's arm64 kernel with the arm64 build of the tests.
+step the VMs
 it=$(cargo test --features fault-injection --test integration --no-run --message-format=json \
   | jq -r 'select(.reason == "compiler-artifact" and .target.name == "integration" and .executable != null) | .executable')
 mkdir -p target/vm-logs
@@ -67,4 +78,5 @@ arm=0
 wait "$arm64" || arm=$?
 echo "== the arm64 VM (target/vm-logs/arm64.log)"
 cat target/vm-logs/arm64.log
+step done
 [ "$x86" -eq 0 ] && [ "$arm" -eq 0 ]

@@ -63,6 +63,10 @@ pub(crate) const SYSTEM_LOADER_PATHS: &[&str] = &[
     "/lib/ld-musl-armhf.so.1",
 ];
 
+/// This machine's glibc loader, for the unit tests.
+#[cfg(test)]
+pub(crate) const TEST_LOADER: &str = SYSTEM_LOADER_PATHS[0];
+
 /// One exec as the kernel was asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ExecRequest {

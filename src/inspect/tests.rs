@@ -46,12 +46,15 @@ fn ordinary_exec_has_no_finding() {
         .is_none());
 }
 
+/// The loader's path with `..` and `.` in it: `/lib64/../lib64/./ld-linux-x86-64.so.2`.
+fn dotted_loader() -> String {
+    let (dir, name) = TEST_LOADER.rsplit_once('/').unwrap();
+    format!("{dir}/..{dir}/./{name}")
+}
+
 #[test]
 fn loader_running_a_program_is_critical_rule() {
-    let i = explain(
-        &["/lib64/../lib64/./ld-linux-x86-64.so.2", "/bin/touch", "x"],
-        LoaderEnv::default(),
-    );
+    let i = explain(&[&dotted_loader(), "/bin/touch", "x"], LoaderEnv::default());
     let f = i.finding.unwrap();
     assert_eq!(f.rule, Rule::BinaryExecutedByLoader);
     let l = f.loader.unwrap();
@@ -62,7 +65,7 @@ fn loader_running_a_program_is_critical_rule() {
 #[test]
 fn ldd_is_a_query() {
     let i = explain(
-        &["/lib64/ld-linux-x86-64.so.2", "/bin/true"],
+        &[TEST_LOADER, "/bin/true"],
         LoaderEnv {
             trace: true,
             audit: false,
@@ -75,7 +78,7 @@ fn ldd_is_a_query() {
 fn script_naming_the_loader() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("s");
-    std::fs::write(&script, "#!/lib64/ld-linux-x86-64.so.2 /bin/touch\n").unwrap();
+    std::fs::write(&script, format!("#!{TEST_LOADER} /bin/touch\n")).unwrap();
     let i = explain(&[script.to_str().unwrap(), "x"], LoaderEnv::default());
     let f = i.finding.unwrap();
     assert_eq!(f.rule, Rule::BinaryExecutedByLoader);
@@ -93,10 +96,11 @@ fn custom_interpreter_is_found() {
         .tempdir_in("/tmp")
         .unwrap();
     let ld = dir.path().join("l");
-    std::fs::copy("/lib64/ld-linux-x86-64.so.2", &ld).unwrap();
+    std::fs::copy(TEST_LOADER, &ld).unwrap();
     let bin = dir.path().join("prog");
     let mut bytes = std::fs::read("/bin/true").unwrap();
-    let old = b"/lib64/ld-linux-x86-64.so.2\0";
+    let old = format!("{TEST_LOADER}\0");
+    let old = old.as_bytes();
     let pos = bytes.windows(old.len()).position(|w| w == old).unwrap();
     let new = ld.to_str().unwrap();
     assert!(

@@ -38,6 +38,12 @@ mod tests {
     /// compiler; SET_FLAGS and PROCMAP_QUERY are newer than Debian 12's headers, so they are
     /// built from the same macros (PROCMAP_QUERY with the structure as Linux 6.11 defines it).
     #[test]
+    // A C compiler for the machine the tests run on: not in the arm64 VM (the numbers are
+    // encoded the same way there, asm-generic's _IOWR).
+    #[cfg_attr(
+        not(target_arch = "x86_64"),
+        ignore = "needs a C compiler on the test machine"
+    )]
     fn ioctl_numbers_match_the_kernel_headers() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("n.c");

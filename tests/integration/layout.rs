@@ -38,10 +38,17 @@ fn modules(root: &Path) -> BTreeMap<String, PathBuf> {
     out
 }
 
-/// The file's text without its `#[cfg(test)] mod tests { ... }` and comments.
+/// The file's text without its test module (`mod tests { ... }` under a `#[cfg(...)]` that
+/// names `test`, such as `#[cfg(test)]` or `#[cfg(all(test, target_arch = "x86_64"))]`) and
+/// comments.
 fn code(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
-    let text = match text.find("#[cfg(test)]\nmod tests {") {
+    let test_module = text.match_indices("\nmod tests {").find_map(|(i, _)| {
+        let line_start = text[..i].rfind('\n').map_or(0, |j| j + 1);
+        let attr = &text[line_start..i];
+        (attr.starts_with("#[cfg(") && attr.contains("test")).then_some(line_start)
+    });
+    let text = match test_module {
         Some(i) => &text[..i],
         None => &text,
     };

@@ -89,7 +89,7 @@ fn optional_loaders_when_installed() {
 fn renamed_copy_is_still_a_loader() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("innocent.txt");
-    std::fs::copy("/lib64/ld-linux-x86-64.so.2", &copy).unwrap();
+    std::fs::copy(crate::inspect::TEST_LOADER, &copy).unwrap();
     assert_eq!(
         classify(&std::fs::File::open(&copy).unwrap()).unwrap(),
         FileKind::Loader(LoaderKind::Glibc)

@@ -21,12 +21,12 @@ fn the_interpreter_of_a_running_program_is_found_by_its_mapping() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     std::thread::sleep(std::time::Duration::from_millis(50));
-    let aux = read_auxv(pid, Abi::X86_64).unwrap();
+    let aux = read_auxv(pid, crate::traps::ABIS[0].abi).unwrap();
     assert_ne!(aux.base, 0);
     assert!(aux.random.is_some());
     let maps = open_maps(pid).unwrap();
     let m = mapping_at(&maps, aux.base).unwrap().unwrap();
-    let ld = std::fs::metadata("/lib64/ld-linux-x86-64.so.2").unwrap();
+    let ld = std::fs::metadata(crate::inspect::TEST_LOADER).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!(m.key, (ld.dev(), ld.ino()));
     let _ = child.kill();

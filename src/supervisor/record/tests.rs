@@ -78,7 +78,7 @@ fn the_record_names_what_a_guarded_exec_loaded_as_stat_does() {
     let mut guarded = Guarded::open(&fds).expect("a fresh record has the guarded map");
     let record = ExecRecord::open(fds).unwrap();
     let sleep = nix::sys::stat::stat("/bin/sleep").unwrap();
-    let ld = nix::sys::stat::stat("/lib64/ld-linux-x86-64.so.2").unwrap();
+    let ld = nix::sys::stat::stat(crate::inspect::TEST_LOADER).unwrap();
 
     // A process of the host's pid namespace is never guarded.
     let message = format!("{{\"pid\": {}}}", std::process::id());
@@ -115,7 +115,7 @@ fn the_record_names_what_a_guarded_exec_loaded_as_stat_does() {
     assert!(guarded.namespaces().is_empty());
 
     // The loader run directly: it is the program, and no interpreter was loaded.
-    let (mut child, pid) = in_new_pid_namespace("/lib64/ld-linux-x86-64.so.2", "/bin/sleep 5");
+    let (mut child, pid) = in_new_pid_namespace(crate::inspect::TEST_LOADER, "/bin/sleep 5");
     guarded
         .admit(1, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
         .unwrap();
