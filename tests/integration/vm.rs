@@ -85,7 +85,8 @@ const ARM64: &[&str] = &[
     "threats::no_shadow_listener",
     "threats::an_older_glibc_loader",
     "allow::a_rule_does_not_let_an_old_loader_run_another_program",
-    "record::the_record_needs_no_tracefs",
+    "record::programs_on_an_overlay_are_answered_from_the_record_after_their_first_exec",
+    "record::a_loader_written_beneath_an_overlay_is_not_answered_as_the_old_program",
     "legit::programs_of_every_kind_run",
     "legit::ldd_works",
     "races::path_flipped_by_a_thread_sharing_a_vfork_childs_memory",
@@ -186,7 +187,7 @@ fn kernel_6_1() {
             "6.1",
             &[
                 (&[], FULL),
-                (&[], RECORD),
+                (&["EXECGUARD_TEST_RECORD_EXPECTED=1"], RECORD),
                 (&[], ENGINES),
                 (&["EXECGUARD_TEST_OCI_RUNTIME=crun"], CRUN),
             ],
@@ -242,7 +243,13 @@ fn kernel_arm64_6_1() {
         "arm64-6.1",
         std::path::Path::new(exe.trim()),
         &fx.dir,
-        &[(&["EXECGUARD_TEST_RACE_ATTEMPTS=100"], ARM64)],
+        &[(
+            &[
+                "EXECGUARD_TEST_RACE_ATTEMPTS=100",
+                "EXECGUARD_TEST_RECORD_EXPECTED=1",
+            ],
+            ARM64,
+        )],
         Some(std::path::Path::new(units.trim())),
     );
 }
