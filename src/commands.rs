@@ -25,11 +25,7 @@ pub fn supervise(config_path: Option<&Path>, events: Option<&Path>) -> Result<()
     crate::supervisor::features::log_missing();
     let config = Config::load_or_default(config_path)?;
     if cfg!(target_arch = "aarch64") && !config.detect.exec_checkpoint {
-        tracing::warn!(
-            "[detect] exec_checkpoint = false on arm64: the image checkpoint (set_tid_address) \
-             does not see a loader of glibc before 2.34, which makes no such call; such loader \
-             runs are not judged"
-        );
+        tracing::warn!("{}", crate::config::NO_EXEC_CHECKPOINT_WARNING);
     }
     // Fail here, not in every worker, when the events file cannot be written.
     if let Some(p) = events {

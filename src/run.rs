@@ -2,7 +2,8 @@
 //! job directly on a VM (GitHub-hosted runners, a self-hosted runner's shell executor). It
 //! does what runc does for a guarded container: a child installs the seccomp user-notification
 //! filter that `spec` would ask runc for (the same trap table, built with libseccomp, on
-//! each of the machine's ABIs), hands the listener over in runc's message format, and execs COMMAND.
+//! each of the machine's ABIs), hands the listener over in runc's message format, and execs
+//! COMMAND.
 //! Every process COMMAND starts inherits the filter; none can remove it, and none has the
 //! listener (it is close-on-exec).
 //!

@@ -111,6 +111,14 @@ impl Default for DetectConfig {
 /// Whether `[detect] exec_checkpoint` is on when the configuration does not say.
 pub(crate) const EXEC_CHECKPOINT_BY_DEFAULT: bool = cfg!(target_arch = "aarch64");
 
+/// What is said where `[detect] exec_checkpoint = false` leaves loaders unjudged (arm64): by
+/// the supervisor at start, and by whatever installs a filter from that config (the hook,
+/// the runtime wrapper, `inject`, `run`).
+pub(crate) const NO_EXEC_CHECKPOINT_WARNING: &str =
+    "[detect] exec_checkpoint = false on arm64: the image checkpoint (set_tid_address) does not \
+     see a loader of glibc before 2.34, which makes no such call; such loader runs are not \
+     judged";
+
 /// What the hook and the runtime wrapper do when no supervisor listens at create time.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]

@@ -28,8 +28,12 @@ pub(crate) enum Checkpoints {
 }
 
 impl Checkpoints {
-    /// `[detect] exec_checkpoint`.
+    /// `[detect] exec_checkpoint`; warns where the image checkpoint alone misses loaders
+    /// (arm64).
     pub(crate) fn with_exec(exec: bool) -> Self {
+        if !exec && !crate::traps::IMAGE_CHECKPOINT_ALWAYS_FIRES {
+            tracing::warn!("{}", crate::config::NO_EXEC_CHECKPOINT_WARNING);
+        }
         if exec {
             Checkpoints::ExecAndImage
         } else {
