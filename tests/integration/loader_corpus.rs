@@ -294,15 +294,10 @@ fn run(
     b.edit_spec(|spec| {
         spec["process"]["args"] =
             serde_json::json!(["/usr/bin/busybox", "sh", "-c", script(l, cases)]);
-        if let Some((src, dest)) = &l.mount {
-            spec["mounts"]
-                .as_array_mut()
-                .unwrap()
-                .push(serde_json::json!({
-                    "destination": dest, "type": "bind", "source": src, "options": ["bind", "ro"]
-                }));
-        }
     });
+    if let Some((src, dest)) = &l.mount {
+        b.bind(src.as_ref(), dest, &["bind", "ro"]);
+    }
     let run = b.run();
     assert!(
         run.marker("done"),

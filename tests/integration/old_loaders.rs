@@ -68,15 +68,7 @@ fn an_old_glibcs_query_option_that_runs_a_program_is_a_loader_run() {
                     let cache = tempfile::NamedTempFile::new().unwrap();
                     std::fs::copy("/etc/ld.so.cache", cache.path()).unwrap();
                     let b = bundle(&sup.config, &name, &script(&old, option), &[], None);
-                    b.edit_spec(|spec| {
-                        spec["mounts"]
-                            .as_array_mut()
-                            .unwrap()
-                            .push(serde_json::json!({
-                                "destination": "/etc/ld.so.cache", "type": "bind",
-                                "source": cache.path(), "options": ["bind", "rw"]
-                            }));
-                    });
+                    b.bind(cache.path(), "/etc/ld.so.cache", &["bind", "rw"]);
                     let run = b.run();
                     let log = sup.log();
                     let ctx = format!("{old} {setting} {option} {mode}: {}\n{log}", run.describe());

@@ -271,15 +271,7 @@ impl Overlay {
 
     /// Mounts the overlay at `/opt/ov` in the bundle's container, read-only.
     fn bind_into(&self, b: &crate::harness::Bundle) {
-        b.edit_spec(|spec| {
-            spec["mounts"]
-                .as_array_mut()
-                .unwrap()
-                .push(serde_json::json!({
-                    "destination": "/opt/ov", "type": "bind",
-                    "source": self.merged, "options": ["rbind", "ro"]
-                }));
-        });
+        b.bind(&self.merged, "/opt/ov", &["rbind", "ro"]);
     }
 }
 

@@ -1,29 +1,12 @@
 /* An rtld-audit module that needs no libc (any glibc loader can load it, also one whose libc
  * is not the system's): creates /work/m with raw system calls when the loader loads it. The
  * loader corpus (loader_corpus.rs) uses it to see whether a loader ran a module's code. */
+#include "raw-syscall.h"
+
 unsigned int la_version(unsigned int version)
 {
-	static const char path[] = "/work/m";
-#if defined(__aarch64__)
-	/* openat(AT_FDCWD, path, O_CREAT|O_WRONLY, 0644), then close. */
-	register long x0 __asm__("x0") = -100;
-	register long x1 __asm__("x1") = (long)path;
-	register long x2 __asm__("x2") = 0101L;
-	register long x3 __asm__("x3") = 0644L;
-	register long x8 __asm__("x8") = 56;
-	__asm__ volatile("svc #0" : "+r"(x0) : "r"(x1), "r"(x2), "r"(x3), "r"(x8) : "memory");
-	if (x0 >= 0) {
-		x8 = 57;
-		__asm__ volatile("svc #0" : "+r"(x0) : "r"(x8) : "memory");
-	}
-#else
-	long ret;
-	__asm__ volatile("syscall"
-			 : "=a"(ret)
-			 : "0"(2L /* open */), "D"(path), "S"(0101L /* O_CREAT|O_WRONLY */), "d"(0644L)
-			 : "rcx", "r11", "memory");
-	if (ret >= 0)
-		__asm__ volatile("syscall" : "=a"(ret) : "0"(3L /* close */), "D"(ret) : "rcx", "r11", "memory");
-#endif
+	long fd = create_marker();
+	if (fd >= 0)
+		raw_syscall4(NR_CLOSE, fd, 0, 0, 0);
 	return version;
 }

@@ -463,6 +463,16 @@ impl Bundle {
         .unwrap();
     }
 
+    /// Adds a bind mount of `source` at `destination` with these options (`["bind", "ro"]`,
+    /// ...) to the container's spec.
+    pub fn bind(&self, source: &Path, destination: &str, options: &[&str]) {
+        self.edit_spec(|spec| {
+            spec["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": destination, "type": "bind", "source": source, "options": options
+            }));
+        });
+    }
+
     /// Points the injected filter's listener at another socket (the benchmark's null
     /// responder), leaving the filter as `inject` wrote it.
     #[allow(dead_code)] // the benchmark's
