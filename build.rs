@@ -21,7 +21,10 @@ fn main() {
     // Debian keeps <asm/types.h> under the multiarch directory.
     let multiarch = format!("/usr/include/{target_arch}-linux-gnu");
     let status = Command::new(&clang)
-        .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror"])
+        // v3: the atomic compare-and-exchange that locks a slot of the record (Linux 5.12+).
+        .args([
+            "-target", "bpf", "-mcpu=v3", "-O2", "-g", "-Wall", "-Werror",
+        ])
         .arg(format!("-D__TARGET_ARCH_{arch}"))
         .arg(format!("-I{multiarch}"))
         .args(["-c", source, "-o"])

@@ -16,10 +16,11 @@
 // /proc/PID/exe shows, named by its inode as stat names it: on an overlay filesystem the
 // overlay's inode) and the file mapped at AT_BASE (the interpreter the kernel loaded, named as
 // /proc/PID/maps names it; none for a static program), each with the inode's size,
-// modification and change time, stored under the thread-group id. On sched_process_exit of a group leader in a pid namespace
-// other than the initial one (only those can have an entry): its entry is deleted, before its pid can be given to another process. The map is read only by
-// a process that also holds both attachments, so no entry outlives the programs that keep it
-// true.
+// modification and change time, stored in the thread-group id's slot of an array that the
+// supervisor maps into its memory. On sched_process_exit of a group leader in a pid namespace
+// other than the initial one (only those can have an entry): its entry is emptied, before its
+// pid can be given to another process. The map is read only by a process that also holds both
+// attachments, so no entry outlives the programs that keep it true.
 //
 // Only the fields used are declared; CO-RE relocates them against the running kernel's BTF.
 // Dual-licensed so that the kernel grants the GPL-only helpers (bpf_probe_read_kernel).
@@ -136,19 +137,78 @@ struct exec_record {
 	__u64 seq;
 };
 
-// Keyed by thread-group id in the initial pid namespace. The map's name says the layout of
-// `struct exec_record` (supervisor::record checks it): change both together. Not preallocated
-// (preallocated, 65536 entries pinned 11 MB of kernel memory): an entry is allocated at the
-// exec, from the BPF allocator's per-CPU caches (tracing programs may use such maps since
-// Linux 6.1); one that cannot be had is only absent, and the supervisor then looks through
-// /proc.
+// One slot of the record, keyed by the low bits of the thread-group id (in the initial pid
+// namespace) and holding the whole id, so that the worker reads it from its own mapping of the
+// map, without a system call (`sys::shm::RecordSlots`). `seq` is the slot's lock and version:
+// odd while a program writes the slot, raised by one on taking and on leaving it, so that a
+// reader that sees the same even value before and after its copy read one writer's whole
+// entry. Laid out as `record::slot` in Rust: 16 words.
+struct record_slot {
+	__u64 seq;
+	// Whose latest exec the entry is; 0: nobody's.
+	__u32 tgid;
+	__u32 pad;
+	struct exec_record rec;
+	__u64 pad2;
+};
+
+// RECORD_SLOTS slots of 128 bytes: 512 KiB of kernel memory, allocated when the map is made.
+// An entry has to last only from an exec to its image checkpoint (microseconds): two processes
+// whose ids share a slot take it in turn, and the one that lost it is looked at through /proc.
+// The map's name says the layout of `struct record_slot` (supervisor::record checks it):
+// change both together.
+#define RECORD_SLOTS 4096
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, RECORD_SLOTS);
 	__type(key, __u32);
-	__type(value, struct exec_record);
-} exec_record_v2 SEC(".maps");
+	__type(value, struct record_slot);
+} exec_record_v3 SEC(".maps");
+
+// Tries to take `slot` for writing (a few times, when another program took and left it in
+// between); its odd `seq` when taken, 0 when another program is writing it. A program that
+// holds a slot always leaves it with another process's id or none in it, so a process whose
+// program could not take its slot has no entry there afterwards either.
+static __always_inline __u64 take(struct record_slot *slot)
+{
+	for (int i = 0; i < 4; i++) {
+		__u64 seq = *(volatile __u64 *)&slot->seq;
+		if (seq & 1)
+			return 0;
+		if (__sync_val_compare_and_swap(&slot->seq, seq, seq + 1) == seq)
+			return seq + 1;
+	}
+	return 0;
+}
+
+// Leaves a slot taken by `take`, as a full barrier after every write to it.
+static __always_inline void leave(struct record_slot *slot, __u64 held)
+{
+	__sync_val_compare_and_swap(&slot->seq, held, held + 1);
+}
+
+// The slot of `tgid`.
+static __always_inline struct record_slot *slot_of(__u32 tgid)
+{
+	__u32 key = tgid & (RECORD_SLOTS - 1);
+	return bpf_map_lookup_elem(&exec_record_v3, &key);
+}
+
+// Empties the slot if it holds an entry of `tgid` (the previous image's, or a process that
+// ends). Unlocked first look: only `tgid`'s own exec writes its id, never beside this.
+static __always_inline void forget(__u32 tgid)
+{
+	struct record_slot *slot = slot_of(tgid);
+	if (!slot || *(volatile __u32 *)&slot->tgid != tgid)
+		return;
+	__u64 held = take(slot);
+	if (!held)
+		return;
+	if (slot->tgid == tgid)
+		slot->tgid = 0;
+	leave(slot, held);
+}
 
 // The pid namespaces (by inode number, as stat of /proc/PID/ns/pid shows it) whose tasks are
 // recorded; the keeper writes it. The value: GUARD_* flags.
@@ -348,7 +408,7 @@ int BPF_PROG(record_exec, struct task_struct *unused, int old_pid, struct linux_
 	// Whatever follows, the previous image's entry goes: one written while this namespace was
 	// guarded must not describe a later image, and a record that cannot be written whole
 	// must not leave it behind.
-	bpf_map_delete_elem(&exec_record_v2, &tgid);
+	forget(tgid);
 	__u32 inum = 0;
 	__u32 *flags = guarded(task, &inum);
 	if (!flags)
@@ -420,7 +480,15 @@ int BPF_PROG(record_exec, struct task_struct *unused, int old_pid, struct linux_
 		if (kill)
 			return 0;
 	}
-	bpf_map_update_elem(&exec_record_v2, &tgid, &rec, BPF_NOEXIST);
+	struct record_slot *slot = slot_of(tgid);
+	if (!slot)
+		return 0;
+	__u64 held = take(slot);
+	if (!held)
+		return 0;
+	slot->tgid = tgid;
+	slot->rec = rec;
+	leave(slot, held);
 	return 0;
 }
 
@@ -438,7 +506,7 @@ int forget_exit(void *ctx)
 	// ends with the thread: the map only holds approvals of live threads.
 	bpf_map_delete_elem(&approved_v1, &pid);
 	if (pid == tgid)
-		bpf_map_delete_elem(&exec_record_v2, &tgid);
+		forget(tgid);
 	return 0;
 }
 

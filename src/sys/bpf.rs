@@ -1,5 +1,5 @@
-//! The exec record's kernel side as Rust sees it: the map's value, laid out as
-//! `bpf/exec_record.bpf.c` writes it, and attaching a loaded BTF-typed tracepoint program
+//! The exec record's kernel side as Rust sees it: the array's slots, laid out as
+//! `bpf/exec_record.bpf.c` writes them, and attaching a loaded BTF-typed tracepoint program
 //! through a BPF link whose descriptor the caller owns (aya keeps the descriptors of the links
 //! it makes to itself, and these must cross an `execve`).
 
@@ -30,9 +30,69 @@ pub(crate) struct RawRecord {
     pub(crate) seq: u64,
 }
 
-// SAFETY: integers only, without implicit padding (48 bytes per file, pinned below); every
-// bit pattern is a value. aya checks the map's value size against this type's when it opens it.
-unsafe impl aya::Pod for RawRecord {}
+/// `struct record_slot`: 16 words, the record's [`RawRecord`] in words 2 to 14.
+pub(crate) const SLOT_WORDS: usize = 16;
+/// Slots in the record's array (`RECORD_SLOTS`): a thread-group id's slot is its low bits.
+pub(crate) const RECORD_SLOTS: usize = 4096;
+/// Where a slot's words are: its version (`seq`, odd while a program writes it), the
+/// thread-group id whose entry it holds (the low half of the word), the entry.
+pub(crate) const SLOT_SEQ: usize = 0;
+pub(crate) const SLOT_TGID: usize = 1;
+pub(crate) const SLOT_RECORD: usize = 2;
+
+/// The two 32-bit fields of a word, in memory order.
+fn halves(word: u64) -> (u32, u32) {
+    let b = word.to_ne_bytes();
+    (
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+    )
+}
+
+/// A word that holds a signed 64-bit field, as such.
+fn signed(word: u64) -> i64 {
+    i64::from_ne_bytes(word.to_ne_bytes())
+}
+
+impl RawFile {
+    /// The file from the six words `struct file_record` is.
+    fn from_words(w: [u64; 6]) -> Self {
+        let (mtime_nsec, ctime_nsec) = halves(w[4]);
+        let (dev, pad) = halves(w[5]);
+        Self {
+            ino: w[0],
+            size: signed(w[1]),
+            mtime_sec: signed(w[2]),
+            ctime_sec: signed(w[3]),
+            mtime_nsec,
+            ctime_nsec,
+            dev,
+            pad,
+        }
+    }
+}
+
+impl RawRecord {
+    /// Its size in words.
+    pub(crate) const WORDS: usize = 13;
+
+    /// The record from the words `struct exec_record` is.
+    pub(crate) fn from_words(w: &[u64; Self::WORDS]) -> Self {
+        let file = |at: usize| {
+            RawFile::from_words([w[at], w[at + 1], w[at + 2], w[at + 3], w[at + 4], w[at + 5]])
+        };
+        Self {
+            program: file(0),
+            interpreter: file(6),
+            seq: w[12],
+        }
+    }
+
+    /// The owner of a slot's entry: the thread-group id in its word.
+    pub(crate) fn slot_owner(word: u64) -> u32 {
+        halves(word).0
+    }
+}
 
 /// `struct approval`: the file the exec checkpoint judged and let run, as the exec program
 /// compares it with what the exec runs.
@@ -150,6 +210,44 @@ mod tests {
         assert_eq!(std::mem::size_of::<RawRecord>(), 104);
         assert_eq!(std::mem::offset_of!(RawRecord, interpreter), 48);
         assert_eq!(std::mem::offset_of!(RawRecord, seq), 96);
+        assert_eq!(RawRecord::WORDS * 8, std::mem::size_of::<RawRecord>());
+        // struct record_slot: seq, tgid and pad, the record, pad2.
+        assert_eq!(SLOT_RECORD + RawRecord::WORDS + 1, SLOT_WORDS);
+        assert!(RECORD_SLOTS.is_power_of_two());
+    }
+
+    /// Words as the C side writes them: each field in its declared order, two 32-bit fields
+    /// to a word in memory order.
+    #[test]
+    fn a_record_is_read_from_its_words() {
+        let pair = |a: u32, b: u32| {
+            let mut bytes = [0u8; 8];
+            bytes[..4].copy_from_slice(&a.to_ne_bytes());
+            bytes[4..].copy_from_slice(&b.to_ne_bytes());
+            u64::from_ne_bytes(bytes)
+        };
+        let mut w = [0u64; RawRecord::WORDS];
+        w[..6].copy_from_slice(&[7, 100, 11, 12, pair(13, 14), pair((8 << 20) | 1, 0)]);
+        w[6..12].copy_from_slice(&[9, u64::MAX, 21, 22, pair(23, 24), pair(0, 0)]);
+        w[12] = 99;
+        let r = RawRecord::from_words(&w);
+        let p = r.program;
+        assert_eq!(
+            (
+                p.ino,
+                p.size,
+                p.mtime_sec,
+                p.ctime_sec,
+                p.mtime_nsec,
+                p.ctime_nsec,
+                p.dev
+            ),
+            (7, 100, 11, 12, 13, 14, (8 << 20) | 1)
+        );
+        let i = r.interpreter;
+        assert_eq!((i.ino, i.size, i.ctime_nsec, i.dev), (9, -1, 24, 0));
+        assert_eq!(r.seq, 99);
+        assert_eq!(RawRecord::slot_owner(pair(4242, 0)), 4242);
     }
 
     /// `struct approval` and `struct kill` as the C side lays them out.

@@ -22,7 +22,7 @@ pub use process::{procmap_query, Mapping};
 pub(crate) use seccomp::{empty_notif, SeccompData, SeccompNotif};
 /// What the benchmark's null responder needs to answer notifications like the supervisor.
 pub use seccomp::{NotifyFd, SeccompNotifResp, SECCOMP_USER_NOTIF_FLAG_CONTINUE};
-pub(crate) use shm::SharedWords;
+pub(crate) use shm::{ReadOnlyWords, SharedWords};
 
 #[cfg(test)]
 mod tests {

@@ -11,8 +11,8 @@ use crate::sys::bpf::RawFile;
 
 /// The map's name says its layout: a worker of another version (after an upgrade, the programs
 /// and map are the first keeper's) refuses a map it cannot read. Change the suffix with
-/// `struct exec_record`. At most 15 bytes (`BPF_OBJ_NAME_LEN`).
-pub(super) const MAP: &str = "exec_record_v2";
+/// `struct record_slot` or `struct exec_record`. At most 15 bytes (`BPF_OBJ_NAME_LEN`).
+pub(super) const MAP: &str = "exec_record_v3";
 /// The map of guarded pid namespaces (`guarded_pidns_v1` in the object; the same rule), the
 /// exec checkpoint's approvals and the ring buffer of killed execs.
 pub(super) const GUARDED: &str = "guarded_pidns_v1";
@@ -64,8 +64,10 @@ pub(crate) enum RecordError {
     },
     #[error("the map: {0}")]
     Map(#[source] Box<MapError>),
-    #[error("the map passed on is {0:?}, not {MAP:?}: another version's layout")]
+    #[error("the map passed on is {0:?}, not {MAP:?} of {slots} slots: another version's layout", slots = crate::sys::bpf::RECORD_SLOTS)]
     Layout(String),
+    #[error("mapping the record's array into memory: {0}")]
+    Mapping(#[source] std::io::Error),
     #[error("running its loader (execguard load-exec-record): {source}")]
     Child { source: std::io::Error },
     #[error("{0}")]

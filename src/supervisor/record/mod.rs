@@ -1,9 +1,9 @@
 //! The exec record: what each exec loaded, written by the kernel as the exec happens
-//! (`bpf/exec_record.bpf.c`, two BTF-typed tracepoint programs and a hash map keyed by
-//! thread-group id), for the tasks of guarded containers only ([`Guarded`]),
-//! so that the image checkpoint learns the program and the interpreter of an ordinary exec
-//! from one map lookup (under a microsecond) instead of its two looks through `/proc` (15 µs
-//! in an exec storm, docs/performance.md).
+//! (`bpf/exec_record.bpf.c`, two BTF-typed tracepoint programs and an array of slots keyed by
+//! the low bits of the thread-group id, which the worker maps into its memory), for the tasks
+//! of guarded containers only ([`Guarded`]), so that the image checkpoint learns the program
+//! and the interpreter of an ordinary exec from a read of its own memory (no system call)
+//! instead of its two looks through `/proc` (15 µs in an exec storm, docs/performance.md).
 //!
 //! The keeper has the programs loaded and attached while it still has `CAP_BPF` and
 //! `CAP_PERFMON` (they are dropped right after), by a short-lived child of its own image
@@ -89,7 +89,7 @@ impl RecordFds {
 /// A copy of the descriptor of map `name` of the loaded object.
 fn map_fd(ebpf: &aya::Ebpf, name: &'static str) -> Result<OwnedFd, RecordError> {
     match ebpf.map(name) {
-        Some(Map::HashMap(data) | Map::RingBuf(data)) => data
+        Some(Map::Array(data) | Map::HashMap(data) | Map::RingBuf(data)) => data
             .fd()
             .as_fd()
             .try_clone_to_owned()

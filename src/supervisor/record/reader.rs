@@ -1,18 +1,23 @@
 //! The worker's side of the exec record: reading what each exec loaded, and writing the exec
 //! checkpoint's approvals.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{fence, Ordering};
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 
 use super::fds::{version, RecordError, RecordFds, MAP};
 use crate::inspect::image::Loaded;
-use crate::sys::bpf::{RawApproval, RawRecord};
+use crate::sys::bpf::{
+    RawApproval, RawRecord, RECORD_SLOTS, SLOT_RECORD, SLOT_SEQ, SLOT_TGID, SLOT_WORDS,
+};
+use crate::sys::ReadOnlyWords;
 
 /// The worker's reader of the record. Holds the links too: while it can read the map,
 /// the programs that keep it true stay attached.
 pub(crate) struct ExecRecord {
-    map: HashMap<MapData, u32, RawRecord>,
+    /// The record's array, mapped: read without a system call.
+    slots: ReadOnlyWords,
     /// The exec checkpoint's approvals, by calling thread: what the exec program confirms.
     approvals: Option<std::sync::Mutex<HashMap<MapData, u32, RawApproval>>>,
     /// The ring buffer of killed execs, until the worker's reader takes it.
@@ -27,12 +32,15 @@ impl ExecRecord {
         let map_err = |e| RecordError::Map(Box::new(e));
         let data = MapData::from_fd(fds.map).map_err(map_err)?;
         let info = data.info().map_err(map_err)?;
-        if info.name_as_str() != Some(MAP) {
+        let sized = usize::try_from(info.value_size()).ok() == Some(SLOT_WORDS * 8)
+            && usize::try_from(info.max_entries()).ok() == Some(RECORD_SLOTS);
+        if info.name_as_str() != Some(MAP) || !sized {
             return Err(RecordError::Layout(
                 String::from_utf8_lossy(info.name()).into_owned(),
             ));
         }
-        let map = HashMap::try_from(Map::HashMap(data)).map_err(map_err)?;
+        let slots = ReadOnlyWords::map(&data.fd().as_fd(), RECORD_SLOTS * SLOT_WORDS)
+            .map_err(RecordError::Mapping)?;
         let (approvals, kills) = match fds.confirm {
             Some([approved, kills]) => {
                 let data = MapData::from_fd(approved).map_err(map_err)?;
@@ -41,18 +49,12 @@ impl ExecRecord {
             }
             None => (None, None),
         };
-        let record = Self {
-            map,
+        Ok(Self {
+            slots,
             approvals,
             kills,
             _attached: [fds.exec, fds.exit],
-        };
-        // No process has pid 0: a lookup that works finds nothing.
-        match record.map.get(&0, 0) {
-            Err(MapError::KeyNotFound) => Ok(record),
-            Ok(_) => Ok(record),
-            Err(e) => Err(map_err(e)),
-        }
+        })
     }
 
     /// Tells the exec program that the exec thread `tid` is calling was judged to run `file`:
@@ -102,11 +104,33 @@ impl ExecRecord {
     /// process that has not executed since the record began, an entry the map had no room
     /// for: none).
     pub(crate) fn lookup(&self, pid: u32) -> Option<Loaded> {
-        let raw = self.map.get(&pid, 0).ok()?;
+        let raw = read_slot(&self.slots, pid)?;
         Some(Loaded {
             program: version(&raw.program),
             interpreter: version(&raw.interpreter),
             exec_time: raw.seq,
         })
     }
+}
+
+/// The entry of process `pid` in its slot, if the slot holds one of its exec and no program
+/// wrote the slot while it was read (a seqlock's read side: the slot's version, even, the
+/// same before and after the copy). Otherwise none, and the image is looked at through
+/// `/proc`: another process whose id shares the slot took it, or was taking it.
+pub(super) fn read_slot(slots: &ReadOnlyWords, pid: u32) -> Option<RawRecord> {
+    let base = (pid as usize % RECORD_SLOTS) * SLOT_WORDS;
+    let seq = slots.load(base + SLOT_SEQ, Ordering::Acquire)?;
+    if seq % 2 == 1 {
+        return None;
+    }
+    let owner = RawRecord::slot_owner(slots.load(base + SLOT_TGID, Ordering::Relaxed)?);
+    let mut words = [0u64; RawRecord::WORDS];
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = slots.load(base + SLOT_RECORD + i, Ordering::Relaxed)?;
+    }
+    // The copy is read before the version is read again (the programs take and leave a slot
+    // with full barriers).
+    fence(Ordering::Acquire);
+    let unchanged = slots.load(base + SLOT_SEQ, Ordering::Relaxed)? == seq;
+    (unchanged && owner == pid && pid != 0).then(|| RawRecord::from_words(&words))
 }

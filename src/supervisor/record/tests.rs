@@ -171,3 +171,125 @@ fn wait_for(record: &ExecRecord, pid: u32, ino: u64) -> Loaded {
     }
     panic!("no entry for process {pid} with program inode {ino} after a second: {last:?}");
 }
+
+/// `in_new_pid_namespace`, its shell given process id `want` (the id after the one
+/// `/proc/sys/kernel/ns_last_pid` names goes to `unshare`, the next to the shell), if another
+/// process took none of the two meanwhile; `None` when the id cannot be asked for here.
+fn in_new_pid_namespace_as(
+    want: u32,
+    program: &str,
+    args: &str,
+) -> Option<(std::process::Child, u32)> {
+    for _ in 0..20 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (want - 2).to_string()).ok()?;
+        let (child, pid) = in_new_pid_namespace(program, args);
+        if pid == want {
+            return Some((child, pid));
+        }
+        end(child, pid);
+    }
+    None
+}
+
+/// Two guarded processes whose ids share a slot of the record: the later exec takes the slot,
+/// and a lookup of the earlier finds nothing (it is then looked at through `/proc`), never the
+/// other's entry. Needs root (to choose the second id) with CAP_BPF and CAP_PERFMON, and a
+/// build with clang; skips otherwise.
+#[test]
+fn a_process_whose_slot_was_taken_has_no_entry() {
+    let fds = match RecordFds::load() {
+        Ok(fds) => fds,
+        Err(e) => {
+            eprintln!("skipped: the exec record cannot be loaded here: {e}");
+            return;
+        }
+    };
+    let mut guarded = Guarded::open(&fds).expect("a fresh record has the guarded map");
+    let record = ExecRecord::open(fds).unwrap();
+    let sleep = nix::sys::stat::stat("/bin/sleep").unwrap();
+    let cat = nix::sys::stat::stat("/bin/cat").unwrap();
+
+    let (mut first, first_pid) = in_new_pid_namespace("/bin/sleep", "5");
+    guarded
+        .admit(0, format!("{{\"pid\": {first_pid}}}").as_bytes(), |_, _| 0)
+        .unwrap();
+    go(&mut first);
+    wait_for(&record, first_pid, sleep.st_ino);
+
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let slots = u32::try_from(crate::sys::bpf::RECORD_SLOTS).unwrap();
+    let free = |pid: u32| {
+        pid > 300
+            && pid < pid_max
+            && !Path::new(&format!("/proc/{pid}")).exists()
+            && !Path::new(&format!("/proc/{}", pid - 1)).exists()
+    };
+    let want = (1..pid_max / slots)
+        .flat_map(|k| {
+            [
+                first_pid.checked_add(k * slots),
+                first_pid.checked_sub(k * slots),
+            ]
+        })
+        .flatten()
+        .find(|&pid| free(pid))
+        .expect("a free process id that shares the first one's slot");
+    let Some((mut second, second_pid)) = in_new_pid_namespace_as(want, "/bin/cat", "") else {
+        end(first, first_pid);
+        eprintln!("skipped: process id {want} could not be had (ns_last_pid)");
+        return;
+    };
+    guarded
+        .admit(1, format!("{{\"pid\": {second_pid}}}").as_bytes(), |_, _| 0)
+        .unwrap();
+    go(&mut second);
+    wait_for(&record, second_pid, cat.st_ino);
+    assert_eq!(
+        record.lookup(first_pid),
+        None,
+        "process {first_pid} lost its slot to {second_pid}, and must not be given its entry"
+    );
+    end(second, second_pid);
+    end(first, first_pid);
+    guarded.release(0);
+    guarded.release(1);
+}
+
+/// The read side of a slot, on a file mapped as the worker maps the record: an entry is read
+/// only when the slot is its process's and no program is writing it.
+#[test]
+fn a_slot_is_read_only_whole_and_only_for_its_process() {
+    use crate::sys::bpf::{RECORD_SLOTS, SLOT_RECORD, SLOT_SEQ, SLOT_TGID, SLOT_WORDS};
+    use std::sync::atomic::Ordering::SeqCst;
+    let words = RECORD_SLOTS * SLOT_WORDS;
+    let fd =
+        nix::sys::memfd::memfd_create(c"slots", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+    nix::unistd::ftruncate(&fd, i64::try_from(words * 8).unwrap()).unwrap();
+    let writer = crate::sys::SharedWords::map(&fd, words).unwrap();
+    let slots = crate::sys::ReadOnlyWords::map(&fd, words).unwrap();
+    let w = writer.words();
+    let pid = 4242u32;
+    let base = (pid as usize % RECORD_SLOTS) * SLOT_WORDS;
+    w[base + SLOT_TGID].store(u64::from(pid), SeqCst);
+    w[base + SLOT_RECORD].store(77, SeqCst); // the program's inode
+    w[base + SLOT_RECORD + 12].store(5, SeqCst); // the exec's time
+
+    w[base + SLOT_SEQ].store(2, SeqCst);
+    let read = reader::read_slot(&slots, pid).expect("a whole entry of the process");
+    assert_eq!((read.program.ino, read.seq), (77, 5));
+    // The same slot, asked for by another process that shares it.
+    let other = pid + u32::try_from(RECORD_SLOTS).unwrap();
+    assert!(reader::read_slot(&slots, other).is_none());
+    // A program is writing it.
+    w[base + SLOT_SEQ].store(3, SeqCst);
+    assert!(reader::read_slot(&slots, pid).is_none());
+    // Emptied: nobody's, not even process 0's.
+    w[base + SLOT_SEQ].store(4, SeqCst);
+    w[base + SLOT_TGID].store(0, SeqCst);
+    assert!(reader::read_slot(&slots, pid).is_none());
+    assert!(reader::read_slot(&slots, 0).is_none());
+}

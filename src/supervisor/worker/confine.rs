@@ -124,9 +124,8 @@ const RELOAD_SIGNAL: u64 = libc::SIGHUP.unsigned_abs() as u64;
 /// `seccomp(2)` only for `SECCOMP_GET_NOTIF_SIZES` (the size of a notification, read per
 /// notify fd).
 const SECCOMP_GET_NOTIF_SIZES: u64 = 3;
-/// `bpf(2)`'s commands that read one map entry and write one (the exec checkpoint's approval
-/// for the exec record's confirmation).
-const BPF_MAP_LOOKUP_ELEM: u64 = 1;
+/// `bpf(2)`'s command that writes one map entry (the exec checkpoint's approval for the exec
+/// record's confirmation; the record itself is read from its mapping, without a call).
 const BPF_MAP_UPDATE_ELEM: u64 = 2;
 
 /// This machine's architecture, as seccompiler names it (the filter kills a call of another
@@ -158,12 +157,9 @@ fn program_for(mode: SyscallFilter, pid: u32) -> Result<Option<BpfProgram>, Conf
     rules.insert(libc::SYS_seccomp, vec![only(0, SECCOMP_GET_NOTIF_SIZES)?]);
     rules.insert(libc::SYS_kill, vec![only(1, RELOAD_SIGNAL)?]);
     rules.insert(libc::SYS_tgkill, vec![only(0, u64::from(pid))?]);
-    // The exec record is read; the approvals map is written (the maps the worker was handed
-    // are its only descriptors of BPF maps: no other command is allowed).
-    rules.insert(
-        libc::SYS_bpf,
-        vec![only(0, BPF_MAP_LOOKUP_ELEM)?, only(0, BPF_MAP_UPDATE_ELEM)?],
-    );
+    // The approvals map is written (the maps the worker was handed are its only descriptors
+    // of BPF maps: no other command is allowed; the record is read from its mapping).
+    rules.insert(libc::SYS_bpf, vec![only(0, BPF_MAP_UPDATE_ELEM)?]);
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TARGET)
         .map_err(ConfineError::Build)?;
     BpfProgram::try_from(filter)
