@@ -138,18 +138,25 @@ struct exec_record {
 };
 
 // One slot of the record, keyed by the low bits of the thread-group id (in the initial pid
-// namespace) and holding the whole id, so that the worker reads it from its own mapping of the
-// map, without a system call (`sys::shm::RecordSlots`). `seq` is the slot's lock and version:
-// odd while a program writes the slot, raised by one on taking and on leaving it, so that a
-// reader that sees the same even value before and after its copy read one writer's whole
-// entry. Laid out as `record::slot` in Rust: 16 words.
+// namespace) and naming the whole id, so that the worker reads it from its own mapping of the
+// map, without a system call (`sys::ReadOnlyWords`, read as `record::reader::read_slot`
+// does). Two rules keep an entry true:
+// - `owner` is set to a process's id only by that process's exec, together with the entry,
+//   while the exec holds the slot; it is cleared (compare-and-exchange from that id to 0,
+//   without holding the slot, so it cannot fail for want of the slot) at the process's next
+//   exec before anything else, and as its group leader exits. So a slot never names a process
+//   with an entry of an earlier image of it, or of an ended process with its id.
+// - `seq` is the slot's lock and version for the entry's writers: odd while one writes,
+//   raised by one on taking and on leaving the slot (compare-and-exchange: full barriers), so
+//   a reader that sees the same even value before and after its copy read one writer's whole
+//   entry.
+// Laid out as the `SLOT_*` words of `sys::bpf` in Rust: 16 words.
 struct record_slot {
 	__u64 seq;
-	// Whose latest exec the entry is; 0: nobody's.
-	__u32 tgid;
-	__u32 pad;
+	// Whose latest exec the entry is (its thread-group id); 0: nobody's.
+	__u64 owner;
 	struct exec_record rec;
-	__u64 pad2;
+	__u64 pad;
 };
 
 // RECORD_SLOTS slots of 128 bytes: 512 KiB of kernel memory, allocated when the map is made.
@@ -167,9 +174,7 @@ struct {
 } exec_record_v3 SEC(".maps");
 
 // Tries to take `slot` for writing (a few times, when another program took and left it in
-// between); its odd `seq` when taken, 0 when another program is writing it. A program that
-// holds a slot always leaves it with another process's id or none in it, so a process whose
-// program could not take its slot has no entry there afterwards either.
+// between); its odd `seq` when taken, 0 when another program is writing it.
 static __always_inline __u64 take(struct record_slot *slot)
 {
 	for (int i = 0; i < 4; i++) {
@@ -195,19 +200,13 @@ static __always_inline struct record_slot *slot_of(__u32 tgid)
 	return bpf_map_lookup_elem(&exec_record_v3, &key);
 }
 
-// Empties the slot if it holds an entry of `tgid` (the previous image's, or a process that
-// ends). Unlocked first look: only `tgid`'s own exec writes its id, never beside this.
+// Clears the slot's owner if it is `tgid` (its previous image's entry, or a process that
+// ends); the entry's words stay, naming nobody.
 static __always_inline void forget(__u32 tgid)
 {
 	struct record_slot *slot = slot_of(tgid);
-	if (!slot || *(volatile __u32 *)&slot->tgid != tgid)
-		return;
-	__u64 held = take(slot);
-	if (!held)
-		return;
-	if (slot->tgid == tgid)
-		slot->tgid = 0;
-	leave(slot, held);
+	if (slot)
+		__sync_val_compare_and_swap(&slot->owner, (__u64)tgid, 0);
 }
 
 // The pid namespaces (by inode number, as stat of /proc/PID/ns/pid shows it) whose tasks are
@@ -486,7 +485,7 @@ int BPF_PROG(record_exec, struct task_struct *unused, int old_pid, struct linux_
 	__u64 held = take(slot);
 	if (!held)
 		return 0;
-	slot->tgid = tgid;
+	slot->owner = tgid;
 	slot->rec = rec;
 	leave(slot, held);
 	return 0;

@@ -35,9 +35,9 @@ pub(crate) const SLOT_WORDS: usize = 16;
 /// Slots in the record's array (`RECORD_SLOTS`): a thread-group id's slot is its low bits.
 pub(crate) const RECORD_SLOTS: usize = 4096;
 /// Where a slot's words are: its version (`seq`, odd while a program writes it), the
-/// thread-group id whose entry it holds (the low half of the word), the entry.
+/// thread-group id whose entry it holds (`owner`, 0 for none), the entry.
 pub(crate) const SLOT_SEQ: usize = 0;
-pub(crate) const SLOT_TGID: usize = 1;
+pub(crate) const SLOT_OWNER: usize = 1;
 pub(crate) const SLOT_RECORD: usize = 2;
 
 /// The two 32-bit fields of a word, in memory order.
@@ -86,11 +86,6 @@ impl RawRecord {
             interpreter: file(6),
             seq: w[12],
         }
-    }
-
-    /// The owner of a slot's entry: the thread-group id in its word.
-    pub(crate) fn slot_owner(word: u64) -> u32 {
-        halves(word).0
     }
 }
 
@@ -211,7 +206,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(RawRecord, interpreter), 48);
         assert_eq!(std::mem::offset_of!(RawRecord, seq), 96);
         assert_eq!(RawRecord::WORDS * 8, std::mem::size_of::<RawRecord>());
-        // struct record_slot: seq, tgid and pad, the record, pad2.
+        // struct record_slot: seq, owner, the record, pad.
         assert_eq!(SLOT_RECORD + RawRecord::WORDS + 1, SLOT_WORDS);
         assert!(RECORD_SLOTS.is_power_of_two());
     }
@@ -247,7 +242,6 @@ mod tests {
         let i = r.interpreter;
         assert_eq!((i.ino, i.size, i.ctime_nsec, i.dev), (9, -1, 24, 0));
         assert_eq!(r.seq, 99);
-        assert_eq!(RawRecord::slot_owner(pair(4242, 0)), 4242);
     }
 
     /// `struct approval` and `struct kill` as the C side lays them out.

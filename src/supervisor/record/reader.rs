@@ -9,7 +9,7 @@ use aya::maps::{HashMap, Map, MapData, MapError};
 use super::fds::{version, RecordError, RecordFds, MAP};
 use crate::inspect::image::Loaded;
 use crate::sys::bpf::{
-    RawApproval, RawRecord, RECORD_SLOTS, SLOT_RECORD, SLOT_SEQ, SLOT_TGID, SLOT_WORDS,
+    RawApproval, RawRecord, RECORD_SLOTS, SLOT_OWNER, SLOT_RECORD, SLOT_SEQ, SLOT_WORDS,
 };
 use crate::sys::ReadOnlyWords;
 
@@ -101,8 +101,8 @@ impl ExecRecord {
     }
 
     /// What the latest exec of process `pid` loaded, if the record has it (a thread's id, a
-    /// process that has not executed since the record began, an entry the map had no room
-    /// for: none).
+    /// process that has not executed since the record began, one whose slot another process
+    /// took: none).
     pub(crate) fn lookup(&self, pid: u32) -> Option<Loaded> {
         let raw = read_slot(&self.slots, pid)?;
         Some(Loaded {
@@ -123,7 +123,7 @@ pub(super) fn read_slot(slots: &ReadOnlyWords, pid: u32) -> Option<RawRecord> {
     if seq % 2 == 1 {
         return None;
     }
-    let owner = RawRecord::slot_owner(slots.load(base + SLOT_TGID, Ordering::Relaxed)?);
+    let owner = slots.load(base + SLOT_OWNER, Ordering::Relaxed)?;
     let mut words = [0u64; RawRecord::WORDS];
     for (i, w) in words.iter_mut().enumerate() {
         *w = slots.load(base + SLOT_RECORD + i, Ordering::Relaxed)?;
@@ -132,5 +132,5 @@ pub(super) fn read_slot(slots: &ReadOnlyWords, pid: u32) -> Option<RawRecord> {
     // with full barriers).
     fence(Ordering::Acquire);
     let unchanged = slots.load(base + SLOT_SEQ, Ordering::Relaxed)? == seq;
-    (unchanged && owner == pid && pid != 0).then(|| RawRecord::from_words(&words))
+    (unchanged && owner == u64::from(pid) && pid != 0).then(|| RawRecord::from_words(&words))
 }

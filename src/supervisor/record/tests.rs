@@ -263,7 +263,7 @@ fn a_process_whose_slot_was_taken_has_no_entry() {
 /// only when the slot is its process's and no program is writing it.
 #[test]
 fn a_slot_is_read_only_whole_and_only_for_its_process() {
-    use crate::sys::bpf::{RECORD_SLOTS, SLOT_RECORD, SLOT_SEQ, SLOT_TGID, SLOT_WORDS};
+    use crate::sys::bpf::{RECORD_SLOTS, SLOT_OWNER, SLOT_RECORD, SLOT_SEQ, SLOT_WORDS};
     use std::sync::atomic::Ordering::SeqCst;
     let words = RECORD_SLOTS * SLOT_WORDS;
     let fd =
@@ -274,7 +274,7 @@ fn a_slot_is_read_only_whole_and_only_for_its_process() {
     let w = writer.words();
     let pid = 4242u32;
     let base = (pid as usize % RECORD_SLOTS) * SLOT_WORDS;
-    w[base + SLOT_TGID].store(u64::from(pid), SeqCst);
+    w[base + SLOT_OWNER].store(u64::from(pid), SeqCst);
     w[base + SLOT_RECORD].store(77, SeqCst); // the program's inode
     w[base + SLOT_RECORD + 12].store(5, SeqCst); // the exec's time
 
@@ -289,7 +289,44 @@ fn a_slot_is_read_only_whole_and_only_for_its_process() {
     assert!(reader::read_slot(&slots, pid).is_none());
     // Emptied: nobody's, not even process 0's.
     w[base + SLOT_SEQ].store(4, SeqCst);
-    w[base + SLOT_TGID].store(0, SeqCst);
+    w[base + SLOT_OWNER].store(0, SeqCst);
     assert!(reader::read_slot(&slots, pid).is_none());
     assert!(reader::read_slot(&slots, 0).is_none());
+}
+
+/// A process's next exec clears its entry before anything else: here that exec is in a
+/// namespace no longer guarded, which records nothing, and the lookup must not give the
+/// earlier image's entry. Needs what the record needs; skips otherwise.
+#[test]
+fn a_later_exec_clears_the_earlier_images_entry() {
+    let fds = match RecordFds::load() {
+        Ok(fds) => fds,
+        Err(e) => {
+            eprintln!("skipped: the exec record cannot be loaded here: {e}");
+            return;
+        }
+    };
+    let mut guarded = Guarded::open(&fds).expect("a fresh record has the guarded map");
+    let record = ExecRecord::open(fds).unwrap();
+    let bash = nix::sys::stat::stat("/bin/bash").unwrap();
+    let (mut child, pid) = in_new_pid_namespace("/bin/bash", "-c 'read line; exec /bin/cat'");
+    guarded
+        .admit(0, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
+        .unwrap();
+    go(&mut child);
+    wait_for(&record, pid, bash.st_ino);
+    guarded.release(0);
+    go(&mut child);
+    let cat = std::fs::canonicalize("/bin/cat").unwrap();
+    let ran = (0..1000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(cat.clone())
+    });
+    assert!(ran, "the process did not exec cat");
+    assert_eq!(
+        record.lookup(pid),
+        None,
+        "the earlier image's entry is gone"
+    );
+    end(child, pid);
 }
