@@ -201,11 +201,13 @@ static __always_inline struct record_slot *slot_of(__u32 tgid)
 }
 
 // Clears the slot's owner if it is `tgid` (its previous image's entry, or a process that
-// ends); the entry's words stay, naming nobody.
+// ends); the entry's words stay, naming nobody. A first plain look spares the locked
+// instruction where the slot is another's: nothing else names `tgid` the owner meanwhile (only
+// its own exec does, which is this one or after this).
 static __always_inline void forget(__u32 tgid)
 {
 	struct record_slot *slot = slot_of(tgid);
-	if (slot)
+	if (slot && *(volatile __u64 *)&slot->owner == tgid)
 		__sync_val_compare_and_swap(&slot->owner, (__u64)tgid, 0);
 }
 
@@ -346,45 +348,47 @@ static __always_inline void not_as_judged(__u32 tgid, __u32 inum, const struct e
 }
 
 #define AT_BASE 7
-// Pairs read from saved_auxv at most (the kernel's is 2 * 25 words on x86-64, 2 * 24 on arm64).
-#define AUXV_PAIRS 32
+// Pairs looked at in saved_auxv at most (the kernel's is 2 * 26 words on x86-64, 2 * 25 on
+// arm64; AT_BASE is the eighth or ninth pair).
+#define AUXV_PAIRS 24
 
 static __always_inline void read_file(struct file *f, struct file_record *r)
 {
-	struct inode *i = BPF_CORE_READ(f, f_inode);
+	struct inode *i = f->f_inode;
 	if (!i)
 		return;
-	r->ino = BPF_CORE_READ(i, i_ino);
-	r->size = BPF_CORE_READ(i, i_size);
+	r->ino = i->i_ino;
+	r->size = i->i_size;
 	if (bpf_core_field_exists(i->i_ctime_sec)) {
-		r->ctime_sec = BPF_CORE_READ(i, i_ctime_sec);
-		r->ctime_nsec = BPF_CORE_READ(i, i_ctime_nsec) & 0x7fffffff;
+		r->ctime_sec = i->i_ctime_sec;
+		r->ctime_nsec = i->i_ctime_nsec & 0x7fffffff;
 	} else {
 		struct inode___v66 *i66 = (void *)i;
 		struct inode___v50 *i50 = (void *)i;
-		struct timespec64 t = {};
-		if (bpf_core_field_exists(i66->__i_ctime))
-			t = BPF_CORE_READ(i66, __i_ctime);
-		else
-			t = BPF_CORE_READ(i50, i_ctime);
-		r->ctime_sec = t.tv_sec;
-		r->ctime_nsec = (__u32)t.tv_nsec;
+		if (bpf_core_field_exists(i66->__i_ctime)) {
+			r->ctime_sec = i66->__i_ctime.tv_sec;
+			r->ctime_nsec = (__u32)i66->__i_ctime.tv_nsec;
+		} else {
+			r->ctime_sec = i50->i_ctime.tv_sec;
+			r->ctime_nsec = (__u32)i50->i_ctime.tv_nsec;
+		}
 	}
 	if (bpf_core_field_exists(i->i_mtime_sec)) {
-		r->mtime_sec = BPF_CORE_READ(i, i_mtime_sec);
-		r->mtime_nsec = BPF_CORE_READ(i, i_mtime_nsec);
+		r->mtime_sec = i->i_mtime_sec;
+		r->mtime_nsec = i->i_mtime_nsec;
 	} else {
 		struct inode___v66 *i66 = (void *)i;
-		struct timespec64 t = {};
-		if (bpf_core_field_exists(i66->__i_mtime))
-			t = BPF_CORE_READ(i66, __i_mtime);
-		else
-			t = BPF_CORE_READ(i66, i_mtime);
-		r->mtime_sec = t.tv_sec;
-		r->mtime_nsec = (__u32)t.tv_nsec;
+		if (bpf_core_field_exists(i66->__i_mtime)) {
+			r->mtime_sec = i66->__i_mtime.tv_sec;
+			r->mtime_nsec = (__u32)i66->__i_mtime.tv_nsec;
+		} else {
+			r->mtime_sec = i66->i_mtime.tv_sec;
+			r->mtime_nsec = (__u32)i66->i_mtime.tv_nsec;
+		}
 	}
 	// Read last: a record with a device was read whole.
-	r->dev = BPF_CORE_READ(i, i_sb, s_dev);
+	struct super_block *sb = i->i_sb;
+	r->dev = sb ? sb->s_dev : 0;
 }
 
 static long mapped_file(struct task_struct *task, struct vm_area_struct *vma, void *data)
@@ -427,45 +431,42 @@ int BPF_PROG(record_exec, struct task_struct *unused, int old_pid, struct linux_
 		}
 	}
 
-	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	struct mm_struct *mm = task->mm;
 	if (!mm)
 		return 0;
 	struct exec_record rec = {};
-	struct file *exe = BPF_CORE_READ(mm, exe_file);
+	struct file *exe = mm->exe_file;
 	if (exe)
 		read_file(exe, &rec.program);
 
+	// Direct loads through the kernel's types (no helper call), at offsets fixed when the loops
+	// are unrolled; a kernel whose vector is shorter than they read records no interpreter
+	// (and such images are looked at through /proc).
 	unsigned long base = 0;
 	unsigned long *auxv = __builtin_preserve_access_index(&mm->saved_auxv[0]);
 	__u32 words = bpf_core_field_size(mm->saved_auxv) / sizeof(unsigned long);
-	char class = 0;
-	bpf_probe_read_kernel(&class, 1, &bprm->buf[EI_CLASS]);
-	if (class == ELFCLASS32) {
+	if (words < 2 * AUXV_PAIRS) {
+	} else if (bprm->buf[EI_CLASS] == ELFCLASS32) {
 		// Pairs of 32-bit words, two to an unsigned long.
+		__u32 *auxv32 = (__u32 *)auxv;
+#pragma unroll
 		for (__u32 i = 0; i < AUXV_PAIRS; i++) {
-			__u32 pair[2] = {};
-			if (i >= words)
+			__u32 type = auxv32[2 * i];
+			if (type == 0)
 				break;
-			if (bpf_probe_read_kernel(pair, sizeof(pair), auxv + i))
-				break;
-			if (pair[0] == 0)
-				break;
-			if (pair[0] == AT_BASE) {
-				base = pair[1];
+			if (type == AT_BASE) {
+				base = auxv32[2 * i + 1];
 				break;
 			}
 		}
 	} else {
+#pragma unroll
 		for (__u32 i = 0; i < AUXV_PAIRS; i++) {
-			unsigned long pair[2] = {};
-			if (2 * i + 1 >= words)
+			unsigned long type = auxv[2 * i];
+			if (type == 0)
 				break;
-			if (bpf_probe_read_kernel(pair, sizeof(pair), auxv + 2 * i))
-				break;
-			if (pair[0] == 0)
-				break;
-			if (pair[0] == AT_BASE) {
-				base = pair[1];
+			if (type == AT_BASE) {
+				base = auxv[2 * i + 1];
 				break;
 			}
 		}
@@ -496,16 +497,24 @@ int forget_exit(void *ctx)
 {
 	// A task of the initial pid namespace was never recorded. Any other is forgotten whether
 	// its namespace is still guarded or not: no entry outlives its process.
-	struct pid *p = bpf_get_current_task_btf()->thread_pid;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pid *p = task->thread_pid;
 	if (!p || p->level == 0)
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = (__u32)id, tgid = id >> 32;
-	// An approval the thread's last exec did not take (the exec failed after it was judged)
-	// ends with the thread: the map only holds approvals of live threads.
-	bpf_map_delete_elem(&approved_v1, &pid);
 	if (pid == tgid)
 		forget(tgid);
+	// An approval the thread's last exec did not take (the exec failed after it was judged)
+	// ends with the thread: the map only holds approvals of live threads. Only a thread of a
+	// namespace whose execs are judged can have one (the worker writes them at the exec
+	// checkpoint, which only such a namespace's filter has; its namespace stays in the map
+	// until the last task under that filter has exited), and the look costs a third of the
+	// deletion that every other exit would pay.
+	__u32 inum = 0;
+	__u32 *flags = guarded(task, &inum);
+	if (flags && (*flags & GUARD_EXECS_JUDGED))
+		bpf_map_delete_elem(&approved_v1, &pid);
 	return 0;
 }
 
