@@ -348,9 +348,10 @@ static __always_inline void not_as_judged(__u32 tgid, __u32 inum, const struct e
 }
 
 #define AT_BASE 7
-// Pairs looked at in saved_auxv at most (the kernel's is 2 * 26 words on x86-64, 2 * 25 on
-// arm64; AT_BASE is the eighth or ninth pair).
-#define AUXV_PAIRS 24
+// Pairs looked at in saved_auxv at most: AT_BASE is the ninth pair on x86-64 and arm64 (after
+// the architecture's two, AT_HWCAP, AT_PAGESZ, AT_CLKTCK and the program headers' three), the
+// tenth for i386; the kernel's vector holds 23 pairs or more (46 words on arm64 6.1).
+#define AUXV_PAIRS 16
 
 static __always_inline void read_file(struct file *f, struct file_record *r)
 {
