@@ -64,6 +64,8 @@ pub(crate) struct Adopted {
     /// (slot, runc's message, notify fd).
     pub held: Vec<(usize, Vec<u8>, OwnedFd)>,
     pub record: Option<RecordFds>,
+    /// Why a record that was carried is not kept (another version's), if so.
+    pub record_dropped: Option<String>,
 }
 
 /// What the keeper carries across the exec.
@@ -199,10 +201,19 @@ pub(crate) fn take() -> Result<Option<Adopted>, HandoverError> {
             }
         }
     }
+    let mut record_dropped = None;
     let record = h
         .record
         .and_then(|fds| match RecordFds::adopt(&fds, h.guarded) {
-            Ok(r) => Some(r),
+            Ok(r) => match r.check_layout() {
+                Ok(()) => Some(r),
+                Err(e) => {
+                    let why = format!("the exec record carried across the upgrade is not this version's ({e}); it was dropped, and every image is looked at through /proc until the supervisor is restarted");
+                    tracing::error!("{why}");
+                    record_dropped = Some(why);
+                    None
+                }
+            },
             Err(e) => {
                 tracing::error!(error = %e, "the exec record did not cross the upgrade; every image is looked at through /proc");
                 None
@@ -210,6 +221,7 @@ pub(crate) fn take() -> Result<Option<Adopted>, HandoverError> {
         });
     Ok(Some(Adopted {
         record,
+        record_dropped,
         listener: UnixListener::from(listener),
         activated: h.activated,
         slots,

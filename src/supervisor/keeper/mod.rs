@@ -56,6 +56,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
             tracing::info!(containers = a.held.len(), exe = %cmd.exe.display(), "keeper upgraded in place");
             cmd.started = a.started;
             cmd.record = a.record;
+            cmd.record_off = a.record_dropped;
             (a.listener, a.activated, a.slots, a.held)
         }
         None => {
@@ -84,7 +85,7 @@ pub(crate) fn run(config: Config, cmd: WorkerCommand) -> Result<(), SupervisorEr
         store.store_slots(slots.file().as_fd());
     }
     // Loaded while CAP_BPF and CAP_PERFMON are there: the reduction below drops them.
-    if cmd.record.is_none() {
+    if cmd.record.is_none() && cmd.record_off.is_none() {
         match super::record::load_if_wanted(config.worker.exec_record, Path::new(OWN_IMAGE)) {
             Ok(record) => cmd.record = Some(record),
             Err(why) => cmd.record_off = Some(why),

@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
-use aya::maps::MapError;
+use aya::maps::{MapData, MapError};
 
 use crate::inspect::FileVersion;
 use crate::sys::bpf::RawFile;
@@ -135,5 +135,32 @@ impl RecordFds {
             confirm,
             guarded: guarded.map(adopt).transpose()?,
         })
+    }
+
+    /// Whether the record's map is this version's. One carried across an upgrade can be
+    /// another version's: no worker of this one could read it, while its programs would go on
+    /// confirming execs against approvals no worker writes (killing every judged exec), so the
+    /// keeper drops such a record, which detaches its programs.
+    pub(crate) fn check_layout(&self) -> Result<(), RecordError> {
+        let map_err = |e| RecordError::Map(Box::new(e));
+        let fd = self
+            .map
+            .try_clone()
+            .map_err(|e| map_err(MapError::from(e)))?;
+        check_layout(&MapData::from_fd(fd).map_err(map_err)?)
+    }
+}
+
+/// Whether `map` is this version's record: its name, which says the layout, and its size.
+pub(super) fn check_layout(map: &MapData) -> Result<(), RecordError> {
+    let info = map.info().map_err(|e| RecordError::Map(Box::new(e)))?;
+    let sized = usize::try_from(info.value_size()).ok() == Some(crate::sys::bpf::SLOT_WORDS * 8)
+        && usize::try_from(info.max_entries()).ok() == Some(crate::sys::bpf::RECORD_SLOTS);
+    if info.name_as_str() == Some(MAP) && sized {
+        Ok(())
+    } else {
+        Err(RecordError::Layout(
+            String::from_utf8_lossy(info.name()).into_owned(),
+        ))
     }
 }

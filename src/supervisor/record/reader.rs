@@ -6,7 +6,7 @@ use std::sync::atomic::{fence, Ordering};
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 
-use super::fds::{version, RecordError, RecordFds, MAP};
+use super::fds::{check_layout, version, RecordError, RecordFds};
 use crate::inspect::image::Loaded;
 use crate::sys::bpf::{
     RawApproval, RawRecord, RECORD_SLOTS, SLOT_OWNER, SLOT_RECORD, SLOT_SEQ, SLOT_WORDS,
@@ -31,14 +31,7 @@ impl ExecRecord {
     pub(crate) fn open(fds: RecordFds) -> Result<Self, RecordError> {
         let map_err = |e| RecordError::Map(Box::new(e));
         let data = MapData::from_fd(fds.map).map_err(map_err)?;
-        let info = data.info().map_err(map_err)?;
-        let sized = usize::try_from(info.value_size()).ok() == Some(SLOT_WORDS * 8)
-            && usize::try_from(info.max_entries()).ok() == Some(RECORD_SLOTS);
-        if info.name_as_str() != Some(MAP) || !sized {
-            return Err(RecordError::Layout(
-                String::from_utf8_lossy(info.name()).into_owned(),
-            ));
-        }
+        check_layout(&data)?;
         let slots = ReadOnlyWords::map(&data.fd().as_fd(), RECORD_SLOTS * SLOT_WORDS)
             .map_err(RecordError::Mapping)?;
         let (approvals, kills) = match fds.confirm {
@@ -119,18 +112,19 @@ impl ExecRecord {
 /// `/proc`: another process whose id shares the slot took it, or was taking it.
 pub(super) fn read_slot(slots: &ReadOnlyWords, pid: u32) -> Option<RawRecord> {
     let base = (pid as usize % RECORD_SLOTS) * SLOT_WORDS;
-    let seq = slots.load(base + SLOT_SEQ, Ordering::Acquire)?;
+    let seq = slots.load(base + SLOT_SEQ)?;
     if seq % 2 == 1 {
         return None;
     }
-    let owner = slots.load(base + SLOT_OWNER, Ordering::Relaxed)?;
+    // The copy is read after the version, and before it is read again (the programs take
+    // and leave a slot with full barriers).
+    fence(Ordering::Acquire);
+    let owner = slots.load(base + SLOT_OWNER)?;
     let mut words = [0u64; RawRecord::WORDS];
     for (i, w) in words.iter_mut().enumerate() {
-        *w = slots.load(base + SLOT_RECORD + i, Ordering::Relaxed)?;
+        *w = slots.load(base + SLOT_RECORD + i)?;
     }
-    // The copy is read before the version is read again (the programs take and leave a slot
-    // with full barriers).
     fence(Ordering::Acquire);
-    let unchanged = slots.load(base + SLOT_SEQ, Ordering::Relaxed)? == seq;
+    let unchanged = slots.load(base + SLOT_SEQ)? == seq;
     (unchanged && owner == u64::from(pid) && pid != 0).then(|| RawRecord::from_words(&words))
 }
