@@ -98,14 +98,20 @@ impl ReadOnlyWords {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A file of `bytes` zero bytes in memory, to map.
+    pub(crate) fn file_of(bytes: usize) -> std::os::fd::OwnedFd {
+        let fd =
+            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&fd, i64::try_from(bytes).unwrap()).unwrap();
+        fd
+    }
 
     #[test]
     fn shared_words_are_shared_between_mappings() {
-        let fd =
-            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
-        nix::unistd::ftruncate(&fd, 4096).unwrap();
+        let fd = file_of(4096);
         let a = SharedWords::map(&fd, 512).unwrap();
         let b = SharedWords::map(&fd, 512).unwrap();
         a.words()[7].store(42, std::sync::atomic::Ordering::Release);
@@ -116,9 +122,7 @@ mod tests {
     /// A read-only mapping sees what a writable one writes, and nothing past its end.
     #[test]
     fn read_only_words_see_the_writers_words() {
-        let fd =
-            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
-        nix::unistd::ftruncate(&fd, 4096).unwrap();
+        let fd = file_of(4096);
         let w = SharedWords::map(&fd, 512).unwrap();
         let r = ReadOnlyWords::map(&fd, 512).unwrap();
         w.words()[511].store(7, Ordering::Release);
@@ -130,9 +134,7 @@ mod tests {
     /// A file shorter than the words asked for is refused, not mapped to fault later.
     #[test]
     fn a_short_file_is_refused() {
-        let fd =
-            nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
-        nix::unistd::ftruncate(&fd, 4096).unwrap();
+        let fd = file_of(4096);
         let err = SharedWords::map(&fd, 513).err().unwrap();
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
         assert!(SharedWords::map(&fd, usize::MAX).is_err());

@@ -65,15 +65,34 @@ fn end(mut child: std::process::Child, pid: u32) {
     child.wait().unwrap();
 }
 
+/// The record, loaded here (root with CAP_BPF and CAP_PERFMON, a build with clang); else
+/// none, and the test says it is skipped.
+fn load_or_skip() -> Option<RecordFds> {
+    RecordFds::load()
+        .map_err(|e| eprintln!("skipped: the exec record cannot be loaded here: {e}"))
+        .ok()
+}
+
+/// Guards the pid namespace of process `pid`, counted under the keeper's `slot`.
+fn guard(guarded: &mut Guarded, slot: usize, pid: u32) {
+    guarded
+        .admit(slot, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
+        .unwrap();
+}
+
+/// Whether `done` holds within about a second (asked every millisecond).
+fn within_a_second(mut done: impl FnMut() -> bool) -> bool {
+    (0..1000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        done()
+    })
+}
+
 /// Needs root with CAP_BPF and CAP_PERFMON, and a build with clang; skips otherwise.
 #[test]
 fn the_record_names_what_a_guarded_exec_loaded_as_stat_does() {
-    let fds = match RecordFds::load() {
-        Ok(fds) => fds,
-        Err(e) => {
-            eprintln!("skipped: the exec record cannot be loaded here: {e}");
-            return;
-        }
+    let Some(fds) = load_or_skip() else {
+        return;
     };
     let mut guarded = Guarded::open(&fds).expect("a fresh record has the guarded map");
     let record = ExecRecord::open(fds).unwrap();
@@ -93,9 +112,7 @@ fn the_record_names_what_a_guarded_exec_loaded_as_stat_does() {
 
     // A dynamic program in a guarded pid namespace.
     let (mut child, pid) = in_new_pid_namespace("/bin/sleep", "5");
-    guarded
-        .admit(0, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
-        .unwrap();
+    guard(&mut guarded, 0, pid);
     assert_eq!(guarded.namespaces().len(), 1);
     go(&mut child);
     let loaded = wait_for(&record, pid, sleep.st_ino);
@@ -106,19 +123,14 @@ fn the_record_names_what_a_guarded_exec_loaded_as_stat_does() {
     assert_eq!((interp.dev, interp.ino), (ld.st_dev, ld.st_ino));
     end(child, pid);
     // The process dies of the SIGKILL a moment after unshare, which `end` waits for.
-    let gone = (0..1000).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-        record.lookup(pid).is_none()
-    });
+    let gone = within_a_second(|| record.lookup(pid).is_none());
     assert!(gone, "the entry ends with the process");
     guarded.release(0);
     assert!(guarded.namespaces().is_empty());
 
     // The loader run directly: it is the program, and no interpreter was loaded.
     let (mut child, pid) = in_new_pid_namespace(crate::inspect::TEST_LOADER, "/bin/sleep 5");
-    guarded
-        .admit(1, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
-        .unwrap();
+    guard(&mut guarded, 1, pid);
     go(&mut child);
     let loaded = wait_for(&record, pid, ld.st_ino);
     let program = loaded.program.unwrap();
@@ -133,9 +145,7 @@ fn the_record_names_what_a_guarded_exec_loaded_as_stat_does() {
         .spawn()
         .unwrap();
     let (mut child, pid) = in_new_pid_namespace("/bin/sleep", "5");
-    guarded
-        .admit(2, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
-        .unwrap();
+    guard(&mut guarded, 2, pid);
     guarded.release(2);
     go(&mut child);
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -197,12 +207,8 @@ fn in_new_pid_namespace_as(
 /// build with clang; skips otherwise.
 #[test]
 fn a_process_whose_slot_was_taken_has_no_entry() {
-    let fds = match RecordFds::load() {
-        Ok(fds) => fds,
-        Err(e) => {
-            eprintln!("skipped: the exec record cannot be loaded here: {e}");
-            return;
-        }
+    let Some(fds) = load_or_skip() else {
+        return;
     };
     let mut guarded = Guarded::open(&fds).expect("a fresh record has the guarded map");
     let record = ExecRecord::open(fds).unwrap();
@@ -211,9 +217,7 @@ fn a_process_whose_slot_was_taken_has_no_entry() {
 
     // Alive until the end (`end` kills it), however long the second id takes to have.
     let (mut first, first_pid) = in_new_pid_namespace("/bin/sleep", "600");
-    guarded
-        .admit(0, format!("{{\"pid\": {first_pid}}}").as_bytes(), |_, _| 0)
-        .unwrap();
+    guard(&mut guarded, 0, first_pid);
     go(&mut first);
     wait_for(&record, first_pid, sleep.st_ino);
 
@@ -244,9 +248,7 @@ fn a_process_whose_slot_was_taken_has_no_entry() {
         eprintln!("skipped: process id {want} could not be had (ns_last_pid)");
         return;
     };
-    guarded
-        .admit(1, format!("{{\"pid\": {second_pid}}}").as_bytes(), |_, _| 0)
-        .unwrap();
+    guard(&mut guarded, 1, second_pid);
     go(&mut second);
     wait_for(&record, second_pid, cat.st_ino);
     assert_eq!(
@@ -268,9 +270,7 @@ fn a_slot_is_read_only_at_rest_and_only_for_its_process() {
     use crate::sys::bpf::{RECORD_SLOTS, SLOT_OWNER, SLOT_RECORD, SLOT_SEQ, SLOT_WORDS};
     use std::sync::atomic::Ordering::SeqCst;
     let words = RECORD_SLOTS * SLOT_WORDS;
-    let fd =
-        nix::sys::memfd::memfd_create(c"slots", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
-    nix::unistd::ftruncate(&fd, i64::try_from(words * 8).unwrap()).unwrap();
+    let fd = crate::sys::shm::tests::file_of(words * 8);
     let writer = crate::sys::SharedWords::map(&fd, words).unwrap();
     let slots = crate::sys::ReadOnlyWords::map(&fd, words).unwrap();
     let w = writer.words();
@@ -301,35 +301,25 @@ fn a_slot_is_read_only_at_rest_and_only_for_its_process() {
 /// earlier image's entry. Needs what the record needs; skips otherwise.
 #[test]
 fn a_later_exec_clears_the_earlier_images_entry() {
-    let fds = match RecordFds::load() {
-        Ok(fds) => fds,
-        Err(e) => {
-            eprintln!("skipped: the exec record cannot be loaded here: {e}");
-            return;
-        }
+    let Some(fds) = load_or_skip() else {
+        return;
     };
     let mut guarded = Guarded::open(&fds).expect("a fresh record has the guarded map");
     let record = ExecRecord::open(fds).unwrap();
     let bash = nix::sys::stat::stat("/bin/bash").unwrap();
     let (mut child, pid) = in_new_pid_namespace("/bin/bash", "-c 'read line; exec /bin/cat'");
-    guarded
-        .admit(0, format!("{{\"pid\": {pid}}}").as_bytes(), |_, _| 0)
-        .unwrap();
+    guard(&mut guarded, 0, pid);
     go(&mut child);
     wait_for(&record, pid, bash.st_ino);
     guarded.release(0);
     go(&mut child);
     let cat = std::fs::canonicalize("/bin/cat").unwrap();
-    let ran = (0..1000).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(1));
+    let ran = within_a_second(|| {
         std::fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(cat.clone())
     });
     assert!(ran, "the process did not exec cat");
     // /proc shows the new file a little before the tracepoint runs.
-    let gone = (0..1000).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-        record.lookup(pid).is_none()
-    });
+    let gone = within_a_second(|| record.lookup(pid).is_none());
     assert!(
         gone,
         "the earlier image's entry is still there: {:?}",
@@ -343,12 +333,8 @@ fn a_later_exec_clears_the_earlier_images_entry() {
 /// the record needs; skips otherwise.
 #[test]
 fn a_map_of_another_layout_is_refused() {
-    let fds = match RecordFds::load() {
-        Ok(fds) => fds,
-        Err(e) => {
-            eprintln!("skipped: the exec record cannot be loaded here: {e}");
-            return;
-        }
+    let Some(fds) = load_or_skip() else {
+        return;
     };
     fds.check_layout().expect("this version's record");
     // The map of guarded namespaces in the record's place: another name and size.
