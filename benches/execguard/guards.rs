@@ -10,6 +10,9 @@ use serde_json::Value;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Guard {
     Unguarded,
+    /// execguard's filter with no listener: its rules return ALLOW, each after the same
+    /// evaluation (what a seccomp filter costs at all, before any notification).
+    Filter,
     Null,
     /// The null responder after the same `/proc` looks as execguard's answer path.
     NullLooks,
@@ -26,8 +29,9 @@ pub(crate) enum Guard {
 }
 
 impl Guard {
-    pub(crate) const ALL: [Guard; 8] = [
+    pub(crate) const ALL: [Guard; 9] = [
         Guard::Unguarded,
+        Guard::Filter,
         Guard::Null,
         Guard::NullLooks,
         Guard::Audit,
@@ -40,6 +44,7 @@ impl Guard {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Guard::Unguarded => "unguarded",
+            Guard::Filter => "filter only",
             Guard::Null => "null responder",
             Guard::NullLooks => "null+looks",
             Guard::Audit => "audit",
@@ -80,7 +85,7 @@ impl Guards {
             Guard::EnforceExec => Some(&self.exec_checkpoint),
             Guard::EnforceOwnCgroup => Some(&self.own_cgroup),
             Guard::EnforcePreloads => Some(&self.preloads),
-            Guard::Unguarded | Guard::Null | Guard::NullLooks => None,
+            Guard::Unguarded | Guard::Filter | Guard::Null | Guard::NullLooks => None,
         }
     }
 }
@@ -105,7 +110,8 @@ pub(crate) fn storm_bundle_script(
     let mode = match g {
         Guard::Unguarded => "off",
         Guard::Audit => "audit",
-        Guard::Null
+        Guard::Filter
+        | Guard::Null
         | Guard::NullLooks
         | Guard::Enforce
         | Guard::EnforceExec
@@ -113,19 +119,50 @@ pub(crate) fn storm_bundle_script(
         | Guard::EnforcePreloads => "enforce",
     };
     let sup = guards.supervisor(g).unwrap_or(&guards.default);
+    // The filter-only container shows that it has a filter (mode 2) before its storm.
+    let script = match g {
+        Guard::Filter => format!(
+            "grep -q '^Seccomp:[[:space:]]*2$' /proc/self/status || {{ echo 'no seccomp filter' >&2; exit 3; }}; {script}"
+        ),
+        _ => script.to_owned(),
+    };
     let b = bundle(
         &sup.config,
         name,
-        script,
+        &script,
         &[("execguard.io/mode", mode)],
         None,
     );
     match g {
         Guard::Null => b.set_listener(&guards.null.socket),
         Guard::NullLooks => b.set_listener(&guards.null_looks.socket),
+        Guard::Filter => b.edit_spec(|spec| without_listener(&mut spec["linux"]["seccomp"])),
         _ => {}
     }
     b
+}
+
+/// The injected profile with no listener: each notifying rule returns an errno instead, and a
+/// rule with arguments compares them with a value its mask cannot give, so it never applies.
+/// The kernel evaluates the same filter for every system call (`arch_prctl` included: its
+/// rule depends on an argument, so it is never cached), and nothing is notified.
+fn without_listener(profile: &mut Value) {
+    let profile = profile
+        .as_object_mut()
+        .expect("inject wrote a seccomp profile");
+    profile.remove("listenerPath");
+    profile.remove("listenerMetadata");
+    for rule in profile["syscalls"].as_array_mut().into_iter().flatten() {
+        if rule["action"] != "SCMP_ACT_NOTIFY" {
+            continue;
+        }
+        rule["action"] = "SCMP_ACT_ERRNO".into();
+        for arg in rule["args"].as_array_mut().into_iter().flatten() {
+            assert_eq!(arg["op"], "SCMP_CMP_MASKED_EQ", "a trap's condition: {arg}");
+            let mask = arg["value"].as_u64().unwrap();
+            arg["valueTwo"] = (!mask).into();
+        }
+    }
 }
 
 /// execstorm's numbers from a finished run.

@@ -111,11 +111,62 @@ impl Lockstep {
     }
 }
 
+/// The order of step `round` in a Williams design for `n` kinds: over `2n` steps (`n` when `n`
+/// is even) each kind runs at each position equally often and right after each other kind
+/// equally often, so what a step leaves behind (a supervisor's work, the kernel's, a cache's
+/// contents) falls on every kind alike. (A rotation, as before, put each kind after the same
+/// one every time: the null responder after the unguarded storm, enforce after audit; the
+/// ratios moved by up to 1 % with the order.)
+pub(crate) fn balanced_order(n: usize, round: usize) -> Vec<usize> {
+    // 0, 1, n-1, 2, n-2, ...: the differences between neighbours cover 1..n once.
+    let first = (0..n).map(|k| {
+        if k % 2 == 1 {
+            k.div_ceil(2)
+        } else {
+            (n - k / 2) % n
+        }
+    });
+    let row = round % if n % 2 == 0 { n } else { 2 * n };
+    let mut order: Vec<usize> = first.map(|k| (k + row) % n).collect();
+    if row >= n {
+        order.reverse();
+    }
+    order
+}
+
+/// Checks what [`balanced_order`] promises, for `n` kinds over one full cycle of its rows.
+fn assert_balanced(n: usize) {
+    let rows = if n % 2 == 0 { n } else { 2 * n };
+    let mut after = vec![vec![0; n]; n];
+    let mut at = vec![vec![0; n]; n];
+    for round in 0..rows {
+        let order = balanced_order(n, round);
+        for (pos, &k) in order.iter().enumerate() {
+            at[k][pos] += 1;
+        }
+        for w in order.windows(2) {
+            after[w[1]][w[0]] += 1;
+        }
+    }
+    let per_pair = rows / n;
+    for k in 0..n {
+        assert!(
+            at[k].iter().all(|&c| c == rows / n),
+            "positions of {k}: {:?}",
+            at[k]
+        );
+        for j in (0..n).filter(|&j| j != k) {
+            assert_eq!(after[k][j], per_pair, "{k} after {j}");
+        }
+    }
+}
+
 /// Exec storms in lockstep: one container per kind of guard, all alive for the whole run,
 /// each running its storm in steps that the benchmark starts one container at a time, in an
 /// order that rotates. This machine's speed drifts by ±10 % over seconds; a step's ratios
 /// compare runs less than a second apart, and the median of the steps is kept.
 pub(crate) fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
+    assert_balanced(Guard::ALL.len());
     let mut per_exec: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut p50: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut p99: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -140,8 +191,10 @@ pub(crate) fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Va
         })
         .collect();
     for round in 0..rounds {
-        let mut order = Guard::ALL.to_vec();
-        order.rotate_left(round % Guard::ALL.len());
+        let order: Vec<Guard> = balanced_order(Guard::ALL.len(), round)
+            .into_iter()
+            .map(|i| Guard::ALL[i])
+            .collect();
         let mut mean = BTreeMap::new();
         for g in order {
             let (_, b, _, lockstep) = started.iter().find(|(k, ..)| *k == g).unwrap();
@@ -220,6 +273,23 @@ pub(crate) fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Va
         );
         table.insert(k.to_owned(), row);
     }
+    // The floor of any guard on this filter, in two parts paired per step.
+    let filter = Guard::Filter.name();
+    let notified: Vec<f64> = per_exec["null responder"]
+        .iter()
+        .zip(&per_exec[filter])
+        .map(|(null, f)| null / f)
+        .collect();
+    let (f_lo, f_hi) = median_interval(vs_unguarded[filter].clone());
+    let (n_lo, n_hi) = median_interval(notified.clone());
+    let (f, notify) = (median(vs_unguarded[filter].clone()), median(notified));
+    println!(
+        "  the floor: a seccomp filter at all ({filter} / unguarded {f:.3}, 95 % {f_lo:.3}-{f_hi:.3}), then one notification per exec answered at once (null responder / {filter} {notify:.3}, 95 % {n_lo:.3}-{n_hi:.3})"
+    );
+    out["floor"] = json!({
+        "filter_ratio": f, "filter_ratio_95": [f_lo, f_hi],
+        "notification_ratio": notify, "notification_ratio_95": [n_lo, n_hi],
+    });
     let own = Guard::EnforceOwnCgroup.name();
     let joined_vs_own = median(
         per_exec["enforce"]
