@@ -345,9 +345,10 @@ pub(crate) fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Va
         let (u_lo, u_hi) = bounds(k, "ratio_unguarded_95");
         let (n_lo, n_hi) = bounds(k, "ratio_null_95");
         println!(
-            "  target: {k} / unguarded ≤ 1.03: {} ({:.3}, 95 % {u_lo:.3}-{u_hi:.3});  {k} / null ≤ 1.03: {} ({:.3}, 95 % {n_lo:.3}-{n_hi:.3})",
+            "  target: {k} / unguarded ≤ 1.03: {} ({:.3}, 95 % {u_lo:.3}-{u_hi:.3}; the null responder alone {:.3});  {k} / null ≤ 1.03: {} ({:.3}, 95 % {n_lo:.3}-{n_hi:.3})",
             target(r(k, "ratio_unguarded") <= 1.03),
             r(k, "ratio_unguarded"),
+            r("null responder", "ratio_unguarded"),
             target(r(k, "ratio_null") <= 1.03),
             r(k, "ratio_null")
         );
