@@ -10,8 +10,8 @@ use serde_json::Value;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Guard {
     Unguarded,
-    /// execguard's filter with no listener: its rules return ALLOW, each after the same
-    /// evaluation (what a seccomp filter costs at all, before any notification).
+    /// execguard's filter with no listener and rules that never apply: every call is allowed
+    /// after the same evaluation (what a seccomp filter costs at all, before any notification).
     Filter,
     Null,
     /// The null responder after the same `/proc` looks as execguard's answer path.

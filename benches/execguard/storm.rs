@@ -162,8 +162,8 @@ fn assert_balanced(n: usize) {
 }
 
 /// Exec storms in lockstep: one container per kind of guard, all alive for the whole run,
-/// each running its storm in steps that the benchmark starts one container at a time, in an
-/// order that rotates. This machine's speed drifts by ±10 % over seconds; a step's ratios
+/// each running its storm in steps that the benchmark starts one container at a time, in a
+/// balanced order ([`balanced_order`]). This machine's speed drifts by ±10 % over seconds; a step's ratios
 /// compare runs less than a second apart, and the median of the steps is kept.
 pub(crate) fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Value) {
     assert_balanced(Guard::ALL.len());
