@@ -10,8 +10,9 @@ use serde_json::Value;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Guard {
     Unguarded,
-    /// execguard's filter with no listener and rules that never apply: every call is allowed
-    /// after the same evaluation (what a seccomp filter costs at all, before any notification).
+    /// execguard's filter with no listener and rules the storm never meets: every call it makes
+    /// is allowed after the same evaluation (what a seccomp filter costs at all, before any
+    /// notification).
     Filter,
     Null,
     /// The null responder after the same `/proc` looks as execguard's answer path.
@@ -142,10 +143,14 @@ pub(crate) fn storm_bundle_script(
     b
 }
 
-/// The injected profile with no listener: each notifying rule returns an errno instead, and a
-/// rule with arguments compares them with a value its mask cannot give, so it never applies.
-/// The kernel evaluates the same filter for every system call (`arch_prctl` included: its
-/// rule depends on an argument, so it is never cached), and nothing is notified.
+/// The injected profile with no listener, and rules that the storm never meets: each notifying
+/// rule returns an errno instead, and a rule with arguments compares them with 0 (libseccomp
+/// compares `arg & mask` with `datum & mask`, so no datum can lie outside the mask): `arch_prctl`
+/// with option 0, which is no option, and `seccomp` without `SECCOMP_FILTER_FLAG_NEW_LISTENER`,
+/// which the storm does not call. The kernel runs a filter of the same instructions, only the
+/// compared values and the action differ (checked with `PTRACE_SECCOMP_GET_FILTER`: 27 and 27),
+/// for every system call (`arch_prctl` included: its rule depends on an argument, so it is never
+/// cached), and nothing is notified.
 fn without_listener(profile: &mut Value) {
     let profile = profile
         .as_object_mut()
@@ -159,8 +164,7 @@ fn without_listener(profile: &mut Value) {
         rule["action"] = "SCMP_ACT_ERRNO".into();
         for arg in rule["args"].as_array_mut().into_iter().flatten() {
             assert_eq!(arg["op"], "SCMP_CMP_MASKED_EQ", "a trap's condition: {arg}");
-            let mask = arg["value"].as_u64().unwrap();
-            arg["valueTwo"] = (!mask).into();
+            arg["valueTwo"] = 0.into();
         }
     }
 }
