@@ -170,8 +170,6 @@ pub(crate) fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Va
     let mut per_exec: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut p50: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut p99: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    let mut vs_unguarded: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    let mut vs_null: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut summaries: BTreeMap<&str, Vec<FdSummary>> = BTreeMap::new();
     let started: Vec<(Guard, harness::Bundle, std::process::Child, Lockstep)> = Guard::ALL
         .iter()
@@ -195,7 +193,6 @@ pub(crate) fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Va
             .into_iter()
             .map(|i| Guard::ALL[i])
             .collect();
-        let mut mean = BTreeMap::new();
         for g in order {
             let (_, b, _, lockstep) = started.iter().find(|(k, ..)| *k == g).unwrap();
             lockstep.step(g);
@@ -209,20 +206,21 @@ pub(crate) fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Va
                 .push(ns("mean_ns") / 1000.0);
             p50.entry(g.name()).or_default().push(ns("p50_ns") / 1000.0);
             p99.entry(g.name()).or_default().push(ns("p99_ns") / 1000.0);
-            mean.insert(g.name(), ns("mean_ns"));
-        }
-        for g in Guard::ALL {
-            let m = mean[g.name()];
-            vs_unguarded
-                .entry(g.name())
-                .or_default()
-                .push(m / mean["unguarded"]);
-            vs_null
-                .entry(g.name())
-                .or_default()
-                .push(m / mean["null responder"]);
         }
     }
+    // Guard `a`'s time per exec over guard `b`'s, step by step (each step ran both).
+    let ratios = |a: &str, b: &str| -> Vec<f64> {
+        per_exec[a]
+            .iter()
+            .zip(&per_exec[b])
+            .map(|(a, b)| a / b)
+            .collect()
+    };
+    // Their median, with its 95 % interval.
+    let paired = |a: &str, b: &str| {
+        let v = ratios(a, b);
+        (median(v.clone()), median_interval(v))
+    };
     for (g, b, child, _) in started {
         let run = b.wait(child);
         assert_eq!(run.status, 0, "{}", run.describe());
@@ -248,15 +246,15 @@ pub(crate) fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Va
     let mut table = serde_json::Map::new();
     for g in Guard::ALL {
         let k = g.name();
-        let (q1, q3) = spread(&vs_null[k]);
-        let (u_lo, u_hi) = median_interval(vs_unguarded[k].clone());
-        let (n_lo, n_hi) = median_interval(vs_null[k].clone());
+        let (q1, q3) = spread(&ratios(k, "null responder"));
+        let (u, (u_lo, u_hi)) = paired(k, "unguarded");
+        let (nr, (n_lo, n_hi)) = paired(k, "null responder");
         let row = json!({
             "null_ratio_p25": q1, "null_ratio_p75": q3,
             "ratio_unguarded_95": [u_lo, u_hi], "ratio_null_95": [n_lo, n_hi],
             "per_exec_us": median(per_exec[k].clone()),
-            "ratio_unguarded": median(vs_unguarded[k].clone()),
-            "ratio_null": median(vs_null[k].clone()),
+            "ratio_unguarded": u,
+            "ratio_null": nr,
             "p50_us": median(p50[k].clone()),
             "p99_us": median(p99[k].clone()),
         });
@@ -275,14 +273,8 @@ pub(crate) fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Va
     }
     // The floor of any guard on this filter, in two parts paired per step.
     let filter = Guard::Filter.name();
-    let notified: Vec<f64> = per_exec["null responder"]
-        .iter()
-        .zip(&per_exec[filter])
-        .map(|(null, f)| null / f)
-        .collect();
-    let (f_lo, f_hi) = median_interval(vs_unguarded[filter].clone());
-    let (n_lo, n_hi) = median_interval(notified.clone());
-    let (f, notify) = (median(vs_unguarded[filter].clone()), median(notified));
+    let (f, (f_lo, f_hi)) = paired(filter, "unguarded");
+    let (notify, (n_lo, n_hi)) = paired("null responder", filter);
     println!(
         "  the floor: a seccomp filter at all ({filter} / unguarded {f:.3}, 95 % {f_lo:.3}-{f_hi:.3}), then one notification per exec answered at once (null responder / {filter} {notify:.3}, 95 % {n_lo:.3}-{n_hi:.3})"
     );
@@ -291,25 +283,13 @@ pub(crate) fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Va
         "notification_ratio": notify, "notification_ratio_95": [n_lo, n_hi],
     });
     let own = Guard::EnforceOwnCgroup.name();
-    let joined_vs_own = median(
-        per_exec["enforce"]
-            .iter()
-            .zip(&per_exec[own])
-            .map(|(j, o)| j / o)
-            .collect(),
-    );
+    let (joined_vs_own, _) = paired("enforce", own);
     println!(
         "  {own}: [worker] cpu_cgroup = \"supervisor\" (the answering thread stays in the supervisor's CPU cgroup); enforce / {own}: {joined_vs_own:.3} (paired)"
     );
     out["cpu_cgroup_ratio"] = json!(joined_vs_own);
     let on = Guard::EnforcePreloads.name();
-    let paired: Vec<f64> = per_exec[on]
-        .iter()
-        .zip(&per_exec["enforce"])
-        .map(|(on, off)| on / off)
-        .collect();
-    let (lo, hi) = median_interval(paired.clone());
-    let preloads = median(paired);
+    let (preloads, (lo, hi)) = paired(on, "enforce");
     println!(
         "  {on}: [rules] preload_from_writable = \"high\" (a look at every dynamic program's environment); {on} / enforce: {preloads:.3} (paired, 95 % {lo:.3}-{hi:.3})"
     );
@@ -320,13 +300,7 @@ pub(crate) fn exec_storms(guards: &Guards, n: usize, rounds: usize, out: &mut Va
     let shown: Vec<String> = ["audit", "enforce"]
         .iter()
         .map(|k| {
-            let paired: Vec<f64> = per_exec[k]
-                .iter()
-                .zip(&per_exec[looks])
-                .map(|(g, l)| g / l)
-                .collect();
-            let (lo, hi) = median_interval(paired.clone());
-            let m = median(paired);
+            let (m, (lo, hi)) = paired(k, looks);
             beyond_looks.insert((*k).to_owned(), json!({"ratio": m, "ratio_95": [lo, hi]}));
             format!("{k} {m:.3} (95 % {lo:.3}-{hi:.3})")
         })
